@@ -1,0 +1,236 @@
+"""Linear solves whose JVP rule is chosen by a variant name.
+
+Every JAX variant computes x = A^-1 b the same way; they differ only in how the JVP
+x' = A^-1 (b' - A' x) is organised:
+
+- ``before``: one full solve per tangent term (b' and -A'x), each factorising A again.
+- ``after``: the tangent terms stacked and solved by one ``jax.vmap``-ed solve.
+- ``fused``: A factorised once; the tangent terms summed into one right-hand side that reuses
+  the factorisation; when A has no tangent the primal and tangent right-hand sides are solved
+  together as one multi-RHS solve (one LAPACK call for the tridiagonal case).
+- ``lineax``: ``lineax.linear_solve`` and its own JVP, the peer.
+- ``cython``: tridiagonal only, the Thomas algorithm in Cython, called outside JAX.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+import lineax as lx
+from jax.custom_derivatives import SymbolicZero
+
+from .. import variants as _variants
+from . import _checks
+
+SOLVE_JVP = _variants.register(
+    "linear_solve",
+    "solve_jvp",
+    {
+        "before": "a separate full solve per tangent term",
+        "after": "tangent terms stacked into one vmapped solve",
+        "lineax": "lineax.linear_solve with its own JVP (the peer)",
+        "fused": "factorise once, tangent terms summed into one solve; b-only tangents solved with the primal",
+        "cython": "tridiagonal only: Thomas algorithm in Cython, factorisation shared by primal and tangent",
+    },
+    default="before",
+)
+JAX_VARIANTS = ("before", "after", "fused")
+
+_SINGULAR_MSG = (
+    "linear solve produced a non-finite solution: the operator is singular, or not positive "
+    "definite for solver='cholesky' (set EQX_ON_ERROR=nan to get NaN instead of this error)"
+)
+
+
+def _pad_bands(operator):
+    # lax.linalg.tridiagonal_solve wants three length-n bands with dl[0] = du[-1] = 0.
+    lower, diag, upper = operator
+    zero = jnp.zeros((1,), diag.dtype)
+    return jnp.concatenate([zero, lower]), diag, jnp.concatenate([upper, zero])
+
+
+def _factor(solver, operator):
+    if solver == "lu":
+        return jsl.lu_factor(operator)
+    if solver == "cholesky":
+        return jax.lax.linalg.cholesky(operator)
+    return _pad_bands(operator)  # gtsv factorises inside every call: nothing to keep
+
+
+def _solve_factored(solver, factor, rhs):
+    """Solve for rhs of shape (n,) or (n, k) with a factorisation from `_factor`."""
+    if solver == "lu":
+        return jsl.lu_solve(factor, rhs)
+    if solver == "cholesky":
+        return jsl.cho_solve((factor, True), rhs)
+    matrix_rhs = rhs if rhs.ndim == 2 else rhs[:, None]
+    out = jax.lax.linalg.tridiagonal_solve(*factor, matrix_rhs)
+    return out if rhs.ndim == 2 else out[:, 0]
+
+
+def _plain_solve(solver, operator, rhs):
+    return _solve_factored(solver, _factor(solver, operator), rhs)
+
+
+def _matvec(solver, operator, x):
+    if solver != "tridiagonal":
+        return operator @ x
+    lower, diag, upper = operator
+    y = diag * x
+    y = y.at[1:].add(lower * x[:-1])
+    return y.at[:-1].add(upper * x[1:])
+
+
+def _is_zero(tangent):
+    return all(isinstance(t, SymbolicZero) for t in jax.tree_util.tree_leaves(
+        tangent, is_leaf=lambda t: isinstance(t, SymbolicZero)))
+
+
+def _materialise(tangent):
+    return jax.tree_util.tree_map(
+        lambda t: jnp.zeros(t.shape, t.dtype) if isinstance(t, SymbolicZero) else t,
+        tangent,
+        is_leaf=lambda t: isinstance(t, SymbolicZero),
+    )
+
+
+def _check_finite(x):
+    return eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), _SINGULAR_MSG)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _solve(solver, variant, operator, vector):
+    return _check_finite(_plain_solve(solver, operator, vector))
+
+
+@functools.partial(_solve.defjvp, symbolic_zeros=True)
+def _solve_jvp(solver, variant, primals, tangents):
+    operator, vector = primals
+    t_operator, t_vector = tangents
+    has_t_op, has_t_vec = not _is_zero(t_operator), not _is_zero(t_vector)
+    if variant == "fused":
+        factor = _factor(solver, operator)
+        if not has_t_op:
+            rhs = jnp.stack([vector, _materialise(t_vector)], axis=-1)
+            both = _solve_factored(solver, factor, rhs)
+            return _check_finite(both[:, 0]), both[:, 1]
+        x = _check_finite(_solve_factored(solver, factor, vector))
+        rhs = -_matvec(solver, _materialise(t_operator), x)
+        if has_t_vec:
+            rhs = rhs + t_vector
+        return x, _solve_factored(solver, factor, rhs)
+
+    x = _check_finite(_plain_solve(solver, operator, vector))
+    terms = []
+    if has_t_vec:
+        terms.append(t_vector)
+    if has_t_op:
+        terms.append(-_matvec(solver, t_operator, x))
+    if not terms:
+        return x, jnp.zeros_like(x)
+    if variant == "before":
+        return x, sum(_plain_solve(solver, operator, t) for t in terms)
+    # "after": one vmapped solve over the stacked tangent right-hand sides.
+    solves = jax.vmap(lambda rhs: _plain_solve(solver, operator, rhs))(jnp.stack(terms))
+    return x, jnp.sum(solves, axis=0)
+
+
+def _lineax_solve(solver, operator, vector):
+    if solver == "tridiagonal":
+        lower, diag, upper = operator
+        op = lx.TridiagonalLinearOperator(diag, lower, upper)
+        lx_solver = lx.Tridiagonal()
+    elif solver == "lu":
+        op, lx_solver = lx.MatrixLinearOperator(operator), lx.LU()
+    else:
+        op = lx.MatrixLinearOperator(operator, lx.positive_semidefinite_tag)
+        lx_solver = lx.Cholesky()
+    return lx.linear_solve(op, vector, lx_solver).value
+
+
+def linear_solve(solver: str, operator, vector, *, variant: str | None = None):
+    """Solve A x = b, differentiable in forward mode with the JVP rule of `variant`.
+
+    Works under `jax.jit`, `jax.vmap` and `jax.jvp`. Singular (or, for Cholesky, non-SPD)
+    operators follow lineax's convention: an error at run time, or NaN with `EQX_ON_ERROR=nan`.
+
+    Arguments:
+        solver: ``"tridiagonal"``, ``"lu"`` or ``"cholesky"`` (the operator must be SPD).
+        operator: for ``"tridiagonal"`` a tuple ``(lower, diag, upper)`` of shapes (n-1,), (n,),
+            (n-1,); otherwise an (n, n) matrix. Floating dtype.
+        vector: the right-hand side b, shape (n,), same dtype as the operator.
+        variant: a JAX variant (``"before"``, ``"after"``, ``"fused"``) or ``"lineax"``;
+            `None` means the registry's default. ``"cython"`` is not a JAX function: use
+            `linear_solve_jvp` or `perflab.linear_solve.cython_solve`.
+
+    Returns:
+        x, shape (n,).
+    """
+    variant = SOLVE_JVP.check(SOLVE_JVP.default if variant is None else variant)
+    n, dtype = _checks.check_operator(solver, operator)
+    _checks.check_vector(vector, n, dtype)
+    if variant == "lineax":
+        return _lineax_solve(solver, tuple(operator) if solver == "tridiagonal" else operator, vector)
+    if variant == "cython":
+        raise ValueError(
+            "variant='cython' runs outside JAX: call linear_solve_jvp(..., variant='cython') "
+            "or perflab.linear_solve.cython_solve"
+        )
+    if solver == "tridiagonal":
+        operator = tuple(operator)
+    return _solve(solver, variant, operator, vector)
+
+
+def linear_solve_jvp(
+    solver: str,
+    operator,
+    vector,
+    t_operator=None,
+    t_vector=None,
+    *,
+    variant: str | None = None,
+):
+    """The solution of A x = b and its forward-mode derivative along (A', b').
+
+    Arguments:
+        solver: ``"tridiagonal"``, ``"lu"`` or ``"cholesky"``.
+        operator: A, as in `linear_solve`.
+        vector: b, shape (n,).
+        t_operator: A', the same structure as `operator`, or `None` for no operator tangent.
+        t_vector: b', shape (n,), or `None` for no right-hand-side tangent.
+        variant: any registered variant (see `SOLVE_JVP`); `None` means the default.
+            ``"cython"`` (tridiagonal only) takes and returns numpy float64 arrays.
+
+    Returns:
+        ``(x, x_dot)`` with x_dot = A^-1 (b' - A' x).
+    """
+    variant = SOLVE_JVP.check(SOLVE_JVP.default if variant is None else variant)
+    n, dtype = _checks.check_operator(solver, operator)
+    _checks.check_vector(vector, n, dtype)
+    _checks.check_tangents(solver, operator, t_operator, t_vector, n, dtype)
+    if variant == "cython":
+        from ._cython import cython_solve_jvp
+
+        if solver != "tridiagonal":
+            raise ValueError(f"variant='cython' exists for solver='tridiagonal' only, got solver={solver!r}")
+        return cython_solve_jvp(operator, vector, t_operator, t_vector)
+
+    if solver == "tridiagonal":
+        operator = tuple(operator)
+        t_operator = None if t_operator is None else tuple(t_operator)
+    if t_operator is None and t_vector is None:
+        x = linear_solve(solver, operator, vector, variant=variant)
+        return x, jnp.zeros_like(x)
+    if t_operator is None:
+        return jax.jvp(lambda b: linear_solve(solver, operator, b, variant=variant), (vector,), (t_vector,))
+    if t_vector is None:
+        return jax.jvp(lambda a: linear_solve(solver, a, vector, variant=variant), (operator,), (t_operator,))
+    return jax.jvp(
+        lambda a, b: linear_solve(solver, a, b, variant=variant),
+        (operator, vector),
+        (t_operator, t_vector),
+    )

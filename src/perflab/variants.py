@@ -1,0 +1,114 @@
+"""The variant registry: each study declares, per operation, the variants it offers by name.
+
+Benchmarks keep their own literal `params` lists (asv runs today's benchmarks against older
+commits, so they must not import their parameter values from the library); a test checks that
+every registered variant appears in the benchmark that times it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class Operation:
+    """The variants of one operation of one study.
+
+    Attributes:
+        study: the study's name, e.g. ``"linear_solve"``.
+        name: the operation's name, e.g. ``"solve_jvp"``.
+        variants: variant name -> one-line description of what it does.
+        default: the variant used when the caller names none.
+        baseline: the variant reports treat as BEFORE.
+        optimised: the variant reports treat as AFTER.
+    """
+
+    study: str
+    name: str
+    variants: Mapping[str, str]
+    default: str
+    baseline: str = "before"
+    optimised: str = "after"
+
+    def check(self, variant: str, *, argument: str = "variant") -> str:
+        """Return `variant` if it is registered, else raise a `ValueError` listing the choices.
+
+        Arguments:
+            variant: the name to check.
+            argument: the argument name to quote in the error.
+
+        Returns:
+            The same name.
+        """
+        if not isinstance(variant, str) or variant not in self.variants:
+            raise ValueError(
+                f"{argument}={variant!r} is not a variant of {self.study}.{self.name}; "
+                f"expected one of {sorted(self.variants)}"
+            )
+        return variant
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The variant names, in declaration order."""
+        return tuple(self.variants)
+
+
+_REGISTRY: dict[tuple[str, str], Operation] = {}
+
+
+def register(
+    study: str,
+    name: str,
+    variants: Mapping[str, str],
+    *,
+    default: str,
+    baseline: str = "before",
+    optimised: str = "after",
+) -> Operation:
+    """Declare the variants of an operation and return its `Operation` record.
+
+    Arguments:
+        study: the study's name.
+        name: the operation's name.
+        variants: variant name -> description; the order is the order reports use.
+        default: the variant used when the caller names none.
+        baseline: the variant shown as BEFORE in reports.
+        optimised: the variant shown as AFTER in reports.
+
+    Returns:
+        The registered `Operation`.
+    """
+    for role, value in (("default", default), ("baseline", baseline), ("optimised", optimised)):
+        if value not in variants:
+            raise ValueError(f"{role}={value!r} is not among the variants {list(variants)}")
+    op = Operation(study, name, dict(variants), default, baseline, optimised)
+    _REGISTRY[(study, name)] = op
+    return op
+
+
+def operations() -> tuple[Operation, ...]:
+    """Every registered operation (import the study packages first to register them).
+
+    Returns:
+        The operations in registration order.
+    """
+    return tuple(_REGISTRY.values())
+
+
+def get(study: str, name: str) -> Operation:
+    """Look up one operation.
+
+    Arguments:
+        study: the study's name.
+        name: the operation's name.
+
+    Returns:
+        Its `Operation`.
+    """
+    try:
+        return _REGISTRY[(study, name)]
+    except KeyError:
+        raise KeyError(
+            f"no operation {study}.{name}; registered: {sorted('.'.join(k) for k in _REGISTRY)}"
+        ) from None
