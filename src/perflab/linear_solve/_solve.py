@@ -98,6 +98,44 @@ def _materialise(tangent):
     )
 
 
+def _joint_plain(solver, factor, vector, t_vector):
+    both = _solve_factored(solver, factor, jnp.stack([vector, t_vector], axis=-1))
+    return both[:, 0], both[:, 1]
+
+
+@functools.cache
+def _joint_solve(solver):
+    """(factor, b, b') -> (A^-1 b, A^-1 b') as one multi-right-hand-side solve.
+
+    Under `jax.vmap` over the tangent only (`jax.jacfwd`, several tangent directions), the
+    columns [b, b'_1 .. b'_k] go to one solve and the primal stays unbatched; stacking
+    naively would batch the primal output, which `jacfwd` rejects.
+    """
+
+    @jax.custom_batching.custom_vmap
+    def joint(factor, vector, t_vector):
+        return _joint_plain(solver, factor, vector, t_vector)
+
+    @joint.def_vmap
+    def _rule(axis_size, in_batched, factor, vector, t_vector):
+        factor_batched, vector_batched, t_batched = in_batched
+        if not any(jax.tree_util.tree_leaves(factor_batched)) and not vector_batched:
+            rhs = jnp.concatenate([vector[:, None], t_vector.T], axis=1)
+            sol = _solve_factored(solver, factor, rhs)
+            return (sol[:, 0], sol[:, 1:].T), (False, True)
+
+        def bcast(x, batched):
+            return x if batched else jnp.broadcast_to(x, (axis_size, *x.shape))
+
+        factor = jax.tree_util.tree_map(bcast, factor, factor_batched)
+        out = jax.vmap(functools.partial(_joint_plain, solver))(
+            factor, bcast(vector, vector_batched), bcast(t_vector, t_batched)
+        )
+        return out, (True, True)
+
+    return joint
+
+
 def _check_finite(x):
     return eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), _SINGULAR_MSG)
 
@@ -115,9 +153,8 @@ def _solve_jvp(solver, variant, primals, tangents):
     if variant == "fused":
         factor = _factor(solver, operator)
         if not has_t_op:
-            rhs = jnp.stack([vector, _materialise(t_vector)], axis=-1)
-            both = _solve_factored(solver, factor, rhs)
-            return _check_finite(both[:, 0]), both[:, 1]
+            x, t_x = _joint_solve(solver)(factor, vector, _materialise(t_vector))
+            return _check_finite(x), t_x
         x = _check_finite(_solve_factored(solver, factor, vector))
         rhs = -_matvec(solver, _materialise(t_operator), x)
         if has_t_vec:

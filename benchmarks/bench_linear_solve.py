@@ -1,0 +1,172 @@
+"""Study 1: a linear solve's JVP with the tangent solves separate, vmapped, fused, lineax's, Cython."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .common import Benchmark, interleaved_ratio, jit_compile, require, skip
+
+SOLVERS = ["tridiagonal", "lu", "cholesky"]
+SIZES = [10, 50, 100, 200, 500]
+VARIANTS = ["before", "after", "lineax", "fused", "cython"]
+JAX_VARIANTS = ["before", "after", "lineax", "fused"]
+
+
+def _study():
+    return require("perflab.linear_solve")
+
+
+@functools.lru_cache(maxsize=None)
+def _numpy_problem(solver, size, seed=0):
+    """Seeded (operator, vector, t_operator, t_vector) as float64 numpy arrays."""
+    rng = np.random.default_rng(seed + size)
+    n = size
+    vector, t_vector = rng.normal(size=n), rng.normal(size=n)
+    if solver == "tridiagonal":
+        operator = (rng.normal(size=n - 1), 4.0 + rng.random(n), rng.normal(size=n - 1))
+        t_operator = (rng.normal(size=n - 1), rng.normal(size=n), rng.normal(size=n - 1))
+    elif solver == "lu":
+        operator = rng.normal(size=(n, n)) / np.sqrt(n) + 2.0 * np.eye(n)
+        t_operator = rng.normal(size=(n, n))
+    else:
+        m = rng.normal(size=(n, n))
+        operator = m @ m.T / n + np.eye(n)
+        t = rng.normal(size=(n, n))
+        t_operator = t + t.T
+    return operator, vector, t_operator, t_vector
+
+
+@functools.lru_cache(maxsize=None)
+def _device_problem(solver, size):
+    import jax
+
+    return jax.device_put(_numpy_problem(solver, size))
+
+
+def _check_variant(solver, variant):
+    if variant == "cython" and solver != "tridiagonal":
+        skip("the cython variant exists for the tridiagonal solver only")
+
+
+@functools.lru_cache(maxsize=None)
+def _jvp_call(solver, size, variant):
+    ls = _study()
+    if variant == "cython":
+        args = _numpy_problem(solver, size)
+        return lambda: ls.linear_solve_jvp(solver, *args, variant="cython")
+    return jit_compile(
+        lambda a, b, ta, tb: ls.linear_solve_jvp(solver, a, b, ta, tb, variant=variant),
+        *_device_problem(solver, size),
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _primal_call(solver, size, variant):
+    ls = _study()
+    if variant == "cython":
+        operator, vector, _, _ = _numpy_problem(solver, size)
+        return lambda: ls.cython_solve(operator, vector)
+    operator, vector, _, _ = _device_problem(solver, size)
+    return jit_compile(lambda a, b: ls.linear_solve(solver, a, b, variant=variant), operator, vector)
+
+
+class LinearSolveJVP(Benchmark):
+    """x = A^-1 b and its JVP along (A', b') for one system, per solver, size and variant."""
+
+    params = [SOLVERS, SIZES, VARIANTS]
+    param_names = ["solver", "size", "variant"]
+
+    def setup(self, solver, size, variant):
+        _check_variant(solver, variant)
+        self.jvp = _jvp_call(solver, size, variant)
+        self.primal = _primal_call(solver, size, variant)
+
+    def time_jvp(self, solver, size, variant):
+        self.jvp()
+
+    def time_primal(self, solver, size, variant):
+        self.primal()
+
+    def track_jvp_over_primal(self, solver, size, variant):
+        return interleaved_ratio(self.jvp, self.primal)
+
+    track_jvp_over_primal.unit = "ratio"
+
+
+class LinearSolveJVPDefault(Benchmark):
+    """The JVP through the default variant: `asv compare` shows a change of default here."""
+
+    params = [SOLVERS, [100, 500]]
+    param_names = ["solver", "size"]
+
+    def setup(self, solver, size):
+        ls = _study()
+        self.jvp = jit_compile(
+            lambda a, b, ta, tb: ls.linear_solve_jvp(solver, a, b, ta, tb),
+            *_device_problem(solver, size),
+        )
+
+    def time_jvp(self, solver, size):
+        self.jvp()
+
+
+BATCH = 200
+
+
+@functools.lru_cache(maxsize=None)
+def _batched_call(solver, size, variant):
+    import jax
+
+    ls = _study()
+    problems = [_numpy_problem(solver, size, seed=s) for s in range(BATCH)]
+    stacked = jax.device_put(jax.tree_util.tree_map(lambda *xs: np.stack(xs), *problems))
+    jvp = jax.vmap(lambda a, b, ta, tb: ls.linear_solve_jvp(solver, a, b, ta, tb, variant=variant))
+    return jit_compile(jvp, *stacked)
+
+
+class BatchedLinearSolveJVP(Benchmark):
+    """200 independent systems under `jax.vmap`: where stacking and fusing tangent solves shows."""
+
+    params = [SOLVERS, [10, 50], JAX_VARIANTS]
+    param_names = ["solver", "size", "variant"]
+
+    def setup(self, solver, size, variant):
+        self.jvp = _batched_call(solver, size, variant)
+
+    def time_jvp(self, solver, size, variant):
+        self.jvp()
+
+
+@functools.lru_cache(maxsize=None)
+def _heat_call(steps, grid, wrt, variant):
+    ls = _study()
+    x = np.linspace(0.0, 1.0, grid + 2)[1:-1]
+    u0, kappa = np.sin(np.pi * x) + 0.5 * np.sin(3 * np.pi * x), np.float64(1.0)
+    t_u0 = np.cos(np.pi * x) if wrt == "initial" else None
+    t_kappa = np.float64(1.0) if wrt == "diffusivity" else None
+    if variant == "cython":
+        return lambda: ls.heat_jvp(u0, kappa, t_u0, t_kappa, steps=steps, variant="cython")
+    import jax
+
+    if wrt == "initial":
+        fn = lambda u, tu, k: ls.heat_jvp(u, k, t_u0=tu, steps=steps, variant=variant)  # noqa: E731
+        args = (u0, t_u0, kappa)
+    else:
+        fn = lambda u, k, tk: ls.heat_jvp(u, k, t_kappa=tk, steps=steps, variant=variant)  # noqa: E731
+        args = (u0, kappa, t_kappa)
+    return jit_compile(fn, *jax.device_put(args))
+
+
+class HeatEquation(Benchmark):
+    """Implicit-Euler heat equation, forward-mode derivative w.r.t. u0 or the diffusivity."""
+
+    params = [[10, 100], [100, 500], ["initial", "diffusivity"], VARIANTS]
+    param_names = ["steps", "grid", "wrt", "variant"]
+
+    def setup(self, steps, grid, wrt, variant):
+        self.jvp = _heat_call(steps, grid, wrt, variant)
+
+    def time_jvp(self, steps, grid, wrt, variant):
+        self.jvp()
