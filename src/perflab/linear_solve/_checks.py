@@ -7,7 +7,8 @@ def _dtype_of(x, argument):
     dtype = getattr(x, "dtype", None)
     if dtype is None:
         raise TypeError(f"{argument} must be an array, got {type(x).__name__}")
-    if not np.issubdtype(dtype, np.floating):
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f" and not np.issubdtype(dtype, np.floating):
         raise TypeError(f"{argument} must have a floating dtype (float32 or float64), got {dtype}")
     return np.dtype(dtype)
 

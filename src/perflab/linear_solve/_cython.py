@@ -10,6 +10,8 @@ from . import _checks, _thomas
 
 
 def _as_f64(x, argument):
+    if type(x) is np.ndarray and x.dtype == np.float64 and x.flags.c_contiguous:
+        return x  # the common case, kept cheap: this wrapper is inside the timed call
     dtype = _checks._dtype_of(x, argument)
     if dtype != np.float64:
         raise TypeError(f"{argument} must be float64 for variant='cython', got {dtype}")
@@ -24,7 +26,7 @@ def _operator(operator, argument):
 
 
 def _finite_or_error(*arrays):
-    if all(np.isfinite(a).all() for a in arrays):
+    if all(_thomas.all_finite(a) for a in arrays):
         return arrays
     if os.environ.get("EQX_ON_ERROR") == "nan":
         return tuple(np.full_like(a, np.nan) for a in arrays)
