@@ -8,21 +8,35 @@ import numpy as np
 
 from . import _checks, _thomas
 
+_F64 = np.dtype(np.float64)
 
-def _as_f64(x, argument):
-    if type(x) is np.ndarray and x.dtype == np.float64 and x.flags.c_contiguous:
-        return x  # the common case, kept cheap: this wrapper is inside the timed call
+
+def _as_f64(x, argument, shape):
+    # The common case (C-contiguous float64 of the right shape) is kept cheap: this wrapper is
+    # inside the timed call. Anything else goes through the full checks; strided views are copied.
+    if type(x) is np.ndarray and x.dtype == _F64 and x.shape == shape and x.flags.c_contiguous:
+        return x
     dtype = _checks._dtype_of(x, argument)
-    if dtype != np.float64:
+    if dtype != _F64:
         raise TypeError(f"{argument} must be float64 for variant='cython', got {dtype}")
-    # The kernels take C-contiguous buffers; a strided view is copied, not rejected.
-    return np.ascontiguousarray(np.asarray(x))
+    if np.shape(x) != shape:
+        raise ValueError(f"{argument} must have shape {shape}, got {np.shape(x)}")
+    return np.ascontiguousarray(x)
 
 
-def _operator(operator, argument):
-    n, _ = _checks.check_operator("tridiagonal", operator, argument=argument)
+def _bands(operator, argument, n=None):
+    if not isinstance(operator, (tuple, list)) or len(operator) != 3:
+        _checks.check_operator("tridiagonal", operator, argument=argument)  # raises the clear error
     lower, diag, upper = operator
-    return n, tuple(_as_f64(b, f"{argument} {name}") for b, name in zip((lower, diag, upper), ("lower", "diag", "upper")))
+    if n is None:
+        n = np.shape(diag)[0] if np.ndim(diag) == 1 else -1
+        if n < 1:
+            raise ValueError(f"{argument} diag must be 1-D of length n >= 1, got shape {np.shape(diag)}")
+    return (
+        _as_f64(lower, f"{argument} lower", (n - 1,)),
+        _as_f64(diag, f"{argument} diag", (n,)),
+        _as_f64(upper, f"{argument} upper", (n - 1,)),
+    )
 
 
 def _finite_or_error(*arrays):
@@ -36,6 +50,11 @@ def _finite_or_error(*arrays):
     )
 
 
+def _zero_bands(n):
+    zero = np.zeros(n - 1)
+    return zero, np.zeros(n), zero
+
+
 def cython_solve(operator, vector):
     """Solve a tridiagonal system with the Cython Thomas algorithm.
 
@@ -46,20 +65,9 @@ def cython_solve(operator, vector):
     Returns:
         x as a numpy float64 array of shape (n,).
     """
-    n, bands = _operator(operator, "operator")
-    _checks.check_vector(vector, n, np.dtype(np.float64))
-    (x,) = _finite_or_error(_thomas.solve(*bands, _as_f64(vector, "vector")))
+    bands = _bands(operator, "operator")
+    (x,) = _finite_or_error(_thomas.solve(*bands, _as_f64(vector, "vector", bands[1].shape)))
     return x
-
-
-def _tangent_bands(t_operator, n):
-    if t_operator is None:
-        zero = np.zeros(max(n - 1, 0))
-        return zero, np.zeros(n), zero
-    tn, bands = _operator(t_operator, "t_operator")
-    if tn != n:
-        raise ValueError(f"t_operator must have size {n} like operator, got {tn}")
-    return bands
 
 
 def cython_solve_jvp(operator, vector, t_operator=None, t_vector=None):
@@ -74,14 +82,12 @@ def cython_solve_jvp(operator, vector, t_operator=None, t_vector=None):
     Returns:
         ``(x, x_dot)`` as numpy float64 arrays.
     """
-    n, bands = _operator(operator, "operator")
-    _checks.check_vector(vector, n, np.dtype(np.float64))
-    t_bands = _tangent_bands(t_operator, n)
-    if t_vector is None:
-        t_vector = np.zeros(n)
-    else:
-        _checks.check_vector(t_vector, n, np.dtype(np.float64), argument="t_vector")
-    return _finite_or_error(*_thomas.solve_jvp(*bands, _as_f64(vector, "vector"), *t_bands, _as_f64(t_vector, "t_vector")))
+    bands = _bands(operator, "operator")
+    n = bands[1].shape[0]
+    t_bands = _zero_bands(n) if t_operator is None else _bands(t_operator, "t_operator", n)
+    vector = _as_f64(vector, "vector", (n,))
+    t_vector = np.zeros(n) if t_vector is None else _as_f64(t_vector, "t_vector", (n,))
+    return _finite_or_error(*_thomas.solve_jvp(*bands, vector, *t_bands, t_vector))
 
 
 def cython_implicit_steps_jvp(operator, u0, t_operator=None, t_u0=None, *, steps: int):
@@ -97,9 +103,11 @@ def cython_implicit_steps_jvp(operator, u0, t_operator=None, t_u0=None, *, steps
     Returns:
         ``(u, u_dot)`` after `steps` steps, numpy float64 arrays.
     """
-    n, bands = _operator(operator, "operator")
-    _checks.check_vector(u0, n, np.dtype(np.float64), argument="u0")
-    t_bands = _tangent_bands(t_operator, n)
-    t_u0 = np.zeros(n) if t_u0 is None else _as_f64(t_u0, "t_u0")
-    _checks.check_vector(t_u0, n, np.dtype(np.float64), argument="t_u0")
-    return _finite_or_error(*_thomas.implicit_steps_jvp(*bands, _as_f64(u0, "u0"), *t_bands, t_u0, int(steps)))
+    if not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    bands = _bands(operator, "operator")
+    n = bands[1].shape[0]
+    t_bands = _zero_bands(n) if t_operator is None else _bands(t_operator, "t_operator", n)
+    u0 = _as_f64(u0, "u0", (n,))
+    t_u0 = np.zeros(n) if t_u0 is None else _as_f64(t_u0, "t_u0", (n,))
+    return _finite_or_error(*_thomas.implicit_steps_jvp(*bands, u0, *t_bands, t_u0, int(steps)))

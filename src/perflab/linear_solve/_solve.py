@@ -246,15 +246,15 @@ def linear_solve_jvp(
         ``(x, x_dot)`` with x_dot = A^-1 (b' - A' x).
     """
     variant = SOLVE_JVP.check(SOLVE_JVP.default if variant is None else variant)
-    n, dtype = _checks.check_operator(solver, operator)
-    _checks.check_vector(vector, n, dtype)
-    _checks.check_tangents(solver, operator, t_operator, t_vector, n, dtype)
     if variant == "cython":
         from ._cython import cython_solve_jvp
 
-        if solver != "tridiagonal":
+        if _checks.check_solver(solver) != "tridiagonal":
             raise ValueError(f"variant='cython' exists for solver='tridiagonal' only, got solver={solver!r}")
-        return cython_solve_jvp(operator, vector, t_operator, t_vector)
+        return cython_solve_jvp(operator, vector, t_operator, t_vector)  # validates its inputs
+    n, dtype = _checks.check_operator(solver, operator)
+    _checks.check_vector(vector, n, dtype)
+    _checks.check_tangents(solver, operator, t_operator, t_vector, n, dtype)
 
     if solver == "tridiagonal":
         operator = tuple(operator)
