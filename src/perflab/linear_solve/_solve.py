@@ -36,7 +36,7 @@ SOLVE_JVP = _variants.register(
         "fused": "factorise once, tangent terms summed into one solve; b-only tangents solved with the primal",
         "cython": "tridiagonal only: Thomas algorithm in Cython, factorisation shared by primal and tangent",
     },
-    default="before",
+    default="fused",
 )
 JAX_VARIANTS = ("before", "after", "fused")
 
