@@ -1,0 +1,57 @@
+"""`python -m perflab COMMAND`: the command-line entry point.
+
+Each subcommand lives in its own module, which registers its parser with ``add_parser`` and
+sets ``func`` (parsed arguments -> exit status); adding one (e.g. ``calibrate``) means adding
+its module to `SUBCOMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+
+from . import report
+
+SUBCOMMANDS = (report,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered.
+
+    Returns:
+        The parser.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m perflab",
+        description="perflab: reports from recorded asv results.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in SUBCOMMANDS:
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse `argv` and run the subcommand.
+
+    Arguments:
+        argv: the arguments after ``python -m perflab``; default ``sys.argv[1:]``.
+
+    Returns:
+        The exit status: the subcommand's, or 2 when no subcommand is given.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    # Reports state the command that produced them, so they can be regenerated.
+    args.command_line = shlex.join(["python", "-m", "perflab", *argv])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
