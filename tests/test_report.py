@@ -104,10 +104,11 @@ def test_markdown_tables_per_solver_with_seed_columns(capsys):
     assert list(tables) == [f"LinearSolveJVP.time_jvp — solver={s}" for s in SOLVERS]
     for head, rows in tables.values():
         assert head == [
-            "Size", "BEFORE (ms)", "AFTER (ms)", "Speedup", "Change", "lineax (ms)", "Best (ms)"
+            "Size", "BEFORE (ms)", "AFTER (ms)", "Speedup", "Change", "Spread B / A", "n B / A",
+            "lineax (ms)", "Best (ms)",
         ]
         assert [r[0] for r in rows] == SIZES
-    assert "|---:|---:|---:|---:|---:|---:|---|" in out
+    assert "|---:|---:|---:|---:|---:|---:|---:|---:|---|" in out
 
 
 def test_speedup_change_and_best_match_the_recorded_json(capsys):
@@ -116,14 +117,14 @@ def test_speedup_change_and_best_match_the_recorded_json(capsys):
     data = recorded(TIME_JVP)
     for solver in SOLVERS:
         _, rows = markdown_tables(out)[f"LinearSolveJVP.time_jvp — solver={solver}"]
-        for size, before_ms, after_ms, speedup, change, lineax_ms, best in rows:
+        for size, before_ms, after_ms, speedup, change, _, _, lineax_ms, best in rows:
             before = data[(solver, size, "before")][0]
             after = data[(solver, size, "after")][0]
             assert close(before_ms, before * 1e3)
             assert close(after_ms, after * 1e3)
             assert close(lineax_ms, data[(solver, size, "lineax")][0] * 1e3)
             assert speedup == f"{before / after:.2f}x"
-            assert change.lstrip("~ ") == f"{(after - before) / before * 100:+.1f}%"
+            assert change in ("~ within noise", f"{(after - before) / before * 100:+.1f}%")
             finite = {
                 v: data[(solver, size, v)][0]
                 for v in ["before", "after", "lineax", "fused", "cython"]
@@ -141,12 +142,32 @@ def test_pair_marks_agree_with_asv_statistics(capsys):
     data = recorded(TIME_JVP)
     for solver in SOLVERS:
         _, rows = markdown_tables(out)[f"LinearSolveJVP.time_jvp — solver={solver}"]
-        for size, *_, change, _best in rows:
+        for size, _, _, _, change, *_ in rows:
             b_value, b_stats, b_samples = data[(solver, size, "before")]
             a_value, a_stats, a_samples = data[(solver, size, "after")]
             beyond_factor = a_value < b_value / 1.1 or b_value < a_value / 1.1
             significant = _stats.is_different(b_samples, a_samples, b_stats, a_stats)
-            assert change.startswith("~ ") == (not (beyond_factor and significant)), (solver, size)
+            flagged = beyond_factor and significant
+            assert (change == "~ within noise") == (not flagged), (solver, size)
+            if flagged:
+                assert change == f"{(a_value - b_value) / b_value * 100:+.1f}%"
+
+
+def test_spread_and_sample_count_come_from_asv_statistics(capsys):
+    status, out, _ = run_report(capsys, "--format", "markdown")
+    assert status == 0
+    data = recorded(TIME_JVP)
+    for solver in SOLVERS:
+        _, rows = markdown_tables(out)[f"LinearSolveJVP.time_jvp — solver={solver}"]
+        for size, _, _, _, _, spread, count, *_ in rows:
+            expected_spread, expected_count = [], []
+            for variant in ("before", "after"):
+                value, stats, samples = data[(solver, size, variant)]
+                half_iqr = (stats["q_75"] - stats["q_25"]) / 2
+                expected_spread.append(f"±{half_iqr / value * 100:.1f}%")
+                expected_count.append(str(len(samples)))
+            assert spread == " / ".join(expected_spread)
+            assert count == " / ".join(expected_count) == "7 / 7"
 
 
 def test_identical_pair_is_within_noise(capsys):
@@ -157,7 +178,7 @@ def test_identical_pair_is_within_noise(capsys):
     for _, rows in markdown_tables(out).values():
         for row in rows:
             assert row[3] == "1.00x"
-            assert row[4] == "~ +0.0%"
+            assert row[4] == "~ within noise"
 
 
 def test_text_and_markdown_show_the_same_numbers(capsys):
@@ -240,6 +261,22 @@ def test_compare_on_synthetic_cells():
     assert report.compare(fast, report.Cell(float("nan"))).verdict == report.MISSING
     assert report.compare(slow, fast).speedup == pytest.approx(slow.value / fast.value)
     assert fast.n_samples == 10 and fast.number == 1 and fast.ci_99 and fast.iqr
+
+
+def test_rates_are_better_when_higher():
+    # GFLOP/s or steps/s: asv compare assumes lower is better, the report must not.
+    assert report.higher_is_better("GFLOP/s") and report.higher_is_better("steps / s")
+    assert not report.higher_is_better("seconds") and not report.higher_is_better("ratio")
+    assert not report.higher_is_better(None)
+    low, high = report.Cell(100.0), report.Cell(300.0)
+    rate = report.compare(low, high, higher_is_better=True)
+    assert rate.verdict == report.FASTER and rate.speedup == pytest.approx(3.0)
+    assert rate.change == pytest.approx(2.0)
+    assert report.compare(high, low, higher_is_better=True).verdict == report.SLOWER
+    assert report.compare(low, high).verdict == report.SLOWER
+    assert report.compare(low, report.Cell(105.0), higher_is_better=True).within_noise
+    assert report._best({"a": low, "b": high}, rate=True) == ("b", high)
+    assert report._best({"a": low, "b": high}, rate=False) == ("a", low)
 
 
 # Selecting the run ------------------------------------------------------------------------

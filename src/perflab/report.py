@@ -43,6 +43,7 @@ ROW_PARAM = "size"
 FORMATS = ("text", "markdown")
 
 FASTER, SLOWER, NOISE, MISSING = "faster", "slower", "noise", "n/a"
+NOISE_MARK = "~ within noise"
 
 
 class ReportError(Exception):
@@ -132,19 +133,23 @@ class Comparison:
         factor: the ratio a change must exceed to count (asv's ``--factor``).
         verdict: ``"faster"`` or ``"slower"`` when `asv compare` would flag AFTER as better or
             worse, ``"noise"`` when it would not, ``"n/a"`` when either cell has no value.
+        higher_is_better: True for rates (GFLOP/s, steps/s), where a larger value is better.
     """
 
     before: Cell
     after: Cell
     factor: float
     verdict: str
+    higher_is_better: bool = False
 
     @property
     def speedup(self) -> float | None:
-        """BEFORE / AFTER, or ``None`` if either is missing or AFTER is zero."""
-        if self.verdict == MISSING or self.after.value == 0:
+        """How many times better AFTER is: BEFORE / AFTER for times, AFTER / BEFORE for rates;
+        ``None`` if either is missing or the divisor is zero."""
+        num, den = (self.after, self.before) if self.higher_is_better else (self.before, self.after)
+        if self.verdict == MISSING or den.value == 0:
             return None
-        return self.before.value / self.after.value
+        return num.value / den.value
 
     @property
     def change(self) -> float | None:
@@ -159,7 +164,9 @@ class Comparison:
         return self.verdict == NOISE
 
 
-def compare(before: Cell, after: Cell, factor: float = DEFAULT_FACTOR) -> Comparison:
+def compare(
+    before: Cell, after: Cell, factor: float = DEFAULT_FACTOR, higher_is_better: bool = False
+) -> Comparison:
     """Judge a pair of cells with `asv compare`'s rule.
 
     A change is flagged when the ratio exceeds `factor` and, where asv has statistics for both
@@ -171,21 +178,41 @@ def compare(before: Cell, after: Cell, factor: float = DEFAULT_FACTOR) -> Compar
         before: the reference cell.
         after: the cell compared with it.
         factor: the ratio a change must exceed.
+        higher_is_better: judge a rate (larger is better) instead of a time; asv compare
+            itself assumes lower is better for every unit.
 
     Returns:
         The `Comparison`.
     """
     if not (before.ok and after.ok):
-        return Comparison(before, after, factor, MISSING)
-    before_ss = (before.stats, _sample_list(before))
-    after_ss = (after.stats, _sample_list(after))
-    if _is_result_better(after.value, before.value, after_ss, before_ss, factor):
+        return Comparison(before, after, factor, MISSING, higher_is_better)
+
+    def flagged_lower(a, b):
+        return _is_result_better(
+            a.value, b.value, (a.stats, _sample_list(a)), (b.stats, _sample_list(b)), factor
+        )
+
+    # AFTER improves on BEFORE when it is flagged lower (a time) or BEFORE is flagged lower (a rate).
+    lower, higher = (before, after) if higher_is_better else (after, before)
+    if flagged_lower(lower, higher):
         verdict = FASTER
-    elif _is_result_better(before.value, after.value, before_ss, after_ss, factor):
+    elif flagged_lower(higher, lower):
         verdict = SLOWER
     else:
         verdict = NOISE
-    return Comparison(before, after, factor, verdict)
+    return Comparison(before, after, factor, verdict, higher_is_better)
+
+
+def higher_is_better(unit: str | None) -> bool:
+    """Whether a larger value of `unit` is better: rates such as ``"GFLOP/s"`` or ``"steps/s"``.
+
+    Arguments:
+        unit: asv's unit string of a benchmark.
+
+    Returns:
+        True for units per second, False otherwise (times, ratios, bytes).
+    """
+    return bool(unit) and unit.replace(" ", "").endswith("/s")
 
 
 def _sample_list(cell):
@@ -507,7 +534,8 @@ class Row:
         labels: the values of the row parameters (e.g. the size).
         cells: variant -> `Cell`, every variant recorded for this row.
         comparison: BEFORE vs AFTER.
-        best: (variant, cell) of the lowest value in the row, or ``None`` if none has a value.
+        best: (variant, cell) of the best value in the row (the lowest; the highest for a
+            rate), or ``None`` if none has a value.
     """
 
     labels: tuple[str, ...]
@@ -613,6 +641,8 @@ def build_tables(
             )
     fixed_names = [n for n in others if n not in rows]
     index = {n: i for i, n in enumerate(param_names)}
+    unit = run.unit(benchmark)
+    rate = higher_is_better(unit)
 
     tables = []
     for fixed_values in itertools.product(*(param_values[index[n]] for n in fixed_names)):
@@ -627,14 +657,14 @@ def build_tables(
                 Row(
                     labels=tuple(row_values),
                     cells=row_cells,
-                    comparison=compare(row_cells[before], row_cells[after], factor),
-                    best=_best(row_cells),
+                    comparison=compare(row_cells[before], row_cells[after], factor, rate),
+                    best=_best(row_cells, rate),
                 )
             )
         tables.append(
             Table(
                 benchmark=benchmark,
-                unit=run.unit(benchmark),
+                unit=unit,
                 fixed=tuple(zip(fixed_names, fixed_values)),
                 row_params=tuple(rows),
                 before=before,
@@ -646,10 +676,12 @@ def build_tables(
     return tables
 
 
-def _best(cells):
-    # Lower is better for every unit here, as asv compare assumes; ties go to the first variant.
+def _best(cells, rate):
+    # Lower is better except for rates; ties go to the first variant.
     candidates = [(v, c) for v, c in cells.items() if c.ok]
-    return min(candidates, key=lambda vc: vc[1].value) if candidates else None
+    if not candidates:
+        return None
+    return (max if rate else min)(candidates, key=lambda vc: vc[1].value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -779,11 +811,25 @@ def _value(cell, scale):
     return _number(cell.value * scale) if cell.ok else cell.status
 
 
+def _spread(cell):
+    # asv's error (half the interquartile range) relative to the median: the noise floor.
+    if not cell.ok or cell.err is None or cell.value == 0:
+        return "-"
+    return f"±{cell.err / abs(cell.value) * 100:.1f}%"
+
+
+def _count(cell):
+    if not cell.ok:
+        return "-"
+    n = cell.n_samples
+    return str(n) if n is not None else "1"
+
+
 def _header_cells(table):
     _, unit = _scale(table.unit)
     suffix = f" ({unit})" if unit else ""
     head = [p.capitalize() for p in table.row_params]
-    head += [f"BEFORE{suffix}", f"AFTER{suffix}", "Speedup", "Change"]
+    head += [f"BEFORE{suffix}", f"AFTER{suffix}", "Speedup", "Change", "Spread B / A", "n B / A"]
     head += [f"{v}{suffix}" for v in table.extra]
     head += [f"Best{suffix}"]
     return head
@@ -795,13 +841,15 @@ def _row_cells(table, row):
     speedup = f"{comp.speedup:.2f}x" if comp.speedup is not None else "n/a"
     if comp.change is None:
         change = "n/a"
+    elif comp.within_noise:
+        change = NOISE_MARK
     else:
         change = f"{comp.change * 100:+.1f}%"
-        if comp.within_noise:
-            change = f"~ {change}"
+    pair = (row.cells[table.before], row.cells[table.after])
     out = list(row.labels)
-    out += [_value(row.cells[table.before], scale), _value(row.cells[table.after], scale)]
+    out += [_value(c, scale) for c in pair]
     out += [speedup, change]
+    out += [" / ".join(_spread(c) for c in pair), " / ".join(_count(c) for c in pair)]
     out += [_value(row.cells[v], scale) for v in table.extra]
     out += [f"{_number(row.best[1].value * scale)} ({row.best[0]})" if row.best else "n/a"]
     return out
@@ -845,13 +893,16 @@ def _header_lines(report):
         (
             "Pair",
             f"BEFORE = {VARIANT_PARAM} {report.before}, AFTER = {VARIANT_PARAM} {report.after}; "
-            "Speedup = BEFORE/AFTER; Change = (AFTER - BEFORE)/BEFORE; "
-            "Best = lowest variant of the row",
+            "Speedup = BEFORE/AFTER (AFTER/BEFORE for rates such as GFLOP/s); "
+            "Change = (AFTER - BEFORE)/BEFORE; Best = the row's best variant (lowest time, "
+            "highest rate)",
         ),
         (
             "Noise",
-            f"\"~\" marks a change asv compare would not flag (factor {report.factor:g}; "
-            "Mann-Whitney U on the samples, else overlapping 99% CIs)",
+            f"\"{NOISE_MARK}\" replaces a change asv compare would not flag: one below a factor "
+            f"of {report.factor:g} or not significant (Mann-Whitney U on the recorded samples, "
+            "else overlapping 99% CIs). Spread = half the interquartile range of the samples "
+            "relative to the median (asv's ±); n = timings per cell",
         ),
         ("Results file", run.path),
         ("Command", report.command),
