@@ -1,8 +1,8 @@
 """`python -m perflab COMMAND`: the command-line entry point.
 
 Each subcommand lives in its own module, which registers its parser with ``add_parser`` and
-sets ``func`` (parsed arguments -> exit status); adding one (e.g. ``calibrate``) means adding
-its module to `SUBCOMMANDS`.
+sets ``func`` (parsed arguments -> exit status); adding one means adding its module to
+`SUBCOMMANDS`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from . import report
+from . import calibrate, report
 
-SUBCOMMANDS = (report,)
+SUBCOMMANDS = (report, calibrate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="python -m perflab",
-        description="perflab: reports from recorded asv results.",
+        description="perflab: reports from recorded asv results, and the noise calibration.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in SUBCOMMANDS:
