@@ -128,5 +128,7 @@ def test_asv_build_command_builds_a_wheel_with_the_extension(tmp_path):
     (wheel,) = tmp_path.glob("perflab-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("perflab/linear_solve/_thomas") and n.endswith(".so") for n in names), names
+    # The offline dashboard's JavaScript ships with the package.
+    assert "perflab/_www/jquery-3.3.1.min.js" in names, names
     manifest = (ROOT / "MANIFEST.in").read_text()
     assert "*.pyx" in manifest

@@ -12,9 +12,9 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from . import calibrate, report
+from . import calibrate, dashboard, report
 
-SUBCOMMANDS = (report, calibrate)
+SUBCOMMANDS = (report, calibrate, dashboard)
 
 
 def build_parser() -> argparse.ArgumentParser:

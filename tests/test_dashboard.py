@@ -1,0 +1,147 @@
+"""The asv dashboard: published from the results fixture, made offline, browsed in Chromium."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from perflab import dashboard
+from perflab.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "data" / "asv_results"
+GRAPH = "bench_linear_solve.LinearSolveJVP.time_jvp"
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """`asv publish` of the fixture results into a temporary html directory, made offline."""
+    tmp = tmp_path_factory.mktemp("dashboard")
+    conf = json.loads(
+        "\n".join(
+            line for line in (ROOT / "asv.conf.json").read_text().splitlines()
+            if not line.lstrip().startswith("//")
+        )
+    )
+    results = tmp / "results"
+    shutil.copytree(RESULTS, results)
+    conf |= {
+        "repo": str(ROOT),
+        "benchmark_dir": str(ROOT / "benchmarks"),
+        "results_dir": str(results),
+        "html_dir": str(tmp / "html"),
+    }
+    config = tmp / "asv.conf.json"
+    config.write_text(json.dumps(conf))
+    done = subprocess.run(
+        [sys.executable, "-m", "perflab", "dashboard", "--config", str(config)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "10 CDN references served locally" in done.stdout
+    return tmp / "html"
+
+
+def test_every_cdn_reference_points_at_a_shipped_copy(published):
+    page = (published / "index.html").read_text()
+    assert "cdn" not in page and "integrity=" not in page
+    for target in dashboard.CDN_FILES.values():
+        assert f'"vendor/{target}"' in page
+        assert (published / "vendor" / target).stat().st_size > 1000
+
+
+def test_unknown_cdn_file_is_an_error(tmp_path, capsys):
+    (tmp_path / "index.html").write_text(
+        '<html><script src="https://cdn.example.org/new-dependency.js"></script></html>'
+    )
+    assert main(["dashboard", "--no-publish", "--html-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("perflab dashboard: error: --html-dir: ")
+    assert "https://cdn.example.org/new-dependency.js" in err
+
+
+def test_missing_index_is_an_error(tmp_path, capsys):
+    assert main(["dashboard", "--no-publish", "--html-dir", str(tmp_path)]) == 2
+    assert "no index.html" in capsys.readouterr().err
+
+
+def _chromium():
+    for candidate in (os.environ.get("PERFLAB_CHROMIUM"), "chromium", "chromium-browser"):
+        if candidate and shutil.which(candidate):
+            return shutil.which(candidate)
+    return None
+
+
+@pytest.fixture(scope="module")
+def server(published):
+    handler = functools.partial(
+        _QuietHandler, directory=str(published)
+    )
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+# Pixels of the plot canvas that are neither transparent nor white: drawn axes, grid and points.
+_INK = """canvas => {
+    const d = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    let ink = 0, colours = new Set();
+    for (let i = 0; i < d.length; i += 4) {
+        if (d[i + 3] > 0 && !(d[i] > 250 && d[i + 1] > 250 && d[i + 2] > 250)) {
+            ink++; colours.add(d[i] + ',' + d[i + 1] + ',' + d[i + 2]);
+        }
+    }
+    return [ink, colours.size];
+}"""
+
+
+def test_dashboard_draws_a_graph_without_javascript_errors(server, tmp_path):
+    playwright = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+    )
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("no Chromium executable (apt-get install chromium, or set PERFLAB_CHROMIUM)")
+    errors = []
+    with playwright.sync_playwright() as p:
+        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+        page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+        page.goto(f"{server}/index.html")
+        page.wait_for_selector(f"[id='summarygrid-{GRAPH}'] canvas.flot-base", timeout=30_000)
+        assert "failed to load" not in page.inner_text("body")
+
+        page.goto(f"{server}/index.html#{GRAPH}")
+        canvas = page.wait_for_selector("#main-graph canvas.flot-base", timeout=30_000)
+        page.wait_for_timeout(500)
+        width, height = canvas.evaluate("c => [c.width, c.height]")
+        assert width > 300 and height > 200
+        ink, colours = canvas.evaluate(_INK)
+        assert ink > 1000 and colours > 3, (ink, colours)  # axes plus coloured series
+        legend = page.locator("#main-graph .legend td.legendLabel").all_inner_texts()
+        assert legend and all("variant-" in label for label in legend)
+
+        shot = Path(os.environ.get("PERFLAB_SCREENSHOT_DIR", tmp_path)) / "dashboard.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot))
+        browser.close()
+    assert shot.stat().st_size > 10_000
+    assert errors == []
