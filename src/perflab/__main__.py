@@ -1,8 +1,8 @@
 """`python -m perflab COMMAND`: the command-line entry point.
 
 Each subcommand lives in its own module, which registers its parser with ``add_parser`` and
-sets ``func`` (parsed arguments -> exit status); adding one means adding its module to
-`SUBCOMMANDS`.
+sets ``func`` (parsed arguments -> exit status, raising `report.ReportError` on a user error);
+adding one means adding its module to `SUBCOMMANDS`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the arguments after ``python -m perflab``; default ``sys.argv[1:]``.
 
     Returns:
-        The exit status: the subcommand's, or 2 when no subcommand is given.
+        The exit status: the subcommand's, or 2 when no subcommand is given or it reports a
+        user error (printed as one line naming the argument at fault).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -50,7 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # Reports state the command that produced them, so they can be regenerated.
     args.command_line = shlex.join(["python", "-m", "perflab", *argv])
-    return args.func(args)
+    try:
+        return args.func(args)
+    except report.ReportError as err:
+        print(f"perflab {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

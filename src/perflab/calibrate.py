@@ -453,33 +453,28 @@ def run(args: argparse.Namespace) -> int:
         args: the parsed arguments (see `add_parser`).
 
     Returns:
-        The exit status: 0, or 2 after a one-line error on stderr.
+        The exit status, 0.
+
+    Raises:
+        CalibrationError: on a user error (printed as one line, exit 2).
     """
     command = getattr(args, "command_line", None) or "python -m perflab calibrate"
-    try:
-        if args.trials < 2:
-            raise CalibrationError("--trials", f"needs at least 2 trials, got {args.trials}")
-        factors = args.factor or list(DEFAULT_FACTORS)
-        if any(not f >= 1.0 for f in factors):
-            raise CalibrationError("--factor", f"every factor must be at least 1.0, got {factors}")
-        if args.append and not args.output:
-            raise CalibrationError("--append", "needs --output FILE")
-        _pairs(args.attribute, "--attribute")
-        settings = Settings(
-            tuple(args.attribute), args.cpu_affinity, tuple(_pairs(args.env, "--env"))
-        )
-        runs = run_trials(
-            args.trials, ["^bench_calibration", *args.bench], settings, args.config,
-            log=sys.stderr,
-        )
-        text = render(runs, settings, factors, command)
-        if args.output:
-            mode = "a" if args.append else "w"
-            with open(args.output, mode, encoding="utf-8") as f:
-                f.write("\n" + text if args.append else TITLE + text)
-        else:
-            sys.stdout.write(text)
-    except report.ReportError as err:
-        print(f"perflab calibrate: error: {err}", file=sys.stderr)
-        return 2
+    if args.trials < 2:
+        raise CalibrationError("--trials", f"needs at least 2 trials, got {args.trials}")
+    factors = args.factor or list(DEFAULT_FACTORS)
+    if any(not f >= 1.0 for f in factors):
+        raise CalibrationError("--factor", f"every factor must be at least 1.0, got {factors}")
+    if args.append and not args.output:
+        raise CalibrationError("--append", "needs --output FILE")
+    _pairs(args.attribute, "--attribute")
+    settings = Settings(tuple(args.attribute), args.cpu_affinity, tuple(_pairs(args.env, "--env")))
+    runs = run_trials(
+        args.trials, ["^bench_calibration", *args.bench], settings, args.config, log=sys.stderr
+    )
+    text = render(runs, settings, factors, command)
+    if args.output:
+        with open(args.output, "a" if args.append else "w", encoding="utf-8") as f:
+            f.write("\n" + text if args.append else TITLE + text)
+    else:
+        sys.stdout.write(text)
     return 0

@@ -138,24 +138,22 @@ def run(args: argparse.Namespace) -> int:
         args: the parsed arguments (see `add_parser`).
 
     Returns:
-        The exit status: 0, asv publish's on its failure, or 2 after a one-line error.
+        The exit status: 0, or asv publish's when it fails.
+
+    Raises:
+        DashboardError: on a user error (printed as one line, exit 2).
     """
-    try:
-        html_dir = args.html_dir
-        if html_dir is None:
-            if not os.path.isfile(args.config):
-                raise DashboardError("--config", f"no asv configuration at {args.config!r}")
-            conf = report.asv_util.load_json(args.config, js_comments=True)
-            root = os.path.dirname(os.path.abspath(args.config))
-            html_dir = os.path.join(root, conf.get("html_dir", "html"))
-        if not args.no_publish:
-            cmd = [sys.executable, "-m", "asv", "publish", "--config", args.config]
-            done = subprocess.run(cmd)
-            if done.returncode != 0:
-                return done.returncode
-        replaced = make_offline(html_dir)
-    except report.ReportError as err:
-        print(f"perflab dashboard: error: {err}", file=sys.stderr)
-        return 2
+    html_dir = args.html_dir
+    if html_dir is None:
+        if not os.path.isfile(args.config):
+            raise DashboardError("--config", f"no asv configuration at {args.config!r}")
+        conf = report.asv_util.load_json(args.config, js_comments=True)
+        root = os.path.dirname(os.path.abspath(args.config))
+        html_dir = os.path.join(root, conf.get("html_dir", "html"))
+    if not args.no_publish:
+        done = subprocess.run([sys.executable, "-m", "asv", "publish", "--config", args.config])
+        if done.returncode != 0:
+            return done.returncode
+    replaced = make_offline(html_dir)
     print(f"{html_dir}: {len(replaced)} CDN references served locally; view with `asv preview`")
     return 0

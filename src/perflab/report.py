@@ -1087,7 +1087,10 @@ def run(args: argparse.Namespace) -> int:
             stated in the header.
 
     Returns:
-        The exit status: 0, or 2 after a one-line error on stderr.
+        The exit status, 0.
+
+    Raises:
+        ReportError: on a user error (``python -m perflab`` prints it as one line, exit 2).
     """
     command = getattr(args, "command_line", None) or "python -m perflab report"
     try:
@@ -1104,22 +1107,16 @@ def run(args: argparse.Namespace) -> int:
             factor=args.factor,
             command=command,
         )
-        text = RENDERERS[args.format](report)
-        if args.output:
-            try:
-                with open(args.output, "w", encoding="utf-8") as f:
-                    f.write(text)
-            except OSError as err:
-                raise ReportError("--output", f"cannot write {args.output!r}: {err.strerror}")
-        else:
-            sys.stdout.write(text)
-    except ReportError as err:
-        print(f"perflab report: error: {err}", file=sys.stderr)
-        return 2
     except asv_util.UserError as err:
         # asv's own loaders report malformed or outdated files this way.
-        message = " ".join(str(err).split())
-        print(f"perflab report: error: --results-dir: {message}", file=sys.stderr)
-        return 2
+        raise ReportError("--results-dir", " ".join(str(err).split())) from None
+    text = RENDERERS[args.format](report)
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as err:
+            raise ReportError("--output", f"cannot write {args.output!r}: {err.strerror}")
+    else:
+        sys.stdout.write(text)
     return 0
-
