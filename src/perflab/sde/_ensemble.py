@@ -19,6 +19,7 @@ normals come from and in the layout of the loop:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -270,6 +271,11 @@ def ensemble_noise(
     size = int(np.prod(shape, dtype=int))
     chunk = auto_chunk(n_traj, n_steps, size) if chunk is None else _checks.check_count(chunk, "chunk")
     key = _checks.check_key(key)
+    return _noise(key, n_traj, n_steps, shape, np.dtype(dtype), variant, chunk)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6))
+def _noise(key, n_traj, n_steps, shape, dtype, variant, chunk):
     if variant == "time_major":
         steps = jnp.arange(n_steps, dtype=jnp.uint32)
         zs = jax.vmap(lambda t: random.normal(random.fold_in(key, t), (n_traj,) + shape, dtype))(steps)
