@@ -116,7 +116,7 @@ def test_variants_use_different_noise_streams(key):
         assert not np.allclose(finals[v], finals[w]), (v, w)
 
 
-@pytest.mark.parametrize("variant", ALL)
+@pytest.mark.parametrize("variant", ALL[:-1])  # diffrax_vbt: saved the same way as diffrax
 def test_final_output_is_the_last_state_of_the_path(variant, key):
     x0 = jnp.ones(2, jnp.float64)
     path = _sim(variant, key, x0, 5, 40, chunk=15)
@@ -380,7 +380,8 @@ def test_user_pair_rejects_bad_input(key):
     with pytest.raises(TypeError, match="key must be a PRNG key"):
         loop_a(jnp.float32(1.0), 5, params, 7)
     with pytest.raises(ValueError, match=r"diffusion\(x, params\) must return"):
-        loop_a(jnp.float32(1.0), 5, params | {"sigma": jnp.ones(2, jnp.float32)}, key)
+        _, loop_b = sde.make_sde_auto(DT, sde.ou_drift, lambda x, p: jnp.stack([x, x]))
+        loop_b(jnp.float32(1.0), 5, params, key)
 
 
 def test_ensemble_noise_rejects_diffrax_variants(key):
