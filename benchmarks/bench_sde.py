@@ -1,0 +1,206 @@
+"""Study 2: SDE ensembles (Euler-Maruyama, Ornstein-Uhlenbeck), noise pre-generated or drawn
+inside the scan, against diffrax. Everything in float32, as the study's claim measured.
+
+Every timed call starts from a key and returns the paths: the pregen variant's time includes
+drawing its noise, since that is its cost of getting paths from a key, as the other variants'
+times include theirs.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import timeit
+
+from .common import Benchmark, interleaved_ratio, jit_compile, require, skip
+
+VARIANTS = [
+    "pregen",
+    "auto",
+    "chunked",
+    "time_major",
+    "time_major_chunked",
+    "time_major_rbg",
+    "diffrax",
+    "diffrax_vbt",
+]
+# The VirtualBrownianTree descends a tree every step: ~2 s at 1000 x 1000, so small sizes only.
+VBT_MAX_TRAJ_STEPS = 100 * 1000
+DT = 1e-3
+
+
+def _study():
+    return require("perflab.sde")
+
+
+def _check_variant(variant, n_traj, n_steps):
+    if variant.startswith("diffrax") and importlib.util.find_spec("diffrax") is None:
+        skip("diffrax is not installed")
+    if variant == "diffrax_vbt" and n_traj * n_steps > VBT_MAX_TRAJ_STEPS:
+        skip("diffrax_vbt is timed at 100 x 1000 only (about 2 s per call beyond)")
+
+
+def _problem():
+    import jax
+    import jax.numpy as jnp
+
+    sde = _study()
+    return sde, jnp.float32(1.0), sde.ou_params(theta=1.0, mu=0.5, sigma=0.3, dtype=jnp.float32), jax.random.key(0)
+
+
+def _simulate_fn(n_traj, n_steps, variant, output):
+    sde, x0, params, _ = _problem()
+
+    def run(key):
+        return sde.simulate(sde.ou_drift, sde.ou_diffusion, x0, params, key, dt=DT, n_traj=n_traj,
+                            n_steps=n_steps, variant=variant, output=output)
+
+    return run
+
+
+@functools.lru_cache(maxsize=None)
+def _simulate_call(n_traj, n_steps, variant, output="path"):
+    _, _, _, key = _problem()
+    return jit_compile(_simulate_fn(n_traj, n_steps, variant, output), key)
+
+
+@functools.lru_cache(maxsize=None)
+def _bound_call(n_traj, n_steps, impl):
+    """Drawing n_traj * n_steps float32 normals in one call: the PRNG bound of a variant."""
+    import jax
+    import jax.numpy as jnp
+
+    _, _, _, key = _problem()
+
+    def draw(key):
+        if impl == "rbg":  # seeded as the time_major_rbg variant seeds its generator
+            key = jax.random.wrap_key_data(jax.random.bits(key, (4,), jnp.uint32), impl="rbg")
+        return jax.random.normal(key, (n_steps, n_traj), jnp.float32)
+
+    return jit_compile(draw, key)
+
+
+def _best_time(call, budget=0.3):
+    once = timeit.timeit(call, number=1)
+    number = max(1, min(20, int(budget / max(once, 1e-6))))
+    return min(once, min(timeit.repeat(call, number=1, repeat=number)))
+
+
+class EnsembleSimulation(Benchmark):
+    """OU ensemble, paths (n_traj, n_steps) in float32 from one key, per variant."""
+
+    params = [[100, 1000], [1000, 10000], VARIANTS]
+    param_names = ["n_traj", "n_steps", "variant"]
+    # One round: asv starts a process per case and method, and that start-up (JAX import,
+    # compilation) dominates the suite's duration on a shared 2-core machine.
+    rounds = 1
+    repeat = (3, 10, 4.0)
+
+    def setup(self, n_traj, n_steps, variant):
+        _check_variant(variant, n_traj, n_steps)
+        self.call = _simulate_call(n_traj, n_steps, variant)
+
+    def time_simulate(self, n_traj, n_steps, variant):
+        self.call()
+
+    def peakmem_simulate(self, n_traj, n_steps, variant):
+        self.call()
+
+    def track_steps_per_second(self, n_traj, n_steps, variant):
+        return n_traj * n_steps / _best_time(self.call)
+
+    track_steps_per_second.unit = "traj-steps/s"
+
+    def track_rng_bound(self, n_traj, n_steps, variant):
+        # Fraction of the PRNG bound reached: time(draw the same normals alone, same generator) /
+        # time(variant), interleaved in one process so that machine load hits both alike.
+        bound = _bound_call(n_traj, n_steps, "rbg" if variant == "time_major_rbg" else "threefry")
+        once = _best_time(self.call, budget=0.0)
+        return interleaved_ratio(bound, self.call, rounds=max(3, min(15, int(1.5 / once))), target=0.01)
+
+    track_rng_bound.unit = "fraction of PRNG bound"
+
+
+class RNGBound(Benchmark):
+    """The time to draw n_traj * n_steps float32 standard normals in one call, per generator."""
+
+    params = [[100, 1000], [1000, 10000], ["threefry", "rbg"]]
+    param_names = ["n_traj", "n_steps", "impl"]
+    rounds = 1
+    repeat = (3, 10, 4.0)
+
+    def setup(self, n_traj, n_steps, impl):
+        _study()
+        self.call = _bound_call(n_traj, n_steps, impl)
+
+    def time_normals(self, n_traj, n_steps, impl):
+        self.call()
+
+
+LONG_VARIANTS = ["pregen", "chunked", "time_major_chunked", "diffrax"]
+
+
+class LongRun(Benchmark):
+    """Memory of 1,000 trajectories x 50,000 steps (float32): the path is 200 MB; pre-generated
+    noise adds as much again. With output="final" only the noise-in-scan variants stay small."""
+
+    params = [LONG_VARIANTS, ["path", "final"]]
+    param_names = ["variant", "output"]
+    rounds = 1
+    repeat = 1
+    timeout = 600
+
+    def setup(self, variant, output):
+        _check_variant(variant, 1000, 50000)
+        import jax
+
+        _, _, _, key = _problem()
+        # Compiled, not run: the measured process holds only what one call needs.
+        self.compiled = jax.jit(_simulate_fn(1000, 50000, variant, output)).lower(key).compile()
+        self.key = key
+
+    def peakmem_simulate(self, variant, output):
+        import jax
+
+        jax.block_until_ready(self.compiled(self.key))
+
+
+SWEEP_VARIANTS = ["pregen", "auto", "chunked", "time_major", "time_major_chunked", "time_major_rbg", "diffrax"]
+N_SETS, SWEEP_TRAJ, SWEEP_STEPS = 32, 100, 1000
+
+
+@functools.lru_cache(maxsize=None)
+def _sweep_call(variant):
+    import jax
+    import jax.numpy as jnp
+
+    sde, x0, _, key = _problem()
+    thetas = jnp.linspace(0.5, 2.0, N_SETS, dtype=jnp.float32)
+    sigmas = jnp.linspace(0.1, 0.5, N_SETS, dtype=jnp.float32)
+
+    def sweep(key, thetas, sigmas):
+        # One key for every parameter set (common random numbers): the noise is shared.
+        def one(theta, sigma):
+            params = {"theta": theta, "mu": jnp.float32(0.5), "sigma": sigma}
+            return sde.simulate(sde.ou_drift, sde.ou_diffusion, x0, params, key, dt=DT, n_traj=SWEEP_TRAJ,
+                                n_steps=SWEEP_STEPS, variant=variant)
+
+        return jax.vmap(one)(thetas, sigmas)
+
+    return jit_compile(sweep, key, thetas, sigmas)
+
+
+class ParameterSweep(Benchmark):
+    """32 OU parameter sets x 100 trajectories x 1,000 steps, vmapped over the parameters."""
+
+    params = [SWEEP_VARIANTS]
+    param_names = ["variant"]
+    rounds = 1
+    repeat = (3, 10, 4.0)
+
+    def setup(self, variant):
+        _check_variant(variant, SWEEP_TRAJ, SWEEP_STEPS)
+        self.call = _sweep_call(variant)
+
+    def time_sweep(self, variant):
+        self.call()
