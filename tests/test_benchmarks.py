@@ -75,17 +75,22 @@ def test_benchmark_runs_once(name, method):
         assert getattr(cls, method).unit
 
 
+# (study, operation) -> the benchmark class whose `variant` parameter must cover its variants.
+BENCHED = {
+    ("linear_solve", "solve_jvp"): "bench_linear_solve.LinearSolveJVP",
+    ("linear_solve", "heat_jvp"): "bench_linear_solve.HeatEquation",
+    ("sde", "simulate"): "bench_sde.EnsembleSimulation",
+}
+
+
 def test_registered_variants_are_benchmarked():
     from perflab import variants
 
-    import perflab.linear_solve  # noqa: F401  (registers its operations)
-
-    benched = {
-        "solve_jvp": "bench_linear_solve.LinearSolveJVP",
-        "heat_jvp": "bench_linear_solve.HeatEquation",
-    }
+    for study in sorted({study for study, _ in BENCHED}):
+        importlib.import_module(f"perflab.{study}")  # registers its operations
     for op in variants.operations():
-        cls = CLASSES[benched[op.name]]
+        assert (op.study, op.name) in BENCHED, f"{op.study}.{op.name} has no benchmark listed"
+        cls = CLASSES[BENCHED[(op.study, op.name)]]
         param_values = dict(zip(cls.param_names, cls.params))
         assert set(op.names) <= set(param_values["variant"]), (op.name, op.names)
 
