@@ -266,6 +266,7 @@ def test_compare_on_synthetic_cells():
 def test_rates_are_better_when_higher():
     # GFLOP/s or steps/s: asv compare assumes lower is better, the report must not.
     assert report.higher_is_better("GFLOP/s") and report.higher_is_better("steps / s")
+    assert report.higher_is_better("fraction of PRNG bound")
     assert not report.higher_is_better("seconds") and not report.higher_is_better("ratio")
     assert not report.higher_is_better(None)
     low, high = report.Cell(100.0), report.Cell(300.0)

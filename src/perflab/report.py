@@ -204,15 +204,21 @@ def compare(
 
 
 def higher_is_better(unit: str | None) -> bool:
-    """Whether a larger value of `unit` is better: rates such as ``"GFLOP/s"`` or ``"steps/s"``.
+    """Whether a larger value of `unit` is better.
+
+    The suite's convention: rates end in ``/s`` (``"GFLOP/s"``, ``"traj-steps/s"``) and shares
+    of a bound start with ``fraction of`` (``"fraction of PRNG bound"``); everything else
+    (seconds, bytes, ``"ratio"`` of costs) is better when lower, as asv compare assumes.
 
     Arguments:
         unit: asv's unit string of a benchmark.
 
     Returns:
-        True for units per second, False otherwise (times, ratios, bytes).
+        True for rates and fractions of a bound, False otherwise.
     """
-    return bool(unit) and unit.replace(" ", "").endswith("/s")
+    if not unit:
+        return False
+    return unit.replace(" ", "").endswith("/s") or unit.lower().startswith("fraction of")
 
 
 def _sample_list(cell):
