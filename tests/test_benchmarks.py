@@ -79,10 +79,12 @@ def test_registered_variants_are_benchmarked():
     from perflab import variants
 
     import perflab.linear_solve  # noqa: F401  (registers its operations)
+    import perflab.tree_transforms  # noqa: F401
 
     benched = {
         "solve_jvp": "bench_linear_solve.LinearSolveJVP",
         "heat_jvp": "bench_linear_solve.HeatEquation",
+        "apply_sharding": "bench_tree_transforms.ApplyShardingRules",
     }
     for op in variants.operations():
         cls = CLASSES[benched[op.name]]
