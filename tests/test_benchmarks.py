@@ -80,6 +80,7 @@ BENCHED = {
     ("linear_solve", "solve_jvp"): "bench_linear_solve.LinearSolveJVP",
     ("linear_solve", "heat_jvp"): "bench_linear_solve.HeatEquation",
     ("sde", "simulate"): "bench_sde.EnsembleSimulation",
+    ("tree_transforms", "apply_sharding"): "bench_tree_transforms.ApplyShardingRules",
 }
 
 
