@@ -78,11 +78,13 @@ def test_benchmark_runs_once(name, method):
 def test_registered_variants_are_benchmarked():
     from perflab import variants
 
+    import perflab.delta_rule  # noqa: F401  (registers its operations)
     import perflab.linear_solve  # noqa: F401  (registers its operations)
 
     benched = {
         "solve_jvp": "bench_linear_solve.LinearSolveJVP",
         "heat_jvp": "bench_linear_solve.HeatEquation",
+        "delta_rule": "bench_delta_rule.DeltaRule",
     }
     for op in variants.operations():
         cls = CLASSES[benched[op.name]]
@@ -128,5 +130,6 @@ def test_asv_build_command_builds_a_wheel_with_the_extension(tmp_path):
     (wheel,) = tmp_path.glob("perflab-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("perflab/linear_solve/_thomas") and n.endswith(".so") for n in names), names
+    assert any(n.startswith("perflab/delta_rule/_delta_rule") and n.endswith(".so") for n in names), names
     manifest = (ROOT / "MANIFEST.in").read_text()
     assert "*.pyx" in manifest

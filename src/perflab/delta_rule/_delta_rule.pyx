@@ -50,15 +50,20 @@ cdef inline void _unit_lower_solve(int c, int ncols, const floating* lmat, int l
 
 cdef void _recurrent_head(
     const floating* q, const floating* k, const floating* v, const floating* beta,
-    floating* o, floating* state, floating* ks, floating* qs, floating* u,
+    floating* o, floating* st, floating* ks, floating* qs, floating* u,
     Py_ssize_t T, Py_ssize_t dk, Py_ssize_t dv, floating scale,
 ) noexcept nogil:
-    # One pass over S per token: the rank-1 update of token t is fused with the reads of
-    # S^T k and S^T q that token t + 1 needs, so the 64 x 64 state streams through L1 once.
-    # o_t = q_t^T S_t is taken as q_t^T S_{t-1} + (q_t . k_t) u_t, which needs no second pass.
+    # The state is held transposed (st = S^T, dv x dk) so that row j of st is column j of S:
+    # then the rank-1 update of token t and the two dot products token t + 1 needs (S^T k and
+    # S^T q) touch st in ONE pass, row by row, as contiguous vector loops whose sums stay in
+    # registers. o_t = q_t^T S_t is q_t^T S_{t-1} + (q_t . k_t) u_t, which needs no second pass.
+    # The last token has no successor; it passes k_t as "next" and the sums go unused.
     cdef Py_ssize_t t, i, j
-    cdef floating b, qk, uj, a, cn, en, s
-    cdef floating* row
+    cdef floating b, qk, uj, s0, s1, s2, s3, u0, u1, u2, u3, k0, k1, k2, k3, q0, q1, q2, q3
+    cdef floating* r0
+    cdef floating* r1
+    cdef floating* r2
+    cdef floating* r3
     cdef const floating* kt
     cdef const floating* kn
     cdef const floating* qn
@@ -78,24 +83,69 @@ cdef void _recurrent_head(
         if t + 1 < T:
             kn = k + (t + 1) * dk
             qn = q + (t + 1) * dk
-            memset(ks, 0, dv * sizeof(floating))
-            memset(qs, 0, dv * sizeof(floating))
-            for i in range(dk):
-                row = state + i * dv
-                a = kt[i]
-                cn = kn[i]
-                en = qn[i]
-                for j in range(dv):
-                    s = row[j] + a * u[j]
-                    row[j] = s
-                    ks[j] = ks[j] + cn * s
-                    qs[j] = qs[j] + en * s
         else:
+            kn = kt
+            qn = kt
+        # Four rows at a time: eight independent sums per vector lane hide the FMA latency
+        # that a single row's two running sums would expose, and k_t, k_next, q_next are
+        # loaded once per four rows.
+        j = 0
+        while j + 4 <= dv:
+            r0 = st + j * dk
+            r1 = r0 + dk
+            r2 = r1 + dk
+            r3 = r2 + dk
+            u0 = u[j]
+            u1 = u[j + 1]
+            u2 = u[j + 2]
+            u3 = u[j + 3]
+            k0 = 0
+            k1 = 0
+            k2 = 0
+            k3 = 0
+            q0 = 0
+            q1 = 0
+            q2 = 0
+            q3 = 0
             for i in range(dk):
-                row = state + i * dv
-                a = kt[i]
-                for j in range(dv):
-                    row[j] = row[j] + a * u[j]
+                s0 = r0[i] + u0 * kt[i]
+                s1 = r1[i] + u1 * kt[i]
+                s2 = r2[i] + u2 * kt[i]
+                s3 = r3[i] + u3 * kt[i]
+                r0[i] = s0
+                r1[i] = s1
+                r2[i] = s2
+                r3[i] = s3
+                k0 = k0 + s0 * kn[i]
+                k1 = k1 + s1 * kn[i]
+                k2 = k2 + s2 * kn[i]
+                k3 = k3 + s3 * kn[i]
+                q0 = q0 + s0 * qn[i]
+                q1 = q1 + s1 * qn[i]
+                q2 = q2 + s2 * qn[i]
+                q3 = q3 + s3 * qn[i]
+            ks[j] = k0
+            ks[j + 1] = k1
+            ks[j + 2] = k2
+            ks[j + 3] = k3
+            qs[j] = q0
+            qs[j + 1] = q1
+            qs[j + 2] = q2
+            qs[j + 3] = q3
+            j = j + 4
+        while j < dv:
+            r0 = st + j * dk
+            u0 = u[j]
+            k0 = 0
+            q0 = 0
+            for i in range(dk):
+                s0 = r0[i] + u0 * kt[i]
+                r0[i] = s0
+                k0 = k0 + s0 * kn[i]
+                q0 = q0 + s0 * qn[i]
+            ks[j] = k0
+            qs[j] = q0
+            j = j + 1
 
 
 def recurrent(
@@ -108,19 +158,24 @@ def recurrent(
     double scale,
     int num_threads,
 ):
-    """Per-token recurrence for every head; writes o and the final state (state must start at 0)."""
+    """Per-token recurrence for every head; writes o and the final state."""
     cdef Py_ssize_t bh = q.shape[0], T = q.shape[1], dk = q.shape[2], dv = v.shape[2]
     cdef Py_ssize_t n, tid
     if bh == 0 or T == 0:
         return
     dtype = np.float32 if floating is float else np.float64
-    cdef floating[:, ::1] work = np.empty((max(num_threads, 1), 3 * dv), dtype=dtype)
+    cdef Py_ssize_t i, j, sq = dk * dv
+    cdef floating[:, ::1] work = np.empty((max(num_threads, 1), sq + 3 * dv), dtype=dtype)
     for n in prange(bh, nogil=True, num_threads=num_threads, schedule="static"):
         tid = threadid()
+        memset(&work[tid, 0], 0, sq * sizeof(floating))
         _recurrent_head(
-            &q[n, 0, 0], &k[n, 0, 0], &v[n, 0, 0], &beta[n, 0], &o[n, 0, 0], &state[n, 0, 0],
-            &work[tid, 0], &work[tid, dv], &work[tid, 2 * dv], T, dk, dv, <floating>scale,
+            &q[n, 0, 0], &k[n, 0, 0], &v[n, 0, 0], &beta[n, 0], &o[n, 0, 0], &work[tid, 0],
+            &work[tid, sq], &work[tid, sq + dv], &work[tid, sq + 2 * dv], T, dk, dv, <floating>scale,
         )
+        for i in range(dk):
+            for j in range(dv):
+                state[n, i, j] = work[tid, j * dk + i]
 
 
 cdef void _chunked_head(
