@@ -11,7 +11,7 @@ shared with other work, and an OpenMP pool of two threads on a loaded 2-core mac
 BLAS is pinned to one thread by `common`, torch gets `torch.set_num_threads(1)`, the Cython
 kernels `num_threads=1`. XLA keeps its own intra-op pool (its flags are read once per process
 when the backend starts and would leak into every other suite's benchmarks in a shared process);
-`track_cores` records how many cores each variant really kept busy, so the report shows it.
+`DeltaRuleCores` records how many cores each variant really kept busy, so the report shows it.
 """
 
 from __future__ import annotations
@@ -160,11 +160,29 @@ class DeltaRule(Benchmark):
 
     track_peak_fraction.unit = "fraction"
 
+
+def _cores(call):
+    """CPU seconds per wall second over one call: how many cores it kept busy."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    call()
+    return (time.process_time() - cpu) / (time.perf_counter() - wall)
+
+
+class DeltaRuleCores(Benchmark):
+    """Cores each variant keeps busy at the large config (XLA runs on its own thread pool)."""
+
+    params = [["large"], VARIANTS]
+    param_names = ["config", "variant"]
+    rounds = 1
+    timeout = 600
+
+    def setup(self, config, variant):
+        if variant.startswith("torch"):
+            _torch()
+        self.call = _call(config, variant)
+
     def track_cores(self, config, variant):
-        """CPU seconds per wall second over one call: the cores the variant kept busy."""
-        cpu, wall = time.process_time(), time.perf_counter()
-        self.call()
-        return (time.process_time() - cpu) / (time.perf_counter() - wall)
+        return _cores(self.call)
 
     track_cores.unit = "cores"
 
@@ -197,13 +215,9 @@ class MatmulPeak(Benchmark):
     params = [["numpy", "torch", "jax"], [1024, 2048]]
     param_names = ["framework", "size"]
     rounds = 1
-    repeat = (3, 7, 4.0)
 
     def setup(self, framework, size):
         self.call = _matmul(framework, size)
-
-    def time_matmul(self, framework, size):
-        self.call()
 
     def track_gflops(self, framework, size):
         return 2 * size**3 / _median_time(self.call, 5) / 1e9
@@ -211,8 +225,6 @@ class MatmulPeak(Benchmark):
     track_gflops.unit = "GFLOP/s"
 
     def track_cores(self, framework, size):
-        cpu, wall = time.process_time(), time.perf_counter()
-        self.call()
-        return (time.process_time() - cpu) / (time.perf_counter() - wall)
+        return _cores(self.call)
 
     track_cores.unit = "cores"

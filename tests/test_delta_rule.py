@@ -218,4 +218,4 @@ def test_torch_dtype_is_checked(rng):
 def test_registry_lists_every_variant():
     op = variants.get("delta_rule", "delta_rule")
     assert set(op.names) == set(EAGER) | {"torch_compiled"}
-    assert (op.baseline, op.optimised) == ("jax_scan", "cython_chunked")
+    assert (op.baseline, op.optimised) == ("jax_scan", "cython")

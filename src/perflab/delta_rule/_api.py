@@ -21,7 +21,7 @@ DELTA_RULE = register(
     },
     default="jax_chunked",
     baseline="jax_scan",
-    optimised="cython_chunked",
+    optimised="cython",
 )
 
 JAX_VARIANTS = ("jax_scan", "jax_chunked")
