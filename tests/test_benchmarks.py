@@ -81,6 +81,7 @@ BENCHED = {
     ("linear_solve", "heat_jvp"): "bench_linear_solve.HeatEquation",
     ("sde", "simulate"): "bench_sde.EnsembleSimulation",
     ("tree_transforms", "apply_sharding"): "bench_tree_transforms.ApplyShardingRules",
+    ("delta_rule", "delta_rule"): "bench_delta_rule.DeltaRule",
 }
 
 
@@ -134,6 +135,7 @@ def test_asv_build_command_builds_a_wheel_with_the_extension(tmp_path):
     (wheel,) = tmp_path.glob("perflab-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("perflab/linear_solve/_thomas") and n.endswith(".so") for n in names), names
+    assert any(n.startswith("perflab/delta_rule/_delta_rule") and n.endswith(".so") for n in names), names
     # The offline dashboard's JavaScript ships with the package.
     assert "perflab/_www/jquery-3.3.1.min.js" in names, names
     manifest = (ROOT / "MANIFEST.in").read_text()

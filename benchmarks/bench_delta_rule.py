@@ -1,0 +1,231 @@
+"""Study 3: the delta-rule recurrence in JAX, PyTorch and Cython, on the same inputs.
+
+Configs are the published comparison's (batch, heads, chunks, chunk size): the sequence is
+chunks x chunk size tokens, head dimension 64, float32. The chunked variants use their own
+algorithmic chunk (ALGO_CHUNK tokens), chosen for speed; the config's chunk size only sets the
+sequence length, as it did in the published table.
+
+Thread policy: one thread for every framework. The machines this suite runs on have two cores
+shared with other work, and an OpenMP pool of two threads on a loaded 2-core machine measured
+5-7x slower than one thread (torch), so multi-threaded figures would time the scheduler. numpy's
+BLAS is pinned to one thread by `common`, torch gets `torch.set_num_threads(1)`, the Cython
+kernels `num_threads=1`. XLA keeps its own intra-op pool (its flags are read once per process
+when the backend starts and would leak into every other suite's benchmarks in a shared process);
+`DeltaRuleCores` records how many cores each variant really kept busy, so the report shows it.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+
+import numpy as np
+
+from .common import Benchmark, interleaved_ratio, jit_compile, require, skip
+
+CONFIGS = {"small": (1, 12, 4, 64), "medium": (2, 12, 8, 128), "large": (4, 12, 16, 256)}
+VARIANTS = [
+    "jax_scan",
+    "jax_chunked",
+    "torch_recurrent",
+    "torch_chunked",
+    "torch_compiled",
+    "cython",
+    "cython_chunked",
+]
+HEAD_DIM = 64
+ALGO_CHUNK = 64
+THREADS = 1
+PEAK_SIZE = 1024
+
+
+def _study():
+    return require("perflab.delta_rule")
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        skip("torch is not installed (pip install 'perflab[torch]')")
+    torch.set_num_threads(THREADS)
+    return torch
+
+
+@functools.lru_cache(maxsize=None)
+def _inputs(config):
+    """Seeded float32 (q, k, v, beta) as numpy arrays; k rows unit-norm, beta in (0, 1)."""
+    batch, heads, chunks, chunk = CONFIGS[config]
+    rng = np.random.default_rng(3)
+    shape = (batch, heads, chunks * chunk, HEAD_DIM)
+    q, k, v = (rng.standard_normal(shape, dtype=np.float32) for _ in range(3))
+    k /= np.linalg.norm(k, axis=-1, keepdims=True)
+    beta = rng.random(shape[:3], dtype=np.float32)
+    return q, k, v, beta
+
+
+def _flops(config):
+    batch, heads, chunks, chunk = CONFIGS[config]
+    return 6 * batch * heads * chunks * chunk * HEAD_DIM * HEAD_DIM
+
+
+@functools.lru_cache(maxsize=None)
+def _call(config, variant):
+    """A warm zero-argument call of one variant on one config's inputs (blocks until done)."""
+    dr = _study()
+    if variant not in dr.DELTA_RULE.variants:
+        skip(f"variant {variant!r} does not exist in this commit")
+    args = _inputs(config)
+    if variant.startswith("jax"):
+        import jax
+
+        return jit_compile(
+            lambda q, k, v, b: dr.delta_rule(q, k, v, b, variant=variant, chunk_size=ALGO_CHUNK),
+            *jax.device_put(args),
+        )
+    if variant.startswith("torch"):
+        torch = _torch()
+        tensors = [torch.from_numpy(x) for x in args]
+
+        def call():
+            return dr.delta_rule(*tensors, variant=variant, chunk_size=ALGO_CHUNK)
+
+    else:
+
+        def call():
+            return dr.delta_rule(*args, variant=variant, chunk_size=ALGO_CHUNK, num_threads=THREADS)
+
+    call()
+    return call
+
+
+def _median_time(fn, calls):
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@functools.lru_cache(maxsize=None)
+def _matmul(framework, size):
+    """A warm float32 size x size matmul in one framework."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    if framework == "numpy":
+        call = functools.partial(np.matmul, a, b)
+    elif framework == "torch":
+        torch = _torch()
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        call = functools.partial(torch.matmul, ta, tb)
+    else:
+        import jax
+
+        return jit_compile(lambda x, y: x @ y, *jax.device_put((a, b)))
+    call()
+    return call
+
+
+class DeltaRule(Benchmark):
+    """The delta-rule forward pass per config and variant: time, GFLOP/s, fraction of peak."""
+
+    params = [["small", "medium", "large"], VARIANTS]
+    param_names = ["config", "variant"]
+    # The large config's slowest variants take seconds per call: few samples, one round.
+    rounds = 1
+    repeat = (3, 7, 4.0)
+    timeout = 600
+
+    def setup(self, config, variant):
+        if variant.startswith("torch"):
+            _torch()
+        self.call = _call(config, variant)
+
+    def time_forward(self, config, variant):
+        self.call()
+
+    def track_gflops(self, config, variant):
+        """Useful FLOPs of the recurrent form (6 d^2 per token and head) / median time."""
+        return _flops(config) / _median_time(self.call, 3) / 1e9
+
+    track_gflops.unit = "GFLOP/s"
+
+    def track_peak_fraction(self, config, variant):
+        """GFLOP/s as a fraction of numpy's one-thread float32 matmul, timed interleaved."""
+        peak = _matmul("numpy", PEAK_SIZE)
+        ratio = interleaved_ratio(peak, self.call, rounds=5)  # t(matmul) / t(variant)
+        return ratio * _flops(config) / (2 * PEAK_SIZE**3)
+
+    track_peak_fraction.unit = "fraction"
+
+
+def _cores(call):
+    """CPU seconds per wall second over one call: how many cores it kept busy."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    call()
+    return (time.process_time() - cpu) / (time.perf_counter() - wall)
+
+
+class DeltaRuleCores(Benchmark):
+    """Cores each variant keeps busy at the large config (XLA runs on its own thread pool)."""
+
+    params = [["large"], VARIANTS]
+    param_names = ["config", "variant"]
+    rounds = 1
+    timeout = 600
+
+    def setup(self, config, variant):
+        if variant.startswith("torch"):
+            _torch()
+        self.call = _call(config, variant)
+
+    def track_cores(self, config, variant):
+        return _cores(self.call)
+
+    track_cores.unit = "cores"
+
+
+class DeltaRuleMemory(Benchmark):
+    """Peak resident memory of a process running the large config once per variant."""
+
+    params = [["large"], VARIANTS]
+    param_names = ["config", "variant"]
+    rounds = 1
+    repeat = 1
+    timeout = 600
+
+    def setup(self, config, variant):
+        if variant.startswith("torch"):
+            _torch()
+        self.call = _call(config, variant)
+
+    def peakmem_forward(self, config, variant):
+        self.call()
+
+
+class MatmulPeak(Benchmark):
+    """This machine's float32 matmul throughput: the scale for the delta-rule GFLOP/s.
+
+    numpy (OpenBLAS) and torch run on one thread, as every delta-rule variant does; JAX's matmul
+    runs on XLA's own pool (see `track_cores`), shown for scale.
+    """
+
+    # The framework is the "variant" of the matmul, so reports pair frameworks like variants.
+    params = [["numpy", "torch", "jax"], [1024, 2048]]
+    param_names = ["variant", "size"]
+    rounds = 1
+
+    def setup(self, variant, size):
+        self.call = _matmul(variant, size)
+
+    def track_gflops(self, variant, size):
+        return 2 * size**3 / _median_time(self.call, 5) / 1e9
+
+    track_gflops.unit = "GFLOP/s"
+
+    def track_cores(self, variant, size):
+        return _cores(self.call)
+
+    track_cores.unit = "cores"
