@@ -65,9 +65,11 @@ def test_shifted_identical_and_drifting_runs_count_as_false_positives():
     (result,) = calibrate.judge(runs, [1.05])
     assert (result.false_within.hits, result.false_within.total) == (1, 2)
     assert result.false_across.hits == 3  # base, plus5pct, plus10pct moved by 30%; identical by 4%
-    noise = {n.name: n for n in calibrate.noise_floor(runs)}
+    noise = {n.name: n for n in calibrate.noise_floor(runs, [1.05])}
     assert noise["Calibration.time_workload(variant=base)"].run_spread == pytest.approx(1.3)
     assert 0 < noise["Calibration.time_workload(variant=base)"].rel_iqr < 0.01
+    assert noise["Calibration.time_workload(variant=base)"].flagged_across[1.05] == calibrate.Rate(1, 1)
+    assert noise["Calibration.time_workload(variant=identical)"].flagged_across[1.05].hits == 0
 
 
 def test_settings_reach_the_asv_command_line():

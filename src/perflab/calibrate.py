@@ -206,12 +206,14 @@ class Noise:
         rel_iqr: median over trials of (q75 - q25) / median.
         rel_iqr_max: the largest per-trial value.
         run_spread: largest / smallest median over trials.
+        flagged_across: factor -> consecutive-trial pairs of this cell flagged (false positives).
     """
 
     name: str
     rel_iqr: float
     rel_iqr_max: float
     run_spread: float
+    flagged_across: dict[float, Rate]
 
 
 def _cells(run):
@@ -280,8 +282,16 @@ def measured_effects(runs: Sequence[report.RecordedRun]) -> dict[str, float]:
     }
 
 
-def noise_floor(runs: Sequence[report.RecordedRun]) -> list[Noise]:
-    """The noise of every timed cell recorded in all trials."""
+def noise_floor(runs: Sequence[report.RecordedRun], factors: Sequence[float] = ()) -> list[Noise]:
+    """The noise of every timed cell recorded in all trials.
+
+    Arguments:
+        runs: the trials.
+        factors: the factors at which to count each cell's flags between consecutive trials.
+
+    Returns:
+        One `Noise` per cell.
+    """
     every = [_cells(r) for r in runs]
     names = sorted(set.intersection(*(set(c) for c in every))) if every else []
     out = []
@@ -289,12 +299,20 @@ def noise_floor(runs: Sequence[report.RecordedRun]) -> list[Noise]:
         cells = [c[name] for c in every]
         rel = [(c.iqr[1] - c.iqr[0]) / c.value for c in cells if c.iqr and c.value]
         medians = [c.value for c in cells]
+        flagged = {
+            f: Rate(
+                sum(not report.compare(a, b, f).within_noise for a, b in zip(cells, cells[1:])),
+                len(cells) - 1,
+            )
+            for f in factors
+        }
         out.append(
             Noise(
                 name,
                 statistics.median(rel) if rel else float("nan"),
                 max(rel, default=float("nan")),
                 max(medians) / min(medians),
+                flagged,
             )
         )
     return out
@@ -362,13 +380,17 @@ def render(
     lines += [
         "",
         "| Cell | Relative IQR (median over trials) | Largest | Median spread over trials "
-        "(max/min) |",
-        "|---|---:|---:|---:|",
+        "(max/min) | "
+        + " | ".join(f"Flagged across runs at {f:g}" for f in factors)
+        + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(factors),
     ]
-    for n in noise_floor(runs):
+    for n in noise_floor(runs, factors):
         lines.append(
             f"| {n.name} | {n.rel_iqr * 100:.1f}% | {n.rel_iqr_max * 100:.1f}% | "
-            f"{n.run_spread:.3f} |"
+            f"{n.run_spread:.3f} | "
+            + " | ".join(str(n.flagged_across[f]) for f in factors)
+            + " |"
         )
     return "\n".join(lines) + "\n"
 
