@@ -83,6 +83,7 @@ def test_registered_variants_are_benchmarked():
     benched = {
         "solve_jvp": "bench_linear_solve.LinearSolveJVP",
         "heat_jvp": "bench_linear_solve.HeatEquation",
+        "meanflow_loss": "bench_meanflow.MeanFlowStep",
     }
     for op in variants.operations():
         cls = CLASSES[benched[op.name]]

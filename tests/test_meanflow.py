@@ -19,7 +19,7 @@ from torch.autograd import forward_ad as fwAD  # noqa: E402
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (cuda_graph captures CUDA graphs)")
 EAGER = ["naive", "primal_reuse", "full_batch", "forward_ad", "custom_jvp", "bf16"]
-BATCH = 4
+BATCH = 2
 
 
 @pytest.fixture(autouse=True)
@@ -114,7 +114,8 @@ def test_dudt_matches_central_differences(model, variant):
 
 
 def test_jax_dudt_matches_central_differences():
-    net = mj.make_model("unet", key=jax.random.key(0), dtype=jnp.float64)
+    # The DiT: op-by-op JAX on the UNet takes minutes here, and XLA compiles it just as slowly.
+    net = mj.make_model("dit", key=jax.random.key(0), dtype=jnp.float64)
     k = jax.random.split(jax.random.key(1), 3)
     z, v = jax.random.normal(k[0], (2, 3, 16, 16)), jax.random.normal(k[1], (2, 3, 16, 16))
     t = jnp.array([0.7, 0.4])
@@ -224,8 +225,8 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="JAX loss"):
         mt.MeanFlowLoss(net, variant="jax")
     loss = mt.MeanFlowLoss(net)
-    with pytest.raises(ValueError, match=r"t must have shape \(4,\)"):
-        loss.loss(x, t[:3], r, e)
+    with pytest.raises(ValueError, match=r"t must have shape \(2,\)"):
+        loss.loss(x, t[:1], r, e)
     with pytest.raises(ValueError, match="e must have x's shape"):
         loss.loss(x, t, r, e[:, :2])
     with pytest.raises(ValueError, match="r must be torch.float32"):
