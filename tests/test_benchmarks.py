@@ -82,6 +82,7 @@ BENCHED = {
     ("sde", "simulate"): "bench_sde.EnsembleSimulation",
     ("tree_transforms", "apply_sharding"): "bench_tree_transforms.ApplyShardingRules",
     ("delta_rule", "delta_rule"): "bench_delta_rule.DeltaRule",
+    ("meanflow", "meanflow_loss"): "bench_meanflow.MeanFlowStep",
 }
 
 

@@ -1,0 +1,314 @@
+"""The MeanFlow loss in PyTorch, one class with every optimisation of its JVP as a variant."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import nn
+from torch.autograd import forward_ad as fwAD
+
+from .._registry import LOSS
+from ._layers import implementation
+
+
+def _check_batch(x, t, r, e):
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"x must be a (batch, channels, height, width) tensor; got {getattr(x, 'shape', type(x))}")
+    b = x.shape[0]
+    for name, a in (("t", t), ("r", r)):
+        if not isinstance(a, torch.Tensor) or a.shape != (b,):
+            raise ValueError(f"{name} must have shape ({b},) to match x's batch; got {tuple(getattr(a, 'shape', ()))}")
+    if not isinstance(e, torch.Tensor) or e.shape != x.shape:
+        raise ValueError(f"e must have x's shape {tuple(x.shape)}; got {tuple(getattr(e, 'shape', ()))}")
+    for name, a in (("t", t), ("r", r), ("e", e)):
+        if a.dtype != x.dtype or a.device != x.device:
+            raise ValueError(f"{name} must be {x.dtype} on {x.device} like x; got {a.dtype} on {a.device}")
+
+
+def _sdpa_forward_ad_works(device: torch.device) -> bool:
+    return _probe_sdpa(device.type)
+
+
+@functools.lru_cache(maxsize=None)
+def _probe_sdpa(device_type: str) -> bool:
+    q = torch.randn(1, 1, 4, 8, device=device_type)
+    try:
+        with fwAD.dual_level(), torch.autocast(device_type, dtype=torch.bfloat16):
+            out = torch.nn.functional.scaled_dot_product_attention(fwAD.make_dual(q, q), q, q)
+            fwAD.unpack_dual(out).tangent.sum().item()
+        return True
+    except (RuntimeError, NotImplementedError):
+        return False
+
+
+class MeanFlowLoss:
+    """The MeanFlow objective of Geng et al. (2025) for a denoiser ``net(z, t, h)``.
+
+    ``z = (1 - t) x + t e``, ``v = e - x``, ``(u, dudt) = jvp(net(z, t, t - r), (v, 1, 0))`` with
+    tangents on (z, t, r) = (v, 1, 0), so h = t - r moves with t; the target
+    ``u_tgt = v - (t - r) dudt`` is held constant; per-sample ``l = sum (u - u_tgt)^2`` and the
+    loss is ``mean(l / stop_gradient((l + eps)^p))``.
+
+    Arguments:
+        model: the denoiser, called as ``model(z, t, h)``.
+        variant: one of ``LOSS.names`` other than ``"jax"`` (see `perflab.meanflow.LOSS`).
+        ratio: fraction of the batch sampled with r != t, in [0, 1].
+        p: adaptive-weighting power.
+        eps: adaptive-weighting offset.
+        mu: mean of the logit-normal time distribution.
+        sigma: scale of the logit-normal time distribution.
+        compile_backend: the `torch.compile` backend of the ``compiled`` variant.
+    """
+
+    def __init__(self, model: nn.Module, *, variant: str = LOSS.default, ratio: float = 0.25,
+                 p: float = 1.0, eps: float = 1e-3, mu: float = -0.4, sigma: float = 1.0,
+                 compile_backend: str = "inductor"):
+        variant = LOSS.check(variant)
+        if variant == "jax":
+            raise ValueError("variant='jax' is the JAX loss (perflab.meanflow.jax.meanflow_loss), not a PyTorch one")
+        if not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"ratio must be a number in [0, 1]; got {ratio!r}")
+        self.model, self.variant, self.ratio = model, variant, float(ratio)
+        self.p, self.eps, self.mu, self.sigma = p, eps, mu, sigma
+        self.compile_backend = compile_backend
+        self._graph = None
+        self._compiled_jvp = None
+        self._compiled_forward = None
+
+    # -- sampling ---------------------------------------------------------------------------
+    def sample(self, x: torch.Tensor, generator: torch.Generator | None = None):
+        """Draw (t, r, e) for a batch: logit-normal times, the first ``round(ratio * batch)`` with r < t.
+
+        A fixed count of r != t samples (not a per-sample coin) keeps the cost of a step the
+        same from step to step, as the reference implementation does.
+
+        Arguments:
+            x: (batch, channels, height, width) data.
+            generator: optional generator for reproducible draws.
+
+        Returns:
+            ``(t, r, e)``: (batch,), (batch,) and x-shaped tensors of x's dtype and device.
+        """
+        b = x.shape[0]
+        n = torch.randn(2, b, generator=generator, dtype=x.dtype, device=x.device)
+        s = torch.sigmoid(self.mu + self.sigma * n)
+        t, r = s.max(dim=0).values, s.min(dim=0).values
+        keep = torch.arange(b, device=x.device) < round(self.ratio * b)
+        r = torch.where(keep, r, t)
+        e = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return t, r, e
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample times and noise, then return `loss(x, t, r, e)`."""
+        return self.loss(x, *self.sample(x, generator))
+
+    # -- the loss -----------------------------------------------------------------------------
+    def _u_fn(self, z, t, r):
+        return self.model(z, t, t - r)
+
+    def _reduce(self, u, u_tgt):
+        u = u.to(u_tgt.dtype)
+        l = (u - u_tgt).square().flatten(1).sum(dim=1)
+        return (l / (l.detach() + self.eps).pow(self.p)).mean()
+
+    def loss(self, x: torch.Tensor, t: torch.Tensor, r: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """The loss for given data, times and noise; differentiable in the model's parameters.
+
+        Arguments:
+            x: (batch, channels, height, width) data.
+            t: (batch,) times in [0, 1].
+            r: (batch,) times with r <= t.
+            e: x-shaped noise.
+
+        Returns:
+            The scalar loss, in x's dtype.
+        """
+        _check_batch(x, t, r, e)
+        if self.variant == "cuda_graph" and x.device.type != "cuda":
+            raise ValueError(f"variant='cuda_graph' needs CUDA tensors; x is on {x.device}")
+        z = (1 - t[:, None, None, None]) * x + t[:, None, None, None] * e
+        v = e - x
+        u, u_tgt = getattr(self, "_loss_" + self.variant)(z, t, r, v)
+        return self._reduce(u, u_tgt)
+
+    def _target(self, dudt, v, t, r):
+        return (v - (t - r)[:, None, None, None] * dudt).detach()
+
+    def _loss_naive(self, z, t, r, v):
+        u = self.model(z, t, t - r)
+        idx = torch.nonzero(r != t).squeeze(1)
+        if idx.numel() == 0:
+            return u, v
+        with torch.no_grad():
+            _, dudt = torch.func.jvp(self._u_fn, (z[idx], t[idx], r[idx]),
+                                     (v[idx], torch.ones_like(t[idx]), torch.zeros_like(r[idx])))
+        u_tgt = v.clone()
+        u_tgt[idx] = self._target(dudt, v[idx], t[idx], r[idx])
+        return u, u_tgt
+
+    def _loss_primal_reuse(self, z, t, r, v):
+        mask = r != t
+        idx, rest = torch.nonzero(mask).squeeze(1), torch.nonzero(~mask).squeeze(1)
+        us, targets = [], []
+        if idx.numel():
+            u_j, dudt = torch.func.jvp(self._u_fn, (z[idx], t[idx], r[idx]),
+                                       (v[idx], torch.ones_like(t[idx]), torch.zeros_like(r[idx])))
+            us.append(u_j)
+            targets.append(self._target(dudt, v[idx], t[idx], r[idx]))
+        if rest.numel():
+            us.append(self.model(z[rest], t[rest], t[rest] - r[rest]))
+            targets.append(v[rest])
+        return torch.cat(us), torch.cat(targets)
+
+    def _func_jvp(self, z, t, r, v):
+        return torch.func.jvp(self._u_fn, (z, t, r), (v, torch.ones_like(t), torch.zeros_like(r)))
+
+    def _forward_ad(self, z, t, r, v):
+        with fwAD.dual_level():
+            zd, td = fwAD.make_dual(z, v), fwAD.make_dual(t, torch.ones_like(t))
+            out = fwAD.unpack_dual(self.model(zd, td, td - r))
+        return out.primal, out.tangent
+
+    def _loss_full_batch(self, z, t, r, v):
+        u, dudt = self._func_jvp(z, t, r, v)
+        return u, self._target(dudt, v, t, r)
+
+    def _loss_forward_ad(self, z, t, r, v):
+        u, dudt = self._forward_ad(z, t, r, v)
+        return u, self._target(dudt, v, t, r)
+
+    def _loss_custom_jvp(self, z, t, r, v):
+        with implementation(group_norm="fused", conv="fused"):
+            return self._loss_forward_ad(z, t, r, v)
+
+    def _loss_bf16(self, z, t, r, v):
+        attn = "sdpa" if _sdpa_forward_ad_works(z.device) else "math"
+        with torch.autocast(z.device.type, dtype=torch.bfloat16), implementation(group_norm="fused", attention=attn):
+            u, dudt = self._func_jvp(z, t, r, v)
+        return u, self._target(dudt.to(v.dtype), v, t, r)
+
+    def _loss_compiled(self, z, t, r, v):
+        dudt = self.jvp(z, t, r, v)
+        return self.model(z, t, t - r), self._target(dudt, v, t, r)
+
+    def _loss_cuda_graph(self, z, t, r, v):
+        dudt = self.jvp(z, t, r, v)
+        return self.model(z, t, t - r), self._target(dudt, v, t, r)
+
+    # -- the JVP and the forward alone, as each variant runs them (for benchmarks) ----------
+    def jvp(self, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """du/dt along (v, 1, 0) for the whole batch, detached, the way this variant computes it.
+
+        ``naive``, ``primal_reuse`` and ``full_batch`` share `torch.func.jvp`; the others use
+        forward AD, the hand-written GroupNorm, autocast, `torch.compile` or a CUDA graph.
+
+        Arguments:
+            z: (batch, channels, height, width) noisy images.
+            t: (batch,) times.
+            r: (batch,) times.
+            v: z-shaped tangent.
+
+        Returns:
+            dudt, z-shaped.
+        """
+        if self.variant == "cuda_graph":
+            return self._graphed("_graph", self._raw_jvp, (z, t, r, v)).clone()
+        if self.variant == "compiled":
+            if self._compiled_jvp is None:
+                self._compiled_jvp = torch.compile(self._raw_jvp, dynamic=False, backend=self.compile_backend)
+            # Dynamo fails on the built-in group_norm under torch.func.jvp (fake-tensor
+            # propagation hits an internal assert in _fw_primal); plain mean/var ops trace.
+            with implementation(group_norm="decomposed"):
+                return self._compiled_jvp(z, t, r, v)
+        return self._raw_jvp(z, t, r, v)
+
+    def _raw_jvp(self, z, t, r, v):
+        with torch.no_grad():
+            if self.variant in ("forward_ad", "custom_jvp"):
+                fused = "fused" if self.variant == "custom_jvp" else None
+                with implementation(group_norm=fused, conv=fused):
+                    return self._forward_ad(z, t, r, v)[1]
+            if self.variant == "bf16":
+                attn = "sdpa" if _sdpa_forward_ad_works(z.device) else "math"
+                with torch.autocast(z.device.type, dtype=torch.bfloat16), \
+                        implementation(group_norm="fused", attention=attn):
+                    return self._func_jvp(z, t, r, v)[1].to(z.dtype)
+            return self._func_jvp(z, t, r, v)[1]
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """The model's prediction without gradients, under this variant's precision/compilation.
+
+        Arguments:
+            z: (batch, channels, height, width) noisy images.
+            t: (batch,) times.
+            r: (batch,) times.
+
+        Returns:
+            u, z-shaped.
+        """
+        if self.variant == "cuda_graph":
+            return self._graphed("_graph_forward", self._raw_forward, (z, t, r)).clone()
+        if self.variant == "compiled":
+            if self._compiled_forward is None:
+                self._compiled_forward = torch.compile(self._raw_forward, dynamic=False, backend=self.compile_backend)
+            with implementation(group_norm="decomposed"):
+                return self._compiled_forward(z, t, r)
+        return self._raw_forward(z, t, r)
+
+    def _raw_forward(self, z, t, r):
+        with torch.no_grad():
+            if self.variant == "bf16":
+                attn = "sdpa" if _sdpa_forward_ad_works(z.device) else "math"
+                with torch.autocast(z.device.type, dtype=torch.bfloat16), \
+                        implementation(group_norm="fused", attention=attn):
+                    return self.model(z, t, t - r).to(z.dtype)
+            return self.model(z, t, t - r)
+
+    def _graphed(self, slot, fn, args):
+        if args[0].device.type != "cuda":
+            raise ValueError(f"variant='cuda_graph' needs CUDA tensors; got a tensor on {args[0].device}")
+        state = getattr(self, slot, None)
+        if state is None:
+            static = [a.clone() for a in args]
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    fn(*static)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = fn(*static)
+            state = (graph, static, out)
+            setattr(self, slot, state)
+        graph, static, out = state
+        for s, a in zip(static, args):
+            if s.shape != a.shape or s.dtype != a.dtype or s.device != a.device:
+                raise ValueError(
+                    f"variant='cuda_graph' captured its graph for inputs of shape {tuple(static[0].shape)} "
+                    f"({static[0].dtype} on {static[0].device}); got {tuple(a.shape)} ({a.dtype} on {a.device}): "
+                    "build a new MeanFlowLoss for a new batch size instead of recapturing"
+                )
+        for s, a in zip(static, args):
+            s.copy_(a)
+        graph.replay()
+        return out
+
+
+def fm_loss(model: nn.Module, x: torch.Tensor, t: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """The standard flow-matching loss ``mean |net(z, t, 0) - (e - x)|^2`` (h = 0), for comparison.
+
+    Arguments:
+        model: the denoiser.
+        x: (batch, channels, height, width) data.
+        t: (batch,) times.
+        e: x-shaped noise.
+
+    Returns:
+        The scalar loss.
+    """
+    _check_batch(x, t, t, e)
+    z = (1 - t[:, None, None, None]) * x + t[:, None, None, None] * e
+    u = model(z, t, torch.zeros_like(t))
+    return (u.to(x.dtype) - (e - x)).square().flatten(1).sum(dim=1).mean()
