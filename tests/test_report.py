@@ -145,7 +145,8 @@ def test_pair_marks_agree_with_asv_statistics(capsys):
         for size, _, _, _, change, *_ in rows:
             b_value, b_stats, b_samples = data[(solver, size, "before")]
             a_value, a_stats, a_samples = data[(solver, size, "after")]
-            beyond_factor = a_value < b_value / 1.1 or b_value < a_value / 1.1
+            f = report.DEFAULT_FACTOR
+            beyond_factor = a_value < b_value / f or b_value < a_value / f
             significant = _stats.is_different(b_samples, a_samples, b_stats, a_stats)
             flagged = beyond_factor and significant
             assert (change == "~ within noise") == (not flagged), (solver, size)
@@ -255,7 +256,7 @@ def test_compare_on_synthetic_cells():
     slow, fast, close_by = cell(2.0), cell(1.0), cell(1.05)
     assert report.compare(slow, fast).verdict == report.FASTER
     assert report.compare(fast, slow).verdict == report.SLOWER
-    assert report.compare(fast, close_by).within_noise  # beyond no factor
+    assert report.compare(fast, close_by, factor=1.1).within_noise  # beyond no factor
     assert report.compare(fast, close_by, factor=1.01).verdict == report.SLOWER
     assert report.compare(fast, fast).within_noise
     assert report.compare(fast, report.Cell(float("nan"))).verdict == report.MISSING
