@@ -23,7 +23,7 @@ from .common import Benchmark, block, interleaved_ratio, jit_compile, require, s
 FRAMEWORKS = ["torch", "jax"]
 MODELS = ["unet", "dit"]
 RATIOS = ["0", "0.25", "1.0"]
-VARIANTS = ["naive", "primal_reuse", "full_batch", "forward_ad", "custom_jvp", "cuda_graph", "compiled", "bf16", "jax"]
+VARIANTS = ["naive", "primal_reuse", "full_batch", "forward_ad", "custom_jvp", "stacked", "cuda_graph", "compiled", "bf16", "jax"]
 
 
 def _torch():

@@ -18,7 +18,7 @@ from torch.autograd import forward_ad as fwAD  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (cuda_graph captures CUDA graphs)")
-EAGER = ["naive", "primal_reuse", "full_batch", "forward_ad", "custom_jvp", "bf16"]
+EAGER = ["naive", "primal_reuse", "full_batch", "forward_ad", "custom_jvp", "stacked", "bf16"]
 BATCH = 2
 
 
@@ -97,7 +97,7 @@ def _u(net, z, t, r):
 
 
 @pytest.mark.parametrize("model", ["unet", "dit"])
-@pytest.mark.parametrize("variant", ["full_batch", "forward_ad", "custom_jvp"])
+@pytest.mark.parametrize("variant", ["full_batch", "forward_ad", "custom_jvp", "stacked"])
 def test_dudt_matches_central_differences(model, variant):
     net, x, t, r, e = _problem(model)
     tb = t[:, None, None, None]
@@ -174,6 +174,38 @@ def test_custom_jvp_convolves_once_per_tangent():
     n_custom = _count_ops(lambda: mt.MeanFlowLoss(net, variant="custom_jvp").jvp(z, t, r, v), convs)
     assert n_ad == 3 * n_fwd  # primal, conv(x_t, w) and conv(x, 0) for the absent weight tangent
     assert n_custom == 2 * n_fwd
+
+
+def test_stacked_convolves_once_on_the_stacked_batch():
+    from torch.profiler import profile
+
+    net, x, t, r, e = _problem("unet", torch.float32)
+    tb = t[:, None, None, None]
+    z, v = (1 - tb) * x + tb * e, e - x
+    n_fwd = _count_ops(lambda: mt.MeanFlowLoss(net).forward(z, t, r), {"aten::convolution"})
+    with profile(record_shapes=True) as prof:
+        mt.MeanFlowLoss(net, variant="stacked").jvp(z, t, r, v)
+    convs = [e for e in prof.events() if e.name == "aten::convolution"]
+    assert len(convs) == n_fwd
+    assert {ev.input_shapes[0][0] for ev in convs} == {2 * BATCH}
+    # The explicit pass never enters forward AD.
+    assert not any("forward_ad" in ev.name or ev.name == "aten::_fw_primal" for ev in prof.events())
+
+
+@pytest.mark.parametrize("model", ["unet", "dit"])
+def test_stacked_value_is_the_forward(model):
+    net, x, t, r, e = _problem(model)
+    u, _ = mt.stacked_jvp(net, x, t, t - r, e)
+    with torch.no_grad():
+        torch.testing.assert_close(u, net(x, t, t - r), rtol=1e-12, atol=1e-12)
+
+
+def test_stacked_rejects_bad_input():
+    net, x, t, r, e = _problem("unet")
+    with pytest.raises(ValueError, match="tz must have z's shape"):
+        mt.stacked_jvp(net, x, t, t - r, e[:, :2])
+    with pytest.raises(TypeError, match="net must be a perflab.meanflow.torch UNet or DiT"):
+        mt.stacked_jvp(torch.nn.Identity(), x, t, t - r, e)
 
 
 @pytest.mark.parametrize("impl", ["fused", "decomposed"])

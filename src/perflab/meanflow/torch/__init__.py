@@ -9,3 +9,4 @@ from ._loss import fm_loss as fm_loss
 from ._models import DiT as DiT
 from ._models import UNet as UNet
 from ._models import make_model as make_model
+from ._stacked import stacked_jvp as stacked_jvp

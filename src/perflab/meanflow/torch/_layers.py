@@ -109,13 +109,8 @@ class _FusedGroupNorm(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, tx, tweight, tbias, _groups, _eps):
         x, weight, mean, rstd = ctx.saved_tensors
-        m, s = mean.unsqueeze(-1), rstd.unsqueeze(-1)
-        xhat = (_group_view(x, ctx.groups) - m) * s
-        ty = None
-        if tx is not None:
-            tg = _group_view(tx, ctx.groups)
-            t_xhat = (tg - tg.mean(-1, keepdim=True) - xhat * (xhat * tg).mean(-1, keepdim=True)) * s
-            ty = t_xhat.reshape(x.shape) * weight.reshape((1, -1) + (1,) * (x.dim() - 2))
+        xhat = (_group_view(x, ctx.groups) - mean.unsqueeze(-1)) * rstd.unsqueeze(-1)
+        ty = None if tx is None else group_norm_tangent(x, tx, weight, mean, rstd, ctx.groups, xhat)
         if tweight is not None:
             extra = xhat.reshape(x.shape) * tweight.reshape((1, -1) + (1,) * (x.dim() - 2))
             ty = extra if ty is None else ty + extra
@@ -127,6 +122,29 @@ class _FusedGroupNorm(torch.autograd.Function):
         # The statistics are float32 even for a bfloat16 input (autocast); the tangent must
         # keep the output's dtype or the next layer meets mixed dtypes.
         return ty.to(x.dtype), None, None
+
+
+def group_norm_tangent(x, tx, weight, mean, rstd, groups, xhat=None):
+    """The tangent of GroupNorm's output for an input tangent, from the forward's mean and rstd.
+
+    Arguments:
+        x: (batch, channels, ...) input.
+        tx: x-shaped input tangent.
+        weight: (channels,) scale.
+        mean: (batch, groups) statistics returned by ``native_group_norm``.
+        rstd: (batch, groups) reciprocal standard deviations from the same call.
+        groups: number of groups.
+        xhat: the normalised input in the group view, if already computed.
+
+    Returns:
+        The x-shaped tangent ``rstd (tx - mean(tx) - xhat mean(xhat tx)) weight``.
+    """
+    s = rstd.unsqueeze(-1)
+    if xhat is None:
+        xhat = (_group_view(x, groups) - mean.unsqueeze(-1)) * s
+    tg = _group_view(tx, groups)
+    t_xhat = (tg - tg.mean(-1, keepdim=True) - xhat * (xhat * tg).mean(-1, keepdim=True)) * s
+    return t_xhat.reshape(x.shape) * weight.reshape((1, -1) + (1,) * (x.dim() - 2))
 
 
 def _decomposed_group_norm(x, groups, weight, bias, eps):

@@ -10,6 +10,7 @@ from torch.autograd import forward_ad as fwAD
 
 from .._registry import LOSS
 from ._layers import implementation
+from ._stacked import stacked_jvp
 
 
 def _check_batch(x, t, r, e):
@@ -182,6 +183,10 @@ class MeanFlowLoss:
         with implementation(group_norm="fused", conv="fused"):
             return self._loss_forward_ad(z, t, r, v)
 
+    def _loss_stacked(self, z, t, r, v):
+        dudt = self.jvp(z, t, r, v)
+        return self.model(z, t, t - r), self._target(dudt, v, t, r)
+
     def _loss_bf16(self, z, t, r, v):
         attn = "sdpa" if _sdpa_forward_ad_works(z.device) else "math"
         with torch.autocast(z.device.type, dtype=torch.bfloat16), implementation(group_norm="fused", attention=attn):
@@ -201,7 +206,8 @@ class MeanFlowLoss:
         """du/dt along (v, 1, 0) for the whole batch, detached, the way this variant computes it.
 
         ``naive``, ``primal_reuse`` and ``full_batch`` share `torch.func.jvp`; the others use
-        forward AD, the hand-written GroupNorm, autocast, `torch.compile` or a CUDA graph.
+        forward AD, the hand-written GroupNorm, the stacked explicit pass, autocast, `torch.compile`
+        or a CUDA graph.
 
         Arguments:
             z: (batch, channels, height, width) noisy images.
@@ -229,6 +235,8 @@ class MeanFlowLoss:
                 fused = "fused" if self.variant == "custom_jvp" else None
                 with implementation(group_norm=fused, conv=fused):
                     return self._forward_ad(z, t, r, v)[1]
+            if self.variant == "stacked":
+                return stacked_jvp(self.model, z, t, t - r, v)[1]
             if self.variant == "bf16":
                 attn = "sdpa" if _sdpa_forward_ad_works(z.device) else "math"
                 with torch.autocast(z.device.type, dtype=torch.bfloat16), \
