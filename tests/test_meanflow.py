@@ -206,6 +206,8 @@ def test_stacked_rejects_bad_input():
         mt.stacked_jvp(net, x, t, t - r, e[:, :2])
     with pytest.raises(TypeError, match="net must be a perflab.meanflow.torch UNet or DiT"):
         mt.stacked_jvp(torch.nn.Identity(), x, t, t - r, e)
+    with pytest.raises(TypeError, match="variant='stacked'.*UNet and DiT.*Identity"):
+        mt.MeanFlowLoss(torch.nn.Identity(), variant="stacked")
 
 
 @pytest.mark.parametrize("impl", ["fused", "decomposed"])

@@ -10,6 +10,7 @@ from torch.autograd import forward_ad as fwAD
 
 from .._registry import LOSS
 from ._layers import implementation
+from ._models import DiT, UNet
 from ._stacked import stacked_jvp
 
 
@@ -70,6 +71,11 @@ class MeanFlowLoss:
             raise ValueError("variant='jax' is the JAX loss (perflab.meanflow.jax.meanflow_loss), not a PyTorch one")
         if not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
             raise ValueError(f"ratio must be a number in [0, 1]; got {ratio!r}")
+        if variant == "stacked" and not isinstance(model, (UNet, DiT)):
+            raise TypeError(
+                f"variant='stacked' runs a tangent pass written for perflab's UNet and DiT; got a "
+                f"{type(model).__name__} (use 'custom_jvp' or 'full_batch' for other models)"
+            )
         self.model, self.variant, self.ratio = model, variant, float(ratio)
         self.p, self.eps, self.mu, self.sigma = p, eps, mu, sigma
         self.compile_backend = compile_backend
