@@ -1,11 +1,13 @@
 #!/bin/sh
-# Regenerates docs/reports/meanflow.md from the newest recorded asv run of bench_meanflow.
+# Regenerates docs/reports/meanflow.md from the newest recorded asv run of bench_meanflow,
+# or from the recorded commit RUN (RUN=b663084 is the run the report shows).
 set -e
+run=${RUN:+--commit $RUN}
 out=docs/reports/meanflow.md
 tmp=$(mktemp -d)
-python -m perflab report -b JVPCost --before naive --after stacked \
+python -m perflab report $run -b JVPCost --before naive --after stacked \
     --extra primal_reuse,full_batch,forward_ad,custom_jvp,bf16 --rows model --format markdown --output "$tmp/a.md"
-python -m perflab report -b MeanFlowStep --before naive --after stacked \
+python -m perflab report $run -b MeanFlowStep --before naive --after stacked \
     --extra primal_reuse,full_batch,forward_ad,custom_jvp,bf16 --rows model,ratio --format markdown --output "$tmp/b.md"
 {
     echo "# MeanFlow: the loss and its JVP, PyTorch variants and JAX"

@@ -1,10 +1,12 @@
 #!/bin/sh
-# Regenerates docs/reports/sde.md from the recorded asv run (newest commit for this machine).
+# Regenerates docs/reports/sde.md from the recorded asv run (newest commit for this machine,
+# or the recorded commit RUN).
 set -e
+run=${RUN:+--commit $RUN}
 cd "$(dirname "$0")/../.."
 out=docs/reports/sde.md
 tmp=$(mktemp -d)
-r() { python -m perflab report --format markdown "$@"; }
+r() { python -m perflab report --format markdown $run "$@"; }
 # 1. The user's table: make_sde (pregen) against make_sde_auto (auto).
 r -b EnsembleSimulation.time_simulate --before pregen --after auto --rows n_traj,n_steps > "$tmp/1"
 # 2. Every variant: BEFORE = pregen, AFTER = the best noise-inside-the-scan variant.
