@@ -1,10 +1,11 @@
 #!/bin/sh
 # Regenerates docs/reports/sde.md from the recorded asv run (newest commit for this machine,
-# or the recorded commit RUN).
+# or the recorded commit RUN). OUT: the file written (docs/reports/sde_rerun.md is RUN=f165dbe8,
+# a second run of the whole module with nothing else running).
 set -e
 run=${RUN:+--commit $RUN}
 cd "$(dirname "$0")/../.."
-out=docs/reports/sde.md
+out=${OUT:-docs/reports/sde.md}
 tmp=$(mktemp -d)
 r() { python -m perflab report --format markdown $run "$@"; }
 # 1. The user's table: make_sde (pregen) against make_sde_auto (auto).
