@@ -252,12 +252,16 @@ def test_variants_take_different_code_paths(key):
 
 def test_auto_chunk_prefers_divisors_and_bounds_the_noise():
     assert sde.auto_chunk(1000, 10000) == 125 and 10000 % 125 == 0
-    assert sde.auto_chunk(100, 10000) == 1250
+    assert sde.auto_chunk(100, 100000) == 1250
     assert sde.auto_chunk(1000, 50000) == sde.auto_chunk(1000, 10000)  # independent of n_steps
     assert sde.auto_chunk(10, 997) == 997  # fits in one chunk
-    assert sde.auto_chunk(1, 10**6) * 1 <= sde.CHUNK_NORMALS
-    assert sde.auto_chunk(100, 10007) == sde.CHUNK_NORMALS // 100  # prime: no useful divisor
+    assert sde.auto_chunk(1, 10**7) * 1 <= sde.CHUNK_NORMALS
+    assert sde.auto_chunk(1000, 10007) == sde.CHUNK_NORMALS // 1000  # prime: no useful divisor
     assert sde.auto_chunk(10**6, 10) == 1
+    # Small problems draw all their noise at once: bounded by WHOLE_DRAW_NORMALS.
+    assert sde.auto_chunk(1000, 1000) == 1000 and sde.auto_chunk(100, 10000) == 10000
+    assert sde.auto_chunk(1000, 1000, size=2) < 1000
+    assert 1000 * 1000 <= sde.WHOLE_DRAW_NORMALS < 1000 * 2000
 
 
 def test_chunk_none_matches_explicit_auto_chunk(key):

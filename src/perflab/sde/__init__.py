@@ -1,6 +1,7 @@
 """Study 2: SDE ensembles (Euler-Maruyama) with the noise pre-generated or drawn inside the scan."""
 
 from ._ensemble import CHUNK_NORMALS as CHUNK_NORMALS
+from ._ensemble import WHOLE_DRAW_NORMALS as WHOLE_DRAW_NORMALS
 from ._ensemble import auto_chunk as auto_chunk
 from ._ensemble import NOISE_VARIANTS as NOISE_VARIANTS
 from ._ensemble import OUTPUTS as OUTPUTS
