@@ -142,9 +142,22 @@ def group_norm_tangent(x, tx, weight, mean, rstd, groups, xhat=None):
     s = rstd.unsqueeze(-1)
     if xhat is None:
         xhat = (_group_view(x, groups) - mean.unsqueeze(-1)) * s
-    tg = _group_view(tx, groups)
-    t_xhat = (tg - tg.mean(-1, keepdim=True) - xhat * (xhat * tg).mean(-1, keepdim=True)) * s
+    t_xhat = normalized_tangent(xhat, _group_view(tx, groups), s)
     return t_xhat.reshape(x.shape) * weight.reshape((1, -1) + (1,) * (x.dim() - 2))
+
+
+def normalized_tangent(xhat, tx, rstd):
+    """The tangent of ``(x - mean(x)) * rstd`` over the last axis, from the normalised x.
+
+    Arguments:
+        xhat: the normalised input, ``(x - mean) * rstd``.
+        tx: the input tangent, xhat-shaped.
+        rstd: the reciprocal standard deviation, broadcastable to xhat.
+
+    Returns:
+        ``rstd (tx - mean(tx) - xhat mean(xhat tx))``, xhat-shaped.
+    """
+    return (tx - tx.mean(-1, keepdim=True) - xhat * (xhat * tx).mean(-1, keepdim=True)) * rstd
 
 
 def _decomposed_group_norm(x, groups, weight, bias, eps):

@@ -189,23 +189,18 @@ class MeanFlowLoss:
         with implementation(group_norm="fused", conv="fused"):
             return self._loss_forward_ad(z, t, r, v)
 
-    def _loss_stacked(self, z, t, r, v):
-        dudt = self.jvp(z, t, r, v)
-        return self.model(z, t, t - r), self._target(dudt, v, t, r)
-
     def _loss_bf16(self, z, t, r, v):
         attn = "sdpa" if _sdpa_forward_ad_works(z.device) else "math"
         with torch.autocast(z.device.type, dtype=torch.bfloat16), implementation(group_norm="fused", attention=attn):
             u, dudt = self._func_jvp(z, t, r, v)
         return u, self._target(dudt.to(v.dtype), v, t, r)
 
-    def _loss_compiled(self, z, t, r, v):
+    def _loss_hybrid(self, z, t, r, v):
+        # A detached JVP (compiled, graphed or stacked) for the target, a plain forward for u.
         dudt = self.jvp(z, t, r, v)
         return self.model(z, t, t - r), self._target(dudt, v, t, r)
 
-    def _loss_cuda_graph(self, z, t, r, v):
-        dudt = self.jvp(z, t, r, v)
-        return self.model(z, t, t - r), self._target(dudt, v, t, r)
+    _loss_compiled = _loss_cuda_graph = _loss_stacked = _loss_hybrid
 
     # -- the JVP and the forward alone, as each variant runs them (for benchmarks) ----------
     def jvp(self, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -20,10 +20,15 @@ TIME_SCALE = 100.0
 """t and h in [0, 1] are scaled by this before the sinusoidal embedding."""
 
 
+def sinusoid_frequencies(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """The ``dim // 2`` frequencies of `sinusoidal`, in t's dtype and on its device."""
+    half = dim // 2
+    return torch.exp(-math.log(10000.0) * torch.arange(half, dtype=t.dtype, device=t.device) / half)
+
+
 def sinusoidal(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal embedding of a (batch,) tensor of times into (batch, dim)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=t.dtype, device=t.device) / half)
+    freqs = sinusoid_frequencies(t, dim)
     args = (TIME_SCALE * t)[:, None] * freqs[None, :]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._layers import group_norm_tangent
-from ._models import TIME_SCALE, DiT, UNet
+from ._layers import group_norm_tangent, normalized_tangent
+from ._models import TIME_SCALE, DiT, UNet, sinusoid_frequencies
 
 
 def _half(s):
@@ -70,9 +70,7 @@ def _layer_norm(layer: nn.LayerNorm, s):
     b = _half(s)
     x, tx = s[:b], s[b:]
     y, mean, rstd = torch.ops.aten.native_layer_norm(x, layer.normalized_shape, None, None, layer.eps)
-    xhat = (x - mean) * rstd
-    ty = (tx - tx.mean(-1, keepdim=True) - xhat * (xhat * tx).mean(-1, keepdim=True)) * rstd
-    return torch.cat([y, ty])
+    return torch.cat([y, normalized_tangent((x - mean) * rstd, tx, rstd)])
 
 
 def _mul(a, c):
@@ -109,8 +107,7 @@ def _attention(q, k, v):
 
 def _sinusoid_pair(x, dim):
     # (sinusoidal(x), its derivative in x); x's tangent is 1 for both t and h = t - r.
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=x.dtype, device=x.device) / half)
+    freqs = sinusoid_frequencies(x, dim)
     rate = TIME_SCALE * freqs[None, :]
     args = (TIME_SCALE * x)[:, None] * freqs[None, :]
     cos, sin = torch.cos(args), torch.sin(args)
