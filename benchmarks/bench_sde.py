@@ -12,7 +12,7 @@ import functools
 import importlib.util
 import timeit
 
-from .common import Benchmark, interleaved_ratio, jit_compile, require, skip
+from .common import Benchmark, CostlySetupBenchmark, interleaved_ratio, jit_compile, require, skip
 
 VARIANTS = [
     "pregen",
@@ -86,15 +86,11 @@ def _best_time(call, budget=0.3):
     return min(once, min(timeit.repeat(call, number=1, repeat=number)))
 
 
-class EnsembleSimulation(Benchmark):
+class EnsembleSimulation(CostlySetupBenchmark):
     """OU ensemble, paths (n_traj, n_steps) in float32 from one key, per variant."""
 
     params = [[100, 1000], [1000, 10000], VARIANTS]
     param_names = ["n_traj", "n_steps", "variant"]
-    # One round: asv starts a process per case and method, and that start-up (JAX import,
-    # compilation) dominates the suite's duration on a shared 2-core machine.
-    rounds = 1
-    repeat = (3, 10, 4.0)
 
     def setup(self, n_traj, n_steps, variant):
         _check_variant(variant, n_traj, n_steps)
@@ -121,13 +117,11 @@ class EnsembleSimulation(Benchmark):
     track_rng_bound.unit = "fraction of PRNG bound"
 
 
-class RNGBound(Benchmark):
+class RNGBound(CostlySetupBenchmark):
     """The time to draw n_traj * n_steps float32 standard normals in one call, per generator."""
 
     params = [[100, 1000], [1000, 10000], ["threefry", "rbg"]]
     param_names = ["n_traj", "n_steps", "impl"]
-    rounds = 1
-    repeat = (3, 10, 4.0)
 
     def setup(self, n_traj, n_steps, impl):
         _study()
@@ -190,13 +184,11 @@ def _sweep_call(variant):
     return jit_compile(sweep, key, thetas, sigmas)
 
 
-class ParameterSweep(Benchmark):
+class ParameterSweep(CostlySetupBenchmark):
     """32 OU parameter sets x 100 trajectories x 1,000 steps, vmapped over the parameters."""
 
     params = [SWEEP_VARIANTS]
     param_names = ["variant"]
-    rounds = 1
-    repeat = (3, 10, 4.0)
 
     def setup(self, variant):
         _check_variant(variant, SWEEP_TRAJ, SWEEP_STEPS)

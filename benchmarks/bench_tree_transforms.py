@@ -21,7 +21,7 @@ _FLAG = "--xla_force_host_platform_device_count"
 if _FLAG not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" {_FLAG}=8").strip()
 
-from .common import Benchmark, require, skip  # noqa: E402
+from .common import CostlySetupBenchmark, require, skip  # noqa: E402
 
 LAYERS = [4, 12, 24]
 DEVICES = [2, 4, 8]
@@ -76,7 +76,7 @@ def _per_call_seconds(fn, *, budget=0.25, most=20):
     return statistics.median(times)
 
 
-class ApplyShardingRules(Benchmark):
+class ApplyShardingRules(CostlySetupBenchmark):
     """Swap every matched weight of a BERT-like model (hidden 768) for its sharded copy."""
 
     params = [LAYERS, DEVICES, VARIANTS]
@@ -84,8 +84,6 @@ class ApplyShardingRules(Benchmark):
     # `loop` at 24 layers takes ~1-5 s per call, and each process spends several seconds
     # building the model and its sharded copies: few samples and one round keep a recorded run
     # of all 27 cases near a quarter of an hour on a shared 2-core machine.
-    rounds = 1
-    repeat = (3, 10, 4.0)
     warmup_time = 0.0
     timeout = 600
 
@@ -120,13 +118,11 @@ class ApplyShardingRules(Benchmark):
     track_time_per_layer.unit = "ms/layer"
 
 
-class ShardModel(Benchmark):
+class ShardModel(CostlySetupBenchmark):
     """The whole `shard_model` call: match the rules, `device_put` each leaf, apply."""
 
     params = [LAYERS, [2], VARIANTS]
     param_names = ["layers", "devices", "variant"]
-    rounds = 1
-    repeat = (3, 10, 4.0)
     warmup_time = 0.0
     timeout = 600
 

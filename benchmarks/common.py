@@ -35,6 +35,15 @@ class Benchmark:
     timeout = 300
 
 
+class CostlySetupBenchmark(Benchmark):
+    """Base class for cases whose process start-up costs seconds (JAX import and compilation,
+    building a large model): one round and 3 to 10 samples within 4 s keep a recorded run short
+    on a shared 2-core machine, where asv starts a process per case and method."""
+
+    rounds = 1
+    repeat = (3, 10, 4.0)
+
+
 def skip(reason: str):
     """Mark the current parameter combination as not applicable (asv shows n/a)."""
     raise NotImplementedError(reason)
