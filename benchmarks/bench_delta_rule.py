@@ -168,9 +168,8 @@ def _cores(call):
     return (time.process_time() - cpu) / (time.perf_counter() - wall)
 
 
-class DeltaRuleCores(Benchmark):
-    """Cores each variant keeps busy at the large config (XLA runs on its own thread pool)."""
-
+class _LargeConfig(Benchmark):
+    # One process per variant at the large config only: a single call is the measurement.
     params = [["large"], VARIANTS]
     param_names = ["config", "variant"]
     rounds = 1
@@ -180,6 +179,10 @@ class DeltaRuleCores(Benchmark):
         if variant.startswith("torch"):
             _torch()
         self.call = _call(config, variant)
+
+
+class DeltaRuleCores(_LargeConfig):
+    """Cores each variant keeps busy at the large config (XLA runs on its own thread pool)."""
 
     def track_cores(self, config, variant):
         return _cores(self.call)
@@ -187,19 +190,10 @@ class DeltaRuleCores(Benchmark):
     track_cores.unit = "cores"
 
 
-class DeltaRuleMemory(Benchmark):
+class DeltaRuleMemory(_LargeConfig):
     """Peak resident memory of a process running the large config once per variant."""
 
-    params = [["large"], VARIANTS]
-    param_names = ["config", "variant"]
-    rounds = 1
     repeat = 1
-    timeout = 600
-
-    def setup(self, config, variant):
-        if variant.startswith("torch"):
-            _torch()
-        self.call = _call(config, variant)
 
     def peakmem_forward(self, config, variant):
         self.call()
