@@ -12,7 +12,8 @@ os.environ.setdefault("EQX_ON_ERROR", "nan")
 
 import numpy as np
 
-from .common import Benchmark, interleaved_ratio, jit_compile, require, skip
+from ._interleave import CONTROL, injected_variants
+from .common import InterleavedBenchmark, jit_compile, require, skip
 
 SOLVERS = ["tridiagonal", "lu", "cholesky"]
 SIZES = [10, 50, 100, 200, 500]
@@ -78,44 +79,63 @@ def _primal_call(solver, size, variant):
     return jit_compile(lambda a, b: ls.linear_solve(solver, a, b, variant=variant), operator, vector)
 
 
-class LinearSolveJVP(Benchmark):
-    """x = A^-1 b and its JVP along (A', b') for one system, per solver, size and variant."""
+# The variant parameter of every comparing class: the study's variants, the benchmark's control
+# twin of the baseline, and (calibration only) the injected-slowdown twins.
+BASELINE = "before"
+COMPARED = [*VARIANTS, CONTROL, *injected_variants()]
 
-    params = [SOLVERS, SIZES, VARIANTS]
+
+class LinearSolveJVP(InterleavedBenchmark):
+    """x = A^-1 b and its JVP along (A', b') for one system, per solver, size and variant.
+
+    The JVP and the primal of every variant of a (solver, size) cell are measured interleaved in
+    each process; `track_jvp_over_primal` is their ratio process by process.
+    """
+
+    params = [SOLVERS, SIZES, COMPARED]
     param_names = ["solver", "size", "variant"]
+    operations = ("jvp", "primal")
+    baseline = BASELINE
 
-    def setup(self, solver, size, variant):
+    def build(self, operation, solver, size, variant):
         _check_variant(solver, variant)
-        self.jvp = _jvp_call(solver, size, variant)
-        self.primal = _primal_call(solver, size, variant)
+        return (_jvp_call if operation == "jvp" else _primal_call)(solver, size, variant)
 
-    def time_jvp(self, solver, size, variant):
-        self.jvp()
+    def track_jvp(self, cache, solver, size, variant):
+        return self.samples(cache, "jvp", (solver, size, variant))
 
-    def time_primal(self, solver, size, variant):
-        self.primal()
+    track_jvp.unit = "seconds"
 
-    def track_jvp_over_primal(self, solver, size, variant):
-        return interleaved_ratio(self.jvp, self.primal)
+    def track_primal(self, cache, solver, size, variant):
+        return self.samples(cache, "primal", (solver, size, variant))
+
+    track_primal.unit = "seconds"
+
+    def track_jvp_over_primal(self, cache, solver, size, variant):
+        return self.ratio(cache, "jvp", "primal", (solver, size, variant))
 
     track_jvp_over_primal.unit = "ratio"
 
 
-class LinearSolveJVPDefault(Benchmark):
+class LinearSolveJVPDefault(InterleavedBenchmark):
     """The JVP through the default variant: `asv compare` shows a change of default here."""
 
-    params = [SOLVERS, [100, 500]]
-    param_names = ["solver", "size"]
+    params = [SOLVERS, [100, 500], ["default", CONTROL]]
+    param_names = ["solver", "size", "variant"]
+    operations = ("jvp",)
+    baseline = "default"
 
-    def setup(self, solver, size):
+    def build(self, operation, solver, size, variant):
         ls = _study()
-        self.jvp = jit_compile(
+        return jit_compile(
             lambda a, b, ta, tb: ls.linear_solve_jvp(solver, a, b, ta, tb),
             *_device_problem(solver, size),
         )
 
-    def time_jvp(self, solver, size):
-        self.jvp()
+    def track_jvp(self, cache, solver, size, variant):
+        return self.samples(cache, "jvp", (solver, size, variant))
+
+    track_jvp.unit = "seconds"
 
 
 BATCH = 200
@@ -132,17 +152,21 @@ def _batched_call(solver, size, variant):
     return jit_compile(jvp, *stacked)
 
 
-class BatchedLinearSolveJVP(Benchmark):
+class BatchedLinearSolveJVP(InterleavedBenchmark):
     """200 independent systems under `jax.vmap`: where stacking and fusing tangent solves shows."""
 
-    params = [SOLVERS, [10, 50], JAX_VARIANTS]
+    params = [SOLVERS, [10, 50], [*JAX_VARIANTS, CONTROL, *injected_variants()]]
     param_names = ["solver", "size", "variant"]
+    operations = ("jvp",)
+    baseline = BASELINE
 
-    def setup(self, solver, size, variant):
-        self.jvp = _batched_call(solver, size, variant)
+    def build(self, operation, solver, size, variant):
+        return _batched_call(solver, size, variant)
 
-    def time_jvp(self, solver, size, variant):
-        self.jvp()
+    def track_jvp(self, cache, solver, size, variant):
+        return self.samples(cache, "jvp", (solver, size, variant))
+
+    track_jvp.unit = "seconds"
 
 
 @functools.lru_cache(maxsize=None)
@@ -165,14 +189,18 @@ def _heat_call(steps, grid, wrt, variant):
     return jit_compile(fn, *jax.device_put(args))
 
 
-class HeatEquation(Benchmark):
+class HeatEquation(InterleavedBenchmark):
     """Implicit-Euler heat equation, forward-mode derivative w.r.t. u0 or the diffusivity."""
 
-    params = [[10, 100], [100, 500], ["initial", "diffusivity"], VARIANTS]
+    params = [[10, 100], [100, 500], ["initial", "diffusivity"], COMPARED]
     param_names = ["steps", "grid", "wrt", "variant"]
+    operations = ("jvp",)
+    baseline = BASELINE
 
-    def setup(self, steps, grid, wrt, variant):
-        self.jvp = _heat_call(steps, grid, wrt, variant)
+    def build(self, operation, steps, grid, wrt, variant):
+        return _heat_call(steps, grid, wrt, variant)
 
-    def time_jvp(self, steps, grid, wrt, variant):
-        self.jvp()
+    def track_jvp(self, cache, steps, grid, wrt, variant):
+        return self.samples(cache, "jvp", (steps, grid, wrt, variant))
+
+    track_jvp.unit = "seconds"

@@ -1,24 +1,58 @@
-"""Shared pieces of the asv suite: the base class, device sync, skip helpers, interleaved ratios.
+"""Shared pieces of the asv suite: base classes, device sync, skip helpers, interleaved measurement.
 
-asv (asv_runner >= 0.3) calls `setup` before every sample, so compiled functions and inputs are
-cached at module level with `functools.lru_cache` and `setup` only looks them up and warms them:
-no compilation, data generation or host transfer happens inside a timed call.
+Two ways to measure live here:
+
+- `InterleavedBenchmark`, for every class that compares variants: its `setup_cache` measures all
+  cells in several fresh processes, the variants of a cell interleaved in each (see
+  `_interleave.py`), and its `track_<operation>` methods hand asv one sample per process.
+- `Benchmark`, asv's own timing (one process per cell and round), for memory and single-value
+  figures. asv (asv_runner >= 0.3) calls `setup` before every sample, so compiled functions and
+  inputs are cached at module level with `functools.lru_cache`: no compilation, data generation
+  or host transfer happens inside a timed call.
+
+Nothing here imports JAX or torch at module level: the suite can be imported (by asv's discovery,
+or a forkserver) without starting a numerical runtime; `jax_x64()` configures JAX on first use.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import itertools
+import math
 import os
 import statistics
 import timeit
 
-# Pin thread pools before JAX, torch or BLAS start, so runs on a 2-core machine are comparable.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+from . import _interleave
 
-import jax  # noqa: E402
 
-jax.config.update("jax_enable_x64", True)
+@functools.lru_cache(maxsize=None)
+def jax_x64():
+    """Import JAX with float64 enabled and the persistent compilation cache on; return the module.
+
+    The cache lives in a folder per machine and JAX version (`compile_cache_dir`), and JAX keys
+    every entry by the program, its compile options, the backend and the jaxlib version, so a
+    different program never hits; a cold cache only costs compile time, outside every timer.
+    """
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_compilation_cache_dir", compile_cache_dir("jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    return jax
+
+
+def compile_cache_dir(tool: str) -> str:
+    """Folder for `tool`'s persistent compilation cache on this machine (`PERFLAB_CACHE_DIR` or
+    ~/.cache/perflab), one subfolder per host name and tool."""
+    import platform
+
+    root = os.environ.get("PERFLAB_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "perflab")
+    path = os.path.join(root, platform.node() or "host", tool)
+    os.makedirs(path, exist_ok=True)
+    return path
 
 
 class Benchmark:
@@ -44,6 +78,110 @@ class CostlySetupBenchmark(Benchmark):
     repeat = (3, 10, 4.0)
 
 
+class InterleavedBenchmark:
+    """Base class for comparing variants: every cell measured interleaved, in several processes.
+
+    A subclass declares `params`/`param_names` with the variant parameter last, lists its timed
+    `operations`, names the `baseline` variant the control twin copies, and implements
+    `build(operation, *params)` returning a warm, blocking zero-argument callable (or raising
+    `NotImplementedError` via `skip`/`require`: that cell is recorded n/a, with the reason). Its
+    `track_<operation>` methods return `self.samples(cache, operation, params)`.
+
+    The variant list must include `"control"` (the baseline's callable measured again under a
+    second name, by the benchmark: identical code, which the report must not find different).
+    Under PERFLAB_INJECT=1 (calibration only) the twins `plus5pct` and `plus10pct` are added.
+
+    Attributes:
+        processes: fresh processes per run; the unit of noise (asv records one sample each).
+        rounds_per_process: interleaved measurements of each callable in one process.
+        measurement_time: seconds one measurement lasts (it holds as many calls as that takes).
+    """
+
+    operations: tuple[str, ...] = ()
+    baseline: str = ""
+    processes = 5
+    rounds_per_process = 7
+    measurement_time = 0.004
+    # asv: the track methods only read the cache, so one asv process per cell suffices.
+    rounds = 1
+    timeout = 120
+
+    def build(self, operation: str, *params):
+        """The warm callable of `operation` at `params` (the variant last); see the class doc."""
+        raise NotImplementedError
+
+    def cells(self):
+        """The parameter combinations, grouped by everything but the variant."""
+        for head in itertools.product(*self.params[:-1]):
+            yield head, list(self.params[-1])
+
+    def measure_process(self, index: int) -> dict:
+        """Build and measure every cell of this class in the current process (one process of
+        `setup_cache`); returns ``{"values": {key: seconds}, "skipped": {key: reason}}``."""
+        values, skipped = {}, {}
+        for head, variants in self.cells():
+            calls, twins, names = {}, {}, {}
+            for operation in self.operations:
+                for variant in variants:
+                    name = _interleave.key(operation, (*head, variant))
+                    built = self.baseline if variant == _interleave.CONTROL or variant in _interleave.INJECTED else variant
+                    try:
+                        call = self.build(operation, *head, built)
+                    except NotImplementedError as err:
+                        skipped[name] = str(err)
+                        continue
+                    if variant in _interleave.INJECTED:
+                        twins[name] = (_interleave.key(operation, (*head, self.baseline)), _interleave.INJECTED[variant])
+                    else:
+                        calls[name] = call
+                    names[name] = variant
+            twins = {n: t for n, t in twins.items() if t[0] in calls}
+            if calls:
+                seed = hash((index, head)) & 0xFFFF
+                values.update(_interleave.measure(calls, rounds=self.rounds_per_process,
+                                                  target=self.measurement_time, twins=twins, seed=seed))
+        return {"values": values, "skipped": skipped}
+
+    def setup_cache(self):
+        cls = type(self)
+        return _interleave.run_processes(cls.__module__, cls.__qualname__, self.processes, self.timeout * 10)
+
+    setup_cache.timeout = 3600
+
+    def setup(self, cache, *params):
+        names = [_interleave.key(operation, params) for operation in self.operations]
+        if not any(name in cache["values"] for name in names):
+            skip(cache["skipped"].get(names[0], f"{names[0]} was not measured"))
+
+    def samples(self, cache, operation: str, params) -> dict:
+        """asv's timing-result form for one cell: one sample (seconds per call) per process.
+
+        Arguments:
+            cache: what `setup_cache` returned.
+            operation: one of `operations`.
+            params: the cell's parameter values, the variant last.
+
+        Returns:
+            ``{"samples": [...], "number": 1}``, from which asv computes its statistics; NaN
+            (n/a) where this operation was not measured in an otherwise measured cell.
+        """
+        name = _interleave.key(operation, params)
+        if name not in cache["values"]:
+            return math.nan
+        return {"samples": cache["values"][name], "number": 1}
+
+    def ratio(self, cache, numerator: str, denominator: str, params) -> dict:
+        """Per-process ratio of two operations of one cell (measured interleaved in each process).
+
+        Returns:
+            ``{"samples": [...], "number": 1}``, one ratio per process; NaN where either is missing.
+        """
+        num, den = (cache["values"].get(_interleave.key(op, params)) for op in (numerator, denominator))
+        if num is None or den is None:
+            return math.nan
+        return {"samples": [a / b for a, b in zip(num, den)], "number": 1}
+
+
 def skip(reason: str):
     """Mark the current parameter combination as not applicable (asv shows n/a)."""
     raise NotImplementedError(reason)
@@ -58,6 +196,7 @@ def require(module: str):
     Returns:
         The imported module.
     """
+    jax_x64()
     try:
         return importlib.import_module(module)
     except ImportError as err:
@@ -66,7 +205,7 @@ def require(module: str):
 
 def block(result):
     """Wait for JAX (and CUDA torch) work inside `result` to finish; return it."""
-    result = jax.block_until_ready(result)
+    result = jax_x64().block_until_ready(result)
     torch = _loaded_torch()
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
@@ -89,6 +228,7 @@ def jit_compile(fn, *args):
     Returns:
         A callable running the compiled executable on `args` and waiting for the result.
     """
+    jax = jax_x64()
     compiled = jax.jit(fn).lower(*args).compile()
 
     def call():

@@ -1,14 +1,9 @@
-import os
+import pathlib
+import sys
 
-# Thread pools pinned before any numerical library starts, as in the benchmarks.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-
-# Eight host CPU devices for the multi-device sharding tests (tree_transforms). XLA reads the
-# flag when JAX's backend starts, so it is set before anything here imports jax.
-_DEVICES_FLAG = "--xla_force_host_platform_device_count"
-if _DEVICES_FLAG not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" {_DEVICES_FLAG}=8").strip()
+# The thread pools and host devices are set in one place, shared with the asv suite.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import benchmarks._env  # noqa: E402, F401
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
