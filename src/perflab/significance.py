@@ -1,0 +1,151 @@
+"""Process-aware significance: is one cell's time different from another's?
+
+The unit of noise is the process. On the 2-core machines perflab runs on, one program measured in
+two processes lands 25-100% apart, while inside one process it moves by 1-2% (see
+docs/trust.md). So every value judged here is one number per process (what
+`benchmarks/_interleave.py` records: the median over interleaved rounds in that process), and
+the comparison is on the logarithms of those numbers:
+
+- paired (two variants of one cell, measured interleaved in the same processes): a t interval on
+  the per-process log ratios; process offsets cancel in each ratio.
+- unpaired (cells of two runs, or of two classes): Welch's t interval on the difference of mean
+  logs; the between-process spread of both sides enters the interval.
+
+A pair is *changed* when the interval excludes a ratio of 1 and the estimate lies beyond the
+factor. With one process per side there is nothing to judge: the verdict says so ("n=1, not
+tested") instead of printing a percentage that looks judged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+from scipy import stats as _stats
+
+DEFAULT_FACTOR = 1.05
+DEFAULT_CONFIDENCE = 0.99
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """The comparison of two cells, B (before) and A (after).
+
+    Attributes:
+        ratio: A / B, the geometric mean over processes (paired: of the per-process ratios).
+        low: lower end of the confidence interval of `ratio` (NaN when not tested).
+        high: upper end of it.
+        n: processes per side (paired: the number of pairs).
+        paired: whether the processes were paired.
+        tested: whether there were enough processes to test (at least 2 per side).
+        changed: tested, the interval excludes 1, and `ratio` lies beyond the factor.
+        confidence: the interval's confidence level.
+        factor: the factor the ratio must exceed.
+    """
+
+    ratio: float
+    low: float
+    high: float
+    n: int
+    paired: bool
+    tested: bool
+    changed: bool
+    confidence: float
+    factor: float
+
+    @property
+    def half_width(self) -> float:
+        """Half the interval's width in log space, as a ratio (1.03 means +-3%); NaN if untested."""
+        if not self.tested:
+            return math.nan
+        return math.exp((math.log(self.high) - math.log(self.low)) / 2)
+
+    def minimum_detectable(self) -> float:
+        """The smallest slowdown this comparison would flag: the factor, or the interval's
+        half-width where that is wider (NaN when untested)."""
+        return max(self.factor, self.half_width) if self.tested else math.nan
+
+
+def _clean(values, side):
+    out = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if any(v <= 0 for v in out):
+        raise ValueError(f"{side}: times and ratios must be positive, got {out}")
+    return out
+
+
+def compare(
+    before: Sequence[float],
+    after: Sequence[float],
+    *,
+    paired: bool,
+    factor: float = DEFAULT_FACTOR,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> Verdict:
+    """Judge whether `after` differs from `before`, process by process.
+
+    Arguments:
+        before: one value per process (seconds, or any positive figure).
+        after: one value per process; for `paired=True`, in the same process order as `before`.
+        paired: the two sides were measured interleaved in the same processes.
+        factor: the smallest ratio worth flagging (1.05: 5%).
+        confidence: the confidence level of the interval.
+
+    Returns:
+        A `Verdict`.
+    """
+    if factor < 1:
+        raise ValueError(f"factor must be at least 1, got {factor}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    b, a = _clean(before, "before"), _clean(after, "after")
+    if not b or not a:
+        raise ValueError(f"nothing to compare: {len(b)} value(s) before, {len(a)} after")
+    if paired:
+        if len(a) != len(b):
+            raise ValueError(f"paired comparison needs as many processes on each side, got {len(b)} and {len(a)}")
+        logs = [math.log(x / y) for x, y in zip(a, b)]
+        n = len(logs)
+        mean = sum(logs) / n
+        if n < 2:
+            return Verdict(math.exp(mean), math.nan, math.nan, n, True, False, False, confidence, factor)
+        se = _std(logs) / math.sqrt(n)
+        df = n - 1
+    else:
+        la, lb = [math.log(x) for x in a], [math.log(x) for x in b]
+        n = min(len(la), len(lb))
+        mean = sum(la) / len(la) - sum(lb) / len(lb)
+        if n < 2:
+            return Verdict(math.exp(mean), math.nan, math.nan, n, False, False, False, confidence, factor)
+        va, vb = _std(la) ** 2 / len(la), _std(lb) ** 2 / len(lb)
+        se = math.sqrt(va + vb)
+        df = (va + vb) ** 2 / (va**2 / (len(la) - 1) + vb**2 / (len(lb) - 1)) if va + vb > 0 else len(la) + len(lb) - 2
+    t = _stats.t.ppf(0.5 + confidence / 2, df)
+    low, high = math.exp(mean - t * se), math.exp(mean + t * se)
+    ratio = math.exp(mean)
+    beyond = ratio > factor or ratio < 1 / factor
+    changed = beyond and (low > 1 or high < 1)
+    return Verdict(ratio, low, high, n, paired, True, changed, confidence, factor)
+
+
+def _std(values):
+    n = len(values)
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def binomial_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Clopper-Pearson interval of a rate: 0 of 8 is (0, 0.37), not 0%.
+
+    Arguments:
+        successes: how many trials counted.
+        trials: how many trials there were (at least 1).
+        confidence: the interval's level.
+
+    Returns:
+        (low, high) as fractions.
+    """
+    if trials < 1 or not 0 <= successes <= trials:
+        raise ValueError(f"need 0 <= successes <= trials and trials >= 1, got {successes} of {trials}")
+    ci = _stats.binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="exact")
+    return ci.low, ci.high
