@@ -106,6 +106,16 @@ class InterleavedBenchmark:
     rounds = 1
     timeout = 120
 
+    def __init_subclass__(cls, **kwargs):
+        # Exported with each track method into asv's benchmarks.json, so the report and the
+        # calibration know the baseline, the control, and that samples are process-paired.
+        super().__init_subclass__(**kwargs)
+        for name, fn in vars(cls).items():
+            if name.startswith("track_") and callable(fn):
+                fn.baseline = cls.baseline
+                fn.control = _interleave.CONTROL
+                fn.paired_processes = True
+
     def build(self, operation: str, *params):
         """The warm callable of `operation` at `params` (the variant last); see the class doc."""
         raise NotImplementedError
