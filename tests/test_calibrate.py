@@ -64,8 +64,8 @@ def test_real_trials_in_a_fresh_home(tmp_path):
     assert done.returncode == 0, done.stderr
     text = out.read_text()
     row = next(line for line in text.splitlines() if line.startswith("| Calibration"))
-    # Two trials: two control pairs within runs, 3 cells x 1 pair across runs (twins excluded).
-    assert re.search(r"\| \d/2 \(", row) and "/3 (" in row, row
+    # Two trials: two control pairs within runs; 4 cells (twins excluded) x 1 pair across runs.
+    assert re.search(r"\| \d/2 \(", row) and "/4 (" in row, row
 
 
 def test_failed_asv_run_carries_asv_output(tmp_path):
