@@ -334,9 +334,9 @@ def test_variants_take_different_code_paths(key):
         assert not fingerprint[v][7], v
     # Only time_major_rbg switches the generator.
     assert [v for v in fingerprint if fingerprint[v][8]] == ["time_major_rbg"]
-    # Every pair of variants differs somewhere in the fingerprint, except the two that differ by
-    # layout only (chunked under vmap vs time_major_chunked) and rbg vs threefry: both pairs are
-    # told apart by the key split and the generator above.
+    # No two variants share a fingerprint (chunked vs time_major_chunked differ in the per-
+    # trajectory key split, time_major_chunked vs time_major_adaptive in the outer loop's length
+    # at this grid point, time_major_rbg in its generator).
     distinct = {fingerprint[v] for v in b.VARIANTS}
     assert len(distinct) == len(b.VARIANTS), fingerprint
 
