@@ -4,12 +4,20 @@ inside the scan, against diffrax. Everything in float32, as the study's claim me
 Every timed call starts from a key and returns the paths: the pregen variant's time includes
 drawing its noise, since that is its cost of getting paths from a key, as the other variants'
 times include theirs.
+
+The in-scan chunked variants (chunked, time_major_chunked, time_major_rbg) are given an explicit
+chunk, `sde.scan_chunk`'s, which keeps at least `sde.MIN_CHUNKS` outer iterations at every
+benchmarked size: their noise is drawn inside the scan. The adaptive policy, which draws all the
+noise up front for small problems, is its own variant (time_major_adaptive). Every class records
+the chunk used (`track_chunk`, steps of noise per draw) next to its times. Every derived rate
+uses the median, the statistic asv reports for the `time_` benchmarks.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import statistics
 import timeit
 
 from .common import Benchmark, CostlySetupBenchmark, interleaved_ratio, jit_compile, require, skip
@@ -20,10 +28,12 @@ VARIANTS = [
     "chunked",
     "time_major",
     "time_major_chunked",
+    "time_major_adaptive",
     "time_major_rbg",
     "diffrax",
     "diffrax_vbt",
 ]
+IN_SCAN_CHUNKED = ["chunked", "time_major_chunked", "time_major_rbg"]
 # The VirtualBrownianTree descends a tree every step: ~2 s at 1000 x 1000, so small sizes only.
 VBT_MAX_TRAJ_STEPS = 100 * 1000
 DT = 1e-3
@@ -34,6 +44,9 @@ def _study():
 
 
 def _check_variant(variant, n_traj, n_steps):
+    sde = _study()
+    if variant not in sde.SIMULATE.names or not hasattr(sde, "noise_chunk"):
+        skip(f"variant {variant!r} or noise_chunk is not in this commit's perflab.sde")
     if variant.startswith("diffrax") and importlib.util.find_spec("diffrax") is None:
         skip("diffrax is not installed")
     if variant == "diffrax_vbt" and n_traj * n_steps > VBT_MAX_TRAJ_STEPS:
@@ -48,12 +61,43 @@ def _problem():
     return sde, jnp.float32(1.0), sde.ou_params(theta=1.0, mu=0.5, sigma=0.3, dtype=jnp.float32), jax.random.key(0)
 
 
-def _simulate_fn(n_traj, n_steps, variant, output):
+def bench_chunk(n_traj, n_steps, variant):
+    """The `chunk` argument the benchmarks pass: explicit for the in-scan chunked variants.
+
+    Arguments:
+        n_traj: trajectories.
+        n_steps: steps.
+        variant: the `simulate` variant.
+
+    Returns:
+        `sde.scan_chunk` (at least `sde.MIN_CHUNKS` outer iterations) for the in-scan chunked
+        variants; None for the others (time_major_adaptive applies its own rule).
+    """
+    return _study().scan_chunk(n_traj, n_steps) if variant in IN_SCAN_CHUNKED else None
+
+
+def _chunk_used(n_traj, n_steps, variant):
+    return _study().noise_chunk(variant, n_traj, n_steps, chunk=bench_chunk(n_traj, n_steps, variant))
+
+
+def simulate_fn(n_traj, n_steps, variant, output):
+    """The benchmarked function of a key (the tests trace the same function).
+
+    Arguments:
+        n_traj: trajectories.
+        n_steps: steps.
+        variant: the `simulate` variant.
+        output: ``"path"`` or ``"final"``.
+
+    Returns:
+        ``run(key)`` -> the simulate output, with the benchmark's chunk (`bench_chunk`).
+    """
     sde, x0, params, _ = _problem()
+    chunk = bench_chunk(n_traj, n_steps, variant)
 
     def run(key):
         return sde.simulate(sde.ou_drift, sde.ou_diffusion, x0, params, key, dt=DT, n_traj=n_traj,
-                            n_steps=n_steps, variant=variant, output=output)
+                            n_steps=n_steps, variant=variant, output=output, chunk=chunk)
 
     return run
 
@@ -61,7 +105,7 @@ def _simulate_fn(n_traj, n_steps, variant, output):
 @functools.lru_cache(maxsize=None)
 def _simulate_call(n_traj, n_steps, variant, output="path"):
     _, _, _, key = _problem()
-    return jit_compile(_simulate_fn(n_traj, n_steps, variant, output), key)
+    return jit_compile(simulate_fn(n_traj, n_steps, variant, output), key)
 
 
 @functools.lru_cache(maxsize=None)
@@ -80,10 +124,16 @@ def _bound_call(n_traj, n_steps, impl):
     return jit_compile(draw, key)
 
 
-def _best_time(call, budget=0.3):
-    once = timeit.timeit(call, number=1)
+def _one_call_seconds(call):
+    return timeit.timeit(call, number=1)
+
+
+def _median_time(call, budget=0.3):
+    # The median, as asv reports for time_simulate: a rate from the minimum would read faster
+    # than the time next to it.
+    once = _one_call_seconds(call)
     number = max(1, min(20, int(budget / max(once, 1e-6))))
-    return min(once, min(timeit.repeat(call, number=1, repeat=number)))
+    return statistics.median([once] + timeit.repeat(call, number=1, repeat=number))
 
 
 class EnsembleSimulation(CostlySetupBenchmark):
@@ -103,15 +153,20 @@ class EnsembleSimulation(CostlySetupBenchmark):
         self.call()
 
     def track_steps_per_second(self, n_traj, n_steps, variant):
-        return n_traj * n_steps / _best_time(self.call)
+        return n_traj * n_steps / _median_time(self.call)
 
     track_steps_per_second.unit = "traj-steps/s"
+
+    def track_chunk(self, n_traj, n_steps, variant):
+        return _chunk_used(n_traj, n_steps, variant)
+
+    track_chunk.unit = "steps"
 
     def track_rng_bound(self, n_traj, n_steps, variant):
         # Fraction of the PRNG bound reached: time(draw the same normals alone, same generator) /
         # time(variant), interleaved in one process so that machine load hits both alike.
         bound = _bound_call(n_traj, n_steps, "rbg" if variant == "time_major_rbg" else "threefry")
-        once = _best_time(self.call, budget=0.0)
+        once = _one_call_seconds(self.call)
         return interleaved_ratio(bound, self.call, rounds=max(3, min(15, int(1.5 / once))), target=0.01)
 
     track_rng_bound.unit = "fraction of PRNG bound"
@@ -150,7 +205,7 @@ class LongRun(Benchmark):
 
         _, _, _, key = _problem()
         # Compiled, not run: the measured process holds only what one call needs.
-        self.compiled = jax.jit(_simulate_fn(1000, 50000, variant, output)).lower(key).compile()
+        self.compiled = jax.jit(simulate_fn(1000, 50000, variant, output)).lower(key).compile()
         self.key = key
 
     def peakmem_simulate(self, variant, output):
@@ -158,30 +213,52 @@ class LongRun(Benchmark):
 
         jax.block_until_ready(self.compiled(self.key))
 
+    def track_chunk(self, variant, output):
+        return _chunk_used(1000, 50000, variant)
 
-SWEEP_VARIANTS = ["pregen", "auto", "chunked", "time_major", "time_major_chunked", "time_major_rbg", "diffrax"]
+    track_chunk.unit = "steps"
+
+
+SWEEP_VARIANTS = [
+    "pregen", "auto", "chunked", "time_major", "time_major_chunked", "time_major_adaptive", "time_major_rbg",
+    "diffrax",
+]
 N_SETS, SWEEP_TRAJ, SWEEP_STEPS = 32, 100, 1000
 
 
-@functools.lru_cache(maxsize=None)
-def _sweep_call(variant):
+def sweep_fn(variant):
+    """The parameter sweep's function and its arguments (the tests trace the same function).
+
+    Arguments:
+        variant: the `simulate` variant.
+
+    Returns:
+        ``(sweep, (key, thetas, sigmas))``.
+    """
     import jax
     import jax.numpy as jnp
 
     sde, x0, _, key = _problem()
     thetas = jnp.linspace(0.5, 2.0, N_SETS, dtype=jnp.float32)
     sigmas = jnp.linspace(0.1, 0.5, N_SETS, dtype=jnp.float32)
+    chunk = bench_chunk(SWEEP_TRAJ, SWEEP_STEPS, variant)
 
     def sweep(key, thetas, sigmas):
         # One key for every parameter set (common random numbers): the noise is shared.
         def one(theta, sigma):
             params = {"theta": theta, "mu": jnp.float32(0.5), "sigma": sigma}
             return sde.simulate(sde.ou_drift, sde.ou_diffusion, x0, params, key, dt=DT, n_traj=SWEEP_TRAJ,
-                                n_steps=SWEEP_STEPS, variant=variant)
+                                n_steps=SWEEP_STEPS, variant=variant, chunk=chunk)
 
         return jax.vmap(one)(thetas, sigmas)
 
-    return jit_compile(sweep, key, thetas, sigmas)
+    return sweep, (key, thetas, sigmas)
+
+
+@functools.lru_cache(maxsize=None)
+def _sweep_call(variant):
+    sweep, args = sweep_fn(variant)
+    return jit_compile(sweep, *args)
 
 
 class ParameterSweep(CostlySetupBenchmark):
@@ -196,3 +273,8 @@ class ParameterSweep(CostlySetupBenchmark):
 
     def time_sweep(self, variant):
         self.call()
+
+    def track_chunk(self, variant):
+        return _chunk_used(SWEEP_TRAJ, SWEEP_STEPS, variant)
+
+    track_chunk.unit = "steps"

@@ -1,9 +1,10 @@
 """Study 4: applying tensor-parallel sharding rules to a BERT-like equinox model.
 
-`time_apply` times the tree surgery only (`time_apply_cpu`: the same call in process CPU
-time): the model, the mesh and the matches (each carrying its replacement leaf, already
-`device_put` on its `NamedSharding`) are built once per process outside the timer, as the
-study's claim specified. `ShardModel.time_shard` times the whole
+`time_apply` times the tree surgery only, in wall-clock time: the study's goals are judged on
+it. `time_apply_thread_cpu` is the same call in the CPU time of the calling thread only
+(`time.thread_time`), a secondary figure. The model, the mesh and the matches (each carrying
+its replacement leaf, already `device_put` on its `NamedSharding`) are built once per process
+outside the timer, as the study's claim specified. `ShardModel.time_shard` times the whole
 `shard_model` call instead: matching, the `device_put` transfers and the surgery.
 """
 
@@ -96,13 +97,13 @@ class ApplyShardingRules(CostlySetupBenchmark):
     def time_apply(self, layers, devices, variant):
         self.tt.apply_matches(self.model, self.matches, variant=variant)
 
-    def time_apply_cpu(self, layers, devices, variant):
+    def time_apply_thread_cpu(self, layers, devices, variant):
         self.tt.apply_matches(self.model, self.matches, variant=variant)
 
-    # The surgery is single-threaded Python: its process CPU time is the work itself, while
-    # the wall clock of a call lasting seconds also counts the time slices other processes on a
-    # shared machine took (a millisecond call often fits in one slice and escapes that).
-    time_apply_cpu.timer = time.process_time
+    # CPU time of this thread alone: process_time also counted JAX's and XLA's other threads
+    # (61 ms of CPU against 31 ms of wall clock for the 4-layer loop), so it was neither the
+    # surgery's work nor a wall time. Secondary: the goals are judged on time_apply.
+    time_apply_thread_cpu.timer = time.thread_time
 
     def track_matches(self, layers, devices, variant):
         return len(self.matches)

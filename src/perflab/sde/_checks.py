@@ -58,6 +58,8 @@ def check_state(x0):
         )
     if jnp.ndim(x0) > 1:
         raise ValueError(f"x0 must be a scalar or a vector (ndim 0 or 1), got shape {jnp.shape(x0)}")
+    if jnp.size(x0) == 0:
+        raise ValueError(f"x0 must hold at least one element, got shape {jnp.shape(x0)}")
     return tuple(jnp.shape(x0)), np.dtype(dtype)
 
 

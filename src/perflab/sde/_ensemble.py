@@ -11,6 +11,9 @@ normals come from and in the layout of the loop:
 - ``time_major``: the whole ensemble in one scan over steps, the trajectories as the vector axis;
   each step draws ``(n_traj,)`` normals.
 - ``time_major_chunked``: time-major, ``(chunk, n_traj)`` normals drawn per outer iteration.
+- ``time_major_adaptive``: ``time_major_chunked`` with the chunk picked by `auto_chunk`, which
+  draws all the noise in one chunk for small problems: there it is pre-generation in the
+  time-major layout, not noise drawn inside the scan.
 - ``time_major_rbg``: ``time_major_chunked`` with the normals from XLA's RngBitGenerator
   (``impl="rbg"``) seeded from the caller's key, instead of threefry.
 - ``diffrax`` / ``diffrax_vbt``: the peer, ``diffrax.diffeqsolve`` with ``Euler`` and an
@@ -40,6 +43,7 @@ SIMULATE = _variants.register(
         "chunked": "per trajectory, a chunk of steps' noise drawn per outer scan iteration",
         "time_major": "one scan over steps for the whole ensemble, (n_traj,) normals drawn per step",
         "time_major_chunked": "one scan over chunks for the whole ensemble, (chunk, n_traj) normals per chunk",
+        "time_major_adaptive": "time_major_chunked with auto_chunk: all noise in one draw below WHOLE_DRAW_NORMALS",
         "time_major_rbg": "time_major_chunked with RngBitGenerator (impl='rbg') normals seeded from the key",
         "diffrax": "diffrax.diffeqsolve, Euler, UnsafeBrownianPath (the peer)",
         "diffrax_vbt": "diffrax.diffeqsolve, Euler, VirtualBrownianTree (the peer, reproducible path)",
@@ -48,7 +52,12 @@ SIMULATE = _variants.register(
     baseline="pregen",
     optimised="time_major_chunked",
 )
-NOISE_VARIANTS = ("pregen", "auto", "chunked", "time_major", "time_major_chunked", "time_major_rbg")
+NOISE_VARIANTS = (
+    "pregen", "auto", "chunked", "time_major", "time_major_chunked", "time_major_adaptive", "time_major_rbg",
+)
+# The variants whose noise is drawn chunk by chunk inside an outer scan; with chunk=None they use
+# `scan_chunk`, which keeps at least MIN_CHUNKS outer iterations.
+IN_SCAN_CHUNKED = ("chunked", "time_major_chunked", "time_major_rbg")
 OUTPUTS = ("path", "final")
 
 
@@ -57,32 +66,100 @@ OUTPUTS = ("path", "final")
 # (512 KiB in float32) to stay in cache; measured best between ~1e5 and ~3e5 on a 2-core CPU.
 CHUNK_NORMALS = 2**17
 
-# Below this many normals in all (4 MiB in float32) the whole noise is drawn in one chunk: a
-# bounded amount whatever n_steps, and at 1,000 x 1,000 one draw beat eight chunked ones
-# (5.1 against 6.7 ms; pregen 5.4 ms), the per-chunk draw costing as much as the steps.
+# At least this many outer iterations for the in-scan rule: with one, "noise drawn inside the
+# scan" would be pre-generation in another layout (the draw would precede every step).
+MIN_CHUNKS = 4
+
+# The adaptive policy (`auto_chunk`, variant ``time_major_adaptive``) draws the whole noise in
+# one chunk at or below this many normals (4 MiB in float32): a bound independent of n_steps. A
+# hand measurement at 1,000 x 1,000 favoured one draw over eight chunked ones (docs/sde.md).
 WHOLE_DRAW_NORMALS = 2**20
 
 
-def auto_chunk(n_traj: int, n_steps: int, size: int = 1) -> int:
-    """The chunk length used when `chunk=None`: steps per draw of about `CHUNK_NORMALS` normals.
+def _check_sizes(n_traj, n_steps, size):
+    return (
+        _checks.check_count(n_traj, "n_traj"),
+        _checks.check_count(n_steps, "n_steps"),
+        _checks.check_count(size, "size"),
+    )
 
-    A divisor of n_steps is preferred (the path then needs no concatenation) unless the best
-    one is under half the target. When all the noise is at most `WHOLE_DRAW_NORMALS` normals,
-    it is drawn in one chunk.
+
+def scan_chunk(n_traj: int, n_steps: int, size: int = 1) -> int:
+    """The in-scan chunk rule: steps per draw of about `CHUNK_NORMALS` normals, inside the scan.
+
+    The chunk is at most ``n_steps // MIN_CHUNKS`` (when n_steps >= MIN_CHUNKS), so the outer
+    scan has at least `MIN_CHUNKS` iterations and the noise really is drawn inside it. A divisor
+    of n_steps is preferred (the path then needs no concatenation) unless the best one is under
+    half the target. This is what the in-scan chunked variants use with ``chunk=None``.
 
     Arguments:
-        n_traj: trajectories.
-        n_steps: steps.
-        size: state size (elements per trajectory and step).
+        n_traj: trajectories, a positive int.
+        n_steps: steps, a positive int.
+        size: state size (elements per trajectory and step), a positive int.
+
+    Returns:
+        The chunk length, between 1 and ``max(1, n_steps // MIN_CHUNKS)``.
+    """
+    n_traj, n_steps, size = _check_sizes(n_traj, n_steps, size)
+    cap = max(1, n_steps // MIN_CHUNKS)
+    target = max(1, min(cap, CHUNK_NORMALS // (n_traj * size)))
+    divisor = max(d for d in range(1, target + 1) if n_steps % d == 0)
+    return divisor if 2 * divisor >= target else target
+
+
+def auto_chunk(n_traj: int, n_steps: int, size: int = 1) -> int:
+    """The adaptive chunk policy of ``time_major_adaptive``: whole draw when small, else in-scan.
+
+    When all the noise is at most `WHOLE_DRAW_NORMALS` normals it is drawn in one chunk of
+    n_steps (one outer iteration: the noise is pre-generated, in the time-major layout);
+    otherwise the chunk is `scan_chunk`'s.
+
+    Arguments:
+        n_traj: trajectories, a positive int.
+        n_steps: steps, a positive int.
+        size: state size (elements per trajectory and step), a positive int.
 
     Returns:
         The chunk length, between 1 and n_steps.
     """
+    n_traj, n_steps, size = _check_sizes(n_traj, n_steps, size)
     if n_traj * n_steps * size <= WHOLE_DRAW_NORMALS:
         return n_steps
-    target = max(1, min(n_steps, CHUNK_NORMALS // max(1, n_traj * size)))
-    divisor = max(d for d in range(1, target + 1) if n_steps % d == 0)
-    return divisor if 2 * divisor >= target else target
+    return scan_chunk(n_traj, n_steps, size)
+
+
+def noise_chunk(variant: str, n_traj: int, n_steps: int, size: int = 1, chunk: int | None = None) -> int:
+    """Steps of noise per random draw that `simulate` uses for these arguments.
+
+    The figure benchmarks record next to each result: n_steps for ``pregen`` (everything drawn
+    before the loop), 1 for the variants that draw every step (``auto``, ``time_major``, the
+    diffrax ones), the chunk length for the chunked variants (``chunk``, else `scan_chunk`, or
+    `auto_chunk` for ``time_major_adaptive``).
+
+    Arguments:
+        variant: a variant of `simulate`.
+        n_traj: trajectories, a positive int.
+        n_steps: steps, a positive int.
+        size: state size, a positive int.
+        chunk: the ``chunk`` argument given to `simulate` (None: the variant's rule).
+
+    Returns:
+        The steps of noise drawn per call of the generator.
+    """
+    variant = SIMULATE.check(variant)
+    n_traj, n_steps, size = _check_sizes(n_traj, n_steps, size)
+    if variant == "time_major_adaptive":
+        if chunk is not None:
+            raise ValueError(
+                f"chunk={chunk!r}: time_major_adaptive picks its chunk with auto_chunk; expected "
+                "chunk=None (use time_major_chunked for an explicit chunk)"
+            )
+        return auto_chunk(n_traj, n_steps, size)
+    if variant in IN_SCAN_CHUNKED:
+        return scan_chunk(n_traj, n_steps, size) if chunk is None else _checks.check_count(chunk, "chunk")
+    if chunk is not None:
+        _checks.check_count(chunk, "chunk")
+    return n_steps if variant == "pregen" else 1
 
 
 def _chunks(n_steps, chunk):
@@ -184,7 +261,10 @@ def simulate(
         n_traj: the number of trajectories, positive.
         n_steps: the number of steps, positive.
         variant: where the noise is drawn (see the module docstring and ``SIMULATE.variants``).
-        chunk: steps of noise drawn at once by the chunked variants; None picks `auto_chunk`.
+        chunk: steps of noise drawn at once by the in-scan chunked variants (``chunked``,
+            ``time_major_chunked``, ``time_major_rbg``); None picks `scan_chunk`. Must be None
+            for ``time_major_adaptive`` (it uses `auto_chunk`); ignored by the others.
+            `noise_chunk` returns the chunk a call uses.
         unroll: ``lax.scan`` unroll of the per-step loop (not used by the diffrax variants).
         output: ``"path"`` for every state, ``"final"`` for the last state only.
 
@@ -198,7 +278,7 @@ def simulate(
     n_steps = _checks.check_count(n_steps, "n_steps")
     shape, dtype = _checks.check_state(x0)
     size = int(np.prod(shape, dtype=int))
-    chunk = auto_chunk(n_traj, n_steps, size) if chunk is None else _checks.check_count(chunk, "chunk")
+    chunk = noise_chunk(variant, n_traj, n_steps, size, chunk)
     unroll = _checks.check_count(unroll, "unroll")
     if output not in OUTPUTS:
         raise ValueError(f"output={output!r} is not supported; expected one of {list(OUTPUTS)}")
@@ -265,7 +345,7 @@ def ensemble_noise(
         shape: the state's shape, ``()`` or ``(d,)``.
         dtype: the state's floating dtype.
         variant: one of the variants that draw their own noise (not the diffrax ones).
-        chunk: as given to `simulate` (None: `auto_chunk`).
+        chunk: as given to `simulate` (None: the variant's rule, see `noise_chunk`).
 
     Returns:
         ``(n_traj, n_steps, *shape)`` normals: trajectory i's step t uses ``[i, t]``.
@@ -277,7 +357,7 @@ def ensemble_noise(
     n_steps = _checks.check_count(n_steps, "n_steps")
     shape = tuple(shape)
     size = int(np.prod(shape, dtype=int))
-    chunk = auto_chunk(n_traj, n_steps, size) if chunk is None else _checks.check_count(chunk, "chunk")
+    chunk = noise_chunk(variant, n_traj, n_steps, size, chunk)
     key = _checks.check_key(key)
     return _noise(key, n_traj, n_steps, shape, np.dtype(dtype), variant, chunk)
 

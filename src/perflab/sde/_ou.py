@@ -53,19 +53,43 @@ def ou_moments(x0, theta, mu, sigma, t, dt=None) -> tuple[np.ndarray, np.ndarray
 
     Arguments:
         x0: initial state.
-        theta, mu, sigma: the OU parameters.
-        t: the time (a multiple of dt when dt is given).
-        dt: None for the exact process; a step for the Euler-Maruyama chain (an AR(1) whose
-            moments are known exactly: mean mu + (x0 - mu) a^n, variance sigma^2 dt (1 - a^2n) /
-            (1 - a^2) with a = 1 - theta dt, n = t / dt).
+        theta: mean-reversion rate, nonzero (the closed forms divide by theta, or by
+            1 - (1 - theta dt)^2 for the Euler chain).
+        mu: long-run mean.
+        sigma: noise amplitude.
+        t: the time, >= 0 (a multiple of dt when dt is given).
+        dt: None for the exact process; a positive step for the Euler-Maruyama chain (an AR(1)
+            whose moments are known exactly: mean mu + (x0 - mu) a^n, variance sigma^2 dt
+            (1 - a^2n) / (1 - a^2) with a = 1 - theta dt, n = t / dt), with theta dt != 2.
 
     Returns:
         ``(mean, variance)``.
+
+    Raises:
+        ValueError: theta = 0; theta dt = 2 (a = -1: the chain's variance formula is 0/0);
+            t < 0; dt not positive and finite; t not a multiple of dt.
     """
     x0, theta, mu, sigma, t = (np.asarray(v, np.float64) for v in (x0, theta, mu, sigma, t))
+    if np.any(theta == 0):
+        raise ValueError(
+            "theta must be nonzero: the closed form divides by theta (theta = 0 is Brownian motion, "
+            "mean x0 and variance sigma^2 t)"
+        )
+    if np.any(t < 0):
+        raise ValueError(f"t must be >= 0, got {t}")
     if dt is None:
         decay = np.exp(-theta * t)
         return mu + (x0 - mu) * decay, sigma**2 / (2 * theta) * (1 - decay**2)
+    dt = np.asarray(dt, np.float64)
+    if dt.shape != () or not (np.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt must be a positive finite scalar (or None for the exact process), got {dt}")
     n = np.rint(t / dt)
+    if np.any(np.abs(t / dt - n) > 1e-6 * np.maximum(1.0, n)):
+        raise ValueError(f"t must be a multiple of dt for the Euler chain, got t={t}, dt={float(dt)}")
     a = 1.0 - theta * dt
+    if np.any(a * a == 1.0):
+        raise ValueError(
+            f"theta * dt must not be 2 (got theta={theta}, dt={float(dt)}): then a = 1 - theta dt = -1 "
+            "and the Euler chain's variance formula is 0/0"
+        )
     return mu + (x0 - mu) * a**n, sigma**2 * dt * (1 - a ** (2 * n)) / (1 - a**2)

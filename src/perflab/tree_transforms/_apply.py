@@ -22,21 +22,60 @@ APPLY = register(
     },
     default="path_map",
     baseline="loop",
-    optimised="batched",
+    # The fastest variant in every recorded cell (wall clock and CPU time), and the default.
+    optimised="path_map",
 )
 
+# What following a getter into a tree without its path raises (attribute, index, key, or a
+# key type PathGetter cannot follow).
+_STALE = (AttributeError, IndexError, KeyError, TypeError)
 
+
+def _missing_paths(module, matches):
+    missing = []
+    for m in matches:
+        try:
+            m.getter(module)
+        except _STALE:
+            missing.append(m.path)
+    return sorted(missing)
+
+
+def _stale_error(module, matches):
+    """A ValueError naming the leaves `module` lacks, or None when every path resolves."""
+    missing = _missing_paths(module, matches)
+    if not missing:
+        return None
+    return ValueError(
+        f"matches name leaves the model does not have: {missing} (were the matches computed "
+        "from another model? call match_rules on this one)"
+    )
+
+
+# The checks run only after eqx.tree_at fails, so the timed success path is unchanged.
 def _loop(module, matches):
     for _, getter, replacement in sorted(matches, key=lambda m: len(m[0])):
-        module = eqx.tree_at(getter, module, replacement)
+        try:
+            module = eqx.tree_at(getter, module, replacement)
+        except _STALE as err:
+            stale = _stale_error(module, matches)
+            if stale is None:
+                raise
+            raise stale from err
     return module
 
 
 def _batched(module, matches):
     getters = [m.getter for m in matches]
-    return eqx.tree_at(
-        lambda tree: [g(tree) for g in getters], module, [m.replacement for m in matches]
-    )
+    try:
+        return eqx.tree_at(
+            lambda tree: [g(tree) for g in getters], module, [m.replacement for m in matches]
+        )
+    except _STALE as err:
+        stale = _stale_error(module, matches)
+        if stale is None:
+            raise
+        raise stale from err
 
 
 def _path_map(module, matches):
@@ -54,7 +93,10 @@ def _path_map(module, matches):
     out = jax.tree_util.tree_map_with_path(replace, module)
     if len(hit) != len(table):
         missing = sorted(m.path for m in matches if m.getter.keys not in set(hit))
-        raise ValueError(f"matches name leaves the model does not have: {missing}")
+        raise ValueError(
+            f"matches name leaves the model does not have: {missing} (were the matches computed "
+            "from another model? call match_rules on this one)"
+        )
     return out
 
 
@@ -73,6 +115,10 @@ def apply_matches(module, matches: Sequence[Match], *, variant: str = APPLY.defa
 
     Returns:
         A new module; unmatched leaves are the same objects as in `module`.
+
+    Raises:
+        ValueError: a match names a leaf path `module` does not have (stale matches, computed
+            from another model), in every variant, with the missing paths listed.
     """
     APPLY.check(variant)
     matches = list(matches)
