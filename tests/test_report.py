@@ -277,8 +277,8 @@ def test_rates_are_better_when_higher():
     assert report.compare(high, low, higher_is_better=True).verdict == report.SLOWER
     assert report.compare(low, high).verdict == report.SLOWER
     assert report.compare(low, report.Cell(105.0), higher_is_better=True).within_noise
-    assert report._best({"a": low, "b": high}, rate=True) == ("b", high)
-    assert report._best({"a": low, "b": high}, rate=False) == ("a", low)
+    assert report.best({"a": low, "b": high}, rate=True) == ("b", high)
+    assert report.best({"a": low, "b": high}, rate=False) == ("a", low)
 
 
 # Selecting the run ------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import tempfile
 from collections.abc import Sequence
 
 from . import report
+from ._asv import PerflabError, load_config
 
 CALIBRATION = "bench_calibration.Calibration.time_workload"
 BASE, IDENTICAL, EFFECTS = "base", "identical", {"plus5pct": 0.05, "plus10pct": 0.10}
@@ -47,7 +48,7 @@ TITLE = (
 )
 
 
-class CalibrationError(report.ReportError):
+class CalibrationError(PerflabError):
     """A user error, printed as one line naming the argument at fault."""
 
 
@@ -154,17 +155,12 @@ def _head():
 def _absolute_paths(config):
     # The trial configurations live in a temporary directory, and asv resolves the repository
     # against the configuration's own directory; anchor every path at the project's instead.
-    conf = json.loads(_strip_comments(open(config, encoding="utf-8").read()))
+    conf = load_config(config)
     root = os.path.dirname(os.path.abspath(config))
     for key in ("repo", "benchmark_dir", "env_dir", "html_dir"):
         if key in conf and "://" not in conf[key]:
             conf[key] = os.path.join(root, conf[key])
     return conf
-
-
-def _strip_comments(text):
-    # asv.conf.json may hold // comment lines, which asv accepts and json does not.
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,7 +221,8 @@ def _cells(run):
         for key, cell in cells.items():
             if cell.ok:
                 label = ", ".join(f"{n}={v}" for n, v in zip(param_names, key))
-                out[f"{report._short(name)}({label})" if label else report._short(name)] = cell
+                short = report.short_name(name)
+                out[f"{short}({label})" if label else short] = cell
     return out
 
 
