@@ -218,7 +218,7 @@ def discover_specs(root: str = ".") -> dict[str, str]:
     if not os.path.isdir(directory):
         return {}
     names = sorted(n for n in os.listdir(directory) if n.endswith(".toml"))
-    return {n[: -len(".toml")]: os.path.join(directory, n) for n in names}
+    return {n[: -len(".toml")]: os.path.normpath(os.path.join(directory, n)) for n in names}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,7 +269,7 @@ def build_study(spec: Spec, results_dir: str) -> StudyReport:
             try:
                 loaded[commit, env] = load_run(results_dir, spec.machine, commit, env)
             except ReportError as err:
-                raise ReportError(spec.path, f"{where}{err.argument} {err.message}") from None
+                raise ReportError(spec.path, f"{where}{err.argument}: {err.message}") from None
             except _asv.UserError as err:
                 raise ReportError(spec.path, f"{where}{' '.join(str(err).split())}") from None
         return loaded[commit, env]
@@ -298,7 +298,7 @@ def build_study(spec: Spec, results_dir: str) -> StudyReport:
                 )
             )
         except ReportError as err:
-            raise ReportError(spec.path, f"{where}{err.argument} {err.message}") from None
+            raise ReportError(spec.path, f"{where}{err.argument}: {err.message}") from None
     if len({r.machine for r in runs}) > 1:
         raise ReportError(spec.path, "sections recorded on several machines; name `machine`")
     return StudyReport(spec, tuple(runs), tuple(reports), results_dir)
