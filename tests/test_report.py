@@ -397,11 +397,12 @@ def test_python_m_perflab():
 # Study reports: docs/reports/<study>.toml -> .md -------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
+CELL = "{{cell:LinearSolveJVP.time_jvp[solver=tridiagonal,size=10,variant=cython]}}"
 FIXTURE_SPEC = """\
 title = "Fixture report"
 commit = "{commit}"
 machine = "vm"
-prose = "Cython at size 10: {{cell:LinearSolveJVP.time_jvp[solver=tridiagonal,size=10,variant=cython]}}."
+prose = "Cython at size 10: CELL."
 
 [[sections]]
 heading = "1. JVP"
@@ -418,7 +419,7 @@ rows = ["solver", "size"]
 [[sections]]
 heading = "Closing words"
 prose = "No figures here."
-"""
+""".replace("CELL", CELL)
 
 
 def git(root, *args):
@@ -547,7 +548,8 @@ def test_check_current_then_stale_then_drifted(tmp_path, monkeypatch, capsys):
     assert "stale" in out and "drifted" not in out
 
     # A hand edit of the generated file is drift.
-    (root / "docs" / "reports" / "linear_solve.md").write_text(regenerated.replace("1.48x", "1.50x"))
+    edited = regenerated.replace("1.48x", "1.50x")
+    (root / "docs" / "reports" / "linear_solve.md").write_text(edited)
     assert main(["report", "--check", *results]) == 1
     assert "linear_solve: drifted: docs/reports/linear_solve.md differs" in capsys.readouterr().out
 
@@ -569,7 +571,8 @@ def study_error(capsys, root, monkeypatch, results_dir):
     status = main(["report", "--study", "linear_solve", "--results-dir", str(results_dir)])
     out, err = capsys.readouterr()
     assert status == 2 and out == "" and err.count("\n") == 1
-    assert err.startswith(f"perflab report: error: {os.path.join('docs', 'reports', 'linear_solve.toml')}: ")
+    spec = os.path.join("docs", "reports", "linear_solve.toml")
+    assert err.startswith(f"perflab report: error: {spec}: ")
     return err
 
 

@@ -129,7 +129,8 @@ def judge(before: Cell, after: Cell, factor: float, higher_is_better: bool = Fal
             a.value, b.value, (a.stats, _sample_list(a)), (b.stats, _sample_list(b)), factor
         )
 
-    # AFTER improves on BEFORE when it is flagged lower (a time) or BEFORE is flagged lower (a rate).
+    # AFTER improves on BEFORE when it is flagged lower (a time) or BEFORE is flagged lower
+    # (a rate).
     lower, higher = (before, after) if higher_is_better else (after, before)
     if flagged_lower(lower, higher):
         return FASTER

@@ -230,7 +230,9 @@ def _ram(value):
         return str(value)
 
 
-def markdown_bullets(lines: Sequence[tuple[str, str]], code=("Command", "Results file")) -> list[str]:
+def markdown_bullets(
+    lines: Sequence[tuple[str, str]], code: Sequence[str] = ("Command", "Results file")
+) -> list[str]:
     """``- **Key:** value`` lines, values of the `code` keys in backticks."""
     return [f"- **{k}:** `{v}`" if k in code else f"- **{k}:** {v}" for k, v in lines]
 
