@@ -23,7 +23,7 @@ from asv import _stats
 from asv.results import Results
 from asv_runner.statistics import compute_stats
 
-from perflab import report
+from perflab import report, variants
 from perflab.__main__ import main
 
 DATA = Path(__file__).parent / "data" / "asv_results"
@@ -277,8 +277,8 @@ def test_rates_are_better_when_higher():
     assert report.compare(high, low, higher_is_better=True).verdict == report.SLOWER
     assert report.compare(low, high).verdict == report.SLOWER
     assert report.compare(low, report.Cell(105.0), higher_is_better=True).within_noise
-    assert report._best({"a": low, "b": high}, rate=True) == ("b", high)
-    assert report._best({"a": low, "b": high}, rate=False) == ("a", low)
+    assert report.best({"a": low, "b": high}, rate=True) == ("b", high)
+    assert report.best({"a": low, "b": high}, rate=False) == ("a", low)
 
 
 # Selecting the run ------------------------------------------------------------------------
@@ -392,3 +392,320 @@ def test_python_m_perflab():
     for option in ("--results-dir", "--machine", "--commit", "--env", "--benchmark", "--before",
                    "--after", "--extra", "--factor", "--format", "--output"):
         assert option in helped.stdout
+
+
+# Study reports: docs/reports/<study>.toml -> .md -------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+CELL = "{{cell:LinearSolveJVP.time_jvp[solver=tridiagonal,size=10,variant=cython]}}"
+FIXTURE_SPEC = """\
+title = "Fixture report"
+commit = "{commit}"
+machine = "vm"
+prose = "Cython at size 10: CELL."
+
+[[sections]]
+heading = "1. JVP"
+benchmarks = ["LinearSolveJVP.time_jvp"]
+extra = ["lineax"]
+
+[[sections]]
+heading = "2. Ratio"
+benchmarks = ["track_jvp_over_primal"]
+before = "after"
+after = "fused"
+rows = ["solver", "size"]
+
+[[sections]]
+heading = "Closing words"
+prose = "No figures here."
+""".replace("CELL", CELL)
+
+
+def git(root, *args):
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        cwd=root, capture_output=True, text=True, check=True,
+    ).stdout.strip()
+
+
+def study_root(tmp_path, commit=COMMIT[:8], spec=FIXTURE_SPEC):
+    root = tmp_path / "repo"
+    (root / "docs" / "reports").mkdir(parents=True)
+    (root / "docs" / "reports" / "linear_solve.toml").write_text(spec.format(commit=commit))
+    return root
+
+
+def sections(text):
+    """heading -> body for every "## " section of a study report."""
+    out, heading = {}, None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            heading = line[3:]
+            out[heading] = []
+        elif heading:
+            out[heading].append(line)
+    return {h: "\n".join(b) for h, b in out.items()}
+
+
+def test_study_report_renders_one_header_and_every_section(tmp_path, monkeypatch, capsys):
+    root = study_root(tmp_path)
+    monkeypatch.chdir(root)
+    assert main(["report", "--study", "linear_solve", "--results-dir", str(DATA)]) == 0
+    assert "wrote docs/reports/linear_solve.md" in capsys.readouterr().out
+    text = (root / "docs" / "reports" / "linear_solve.md").read_text()
+    assert text.startswith("# Fixture report\n") and text.count("\n# ") == 0
+    assert text.count("**Machine:**") == 1 and text.count("**Command:**") == 1
+    assert "`python -m perflab report --study linear_solve`" in text
+    assert list(sections(text)) == ["1. JVP", "2. Ratio", "Closing words"]
+    # The placeholder is filled from the recorded value, with asv's unit formatting.
+    cython = recorded(TIME_JVP)[("tridiagonal", "10", "cython")][0]
+    from asv.util import human_value
+    assert f"Cython at size 10: {human_value(cython, 'seconds')}." in text
+    body = sections(text)
+    # Defaults from the registry: linear_solve's baseline/optimised are before/after.
+    assert "BEFORE = variant before, AFTER = variant after" in body["1. JVP"]
+    assert "BEFORE = variant after, AFTER = variant fused" in body["2. Ratio"]
+    assert body["Closing words"].strip() == "No figures here."
+    assert "### LinearSolveJVP.time_jvp — solver=lu" in body["1. JVP"]
+    assert "### LinearSolveJVP.track_jvp_over_primal\n" in body["2. Ratio"]
+    # The tables are the single-report tables of the same run, byte for byte.
+    _, single, _ = run_report(capsys, "--format", "markdown", "--extra", "lineax")
+    for title in markdown_tables(single):
+        table = single.split(f"## {title}\n")[1].split("\n## ")[0].strip()
+        assert table in body["1. JVP"]
+    # Outside a git repository the recorded commit cannot be placed in history: stale.
+    assert "**Status:** stale: recorded at b58392fc, a commit not in this" in text
+
+
+def test_study_report_to_stdout_is_deterministic(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(study_root(tmp_path))
+    args = ["report", "--study", "linear_solve", "--results-dir", str(DATA), "--output", "-"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out == first and first.startswith("# Fixture report")
+
+
+def test_default_roles_come_from_the_registry():
+    from perflab.report import tables
+
+    assert variants.roles("tree_transforms") == ("loop", "path_map")
+    assert variants.roles("sde") == ("pregen", "time_major_chunked")
+    assert variants.roles("no_such_study") is None
+    name = "bench_tree_transforms.ApplyShardingRules.time_apply"
+    assert tables.default_roles(name, ["loop", "batched", "path_map"]) == ("loop", "batched")
+    assert tables.default_roles("bench_calibration.C.time_w", ["base"]) == ("before", "after")
+    assert tables.study_of("bench_sde.EnsembleSimulation.time_simulate") == "sde"
+
+
+def make_history(tmp_path):
+    """A git repository whose first commit is the recorded one, with results for it."""
+    root = tmp_path / "repo"
+    (root / "src" / "perflab" / "linear_solve").mkdir(parents=True)
+    (root / "src" / "perflab" / "linear_solve" / "a.py").write_text("x = 1\n")
+    git(root.parent, "init", "-q", str(root))
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "recorded")
+    recorded_commit = git(root, "rev-parse", "HEAD")
+    results_dir = copy_results(tmp_path)
+    add_run(results_dir, commit=recorded_commit, date=2_000_000_000_000)
+    (root / "docs" / "reports").mkdir(parents=True)
+    (root / "docs" / "reports" / "linear_solve.toml").write_text(
+        FIXTURE_SPEC.format(commit=recorded_commit[:8])
+    )
+    return root, results_dir, recorded_commit
+
+
+def test_check_current_then_stale_then_drifted(tmp_path, monkeypatch, capsys):
+    root, results_dir, recorded_commit = make_history(tmp_path)
+    monkeypatch.chdir(root)
+    results = ["--results-dir", str(results_dir)]
+    assert main(["report", "--study", "linear_solve", *results]) == 0
+    text = (root / "docs" / "reports" / "linear_solve.md").read_text()
+    assert f"**Status:** current: no commit after {recorded_commit[:8]} changed" in text
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "report")  # touches no watched path
+    capsys.readouterr()
+    assert main(["report", "--check", *results]) == 0
+    assert capsys.readouterr().out.startswith("linear_solve: current")
+
+    (root / "src" / "perflab" / "linear_solve" / "a.py").write_text("x = 2\n")
+    git(root, "commit", "-q", "-am", "change the study")
+    later = git(root, "log", "-1", "--abbrev=8", "--format=%h")
+    assert main(["report", "--check", *results]) == 1
+    out = capsys.readouterr().out
+    assert f"linear_solve: stale: recorded at {recorded_commit[:8]} (" in out
+    assert f"later changes: {later}" in out
+    assert "linear_solve: drifted: " in out  # the header's Status line changed too
+    assert main(["report", "--study", "linear_solve", *results]) == 0
+    regenerated = (root / "docs" / "reports" / "linear_solve.md").read_text()
+    assert f"**Status:** stale: recorded at {recorded_commit[:8]} (" in regenerated
+    assert f"later changes: {later}\n" in regenerated
+    capsys.readouterr()
+    assert main(["report", "--check", *results]) == 1
+    out = capsys.readouterr().out
+    assert "stale" in out and "drifted" not in out
+
+    # A hand edit of the generated file is drift.
+    edited = regenerated.replace("1.48x", "1.50x")
+    (root / "docs" / "reports" / "linear_solve.md").write_text(edited)
+    assert main(["report", "--check", *results]) == 1
+    assert "linear_solve: drifted: docs/reports/linear_solve.md differs" in capsys.readouterr().out
+
+
+def test_check_without_results_says_why(tmp_path, monkeypatch, capsys):
+    root, _, _ = make_history(tmp_path)
+    monkeypatch.chdir(root)
+    assert main(["report", "--check", "--results-dir", str(tmp_path / "none")]) == 1
+    out = capsys.readouterr().out
+    assert "linear_solve: not regenerated: " in out and "no asv results directory" in out
+    assert "stale" not in out  # the named commit is still checked against git: current
+
+
+# Study reports on bad input: one line naming the spec and what is missing -------------------
+
+
+def study_error(capsys, root, monkeypatch, results_dir):
+    monkeypatch.chdir(root)
+    status = main(["report", "--study", "linear_solve", "--results-dir", str(results_dir)])
+    out, err = capsys.readouterr()
+    assert status == 2 and out == "" and err.count("\n") == 1
+    spec = os.path.join("docs", "reports", "linear_solve.toml")
+    assert err.startswith(f"perflab report: error: {spec}: ")
+    return err
+
+
+def test_study_on_empty_results_dir(tmp_path, monkeypatch, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    err = study_error(capsys, study_root(tmp_path), monkeypatch, empty)
+    assert "--results-dir" in err and "no <machine>/machine.json" in err
+
+
+def test_study_on_missing_commit(tmp_path, monkeypatch, capsys):
+    err = study_error(capsys, study_root(tmp_path, commit="ffffffff"), monkeypatch, DATA)
+    assert "--commit" in err and "'ffffffff'" in err and "machine 'vm'" in err
+    assert "recorded: b58392fc" in err
+
+
+def test_study_on_missing_machine(tmp_path, monkeypatch, capsys):
+    spec = FIXTURE_SPEC.replace('machine = "vm"', 'machine = "gpu-box"')
+    err = study_error(capsys, study_root(tmp_path, spec=spec), monkeypatch, DATA)
+    assert "--machine" in err and "'gpu-box'" in err and "recorded: vm" in err
+
+
+def test_study_on_missing_benchmark(tmp_path, monkeypatch, capsys):
+    spec = FIXTURE_SPEC.replace('"LinearSolveJVP.time_jvp"]', '"HeatEquation.time_jvp"]')
+    err = study_error(capsys, study_root(tmp_path, spec=spec), monkeypatch, DATA)
+    assert "section 1 (1. JVP): --benchmark" in err and "'HeatEquation.time_jvp'" in err
+    assert "commit b58392fc" in err
+
+
+def test_study_on_partial_results_without_benchmarks_json(tmp_path, monkeypatch, capsys):
+    results_dir = copy_results(tmp_path)
+    (results_dir / "benchmarks.json").unlink()
+    err = study_error(capsys, study_root(tmp_path), monkeypatch, results_dir)
+    assert "not in benchmarks.json" in err and TIME_JVP in err
+
+
+def test_study_on_foreign_results_files(tmp_path, monkeypatch, capsys):
+    results_dir = copy_results(tmp_path)
+    RESULTS_FILE_COPY = results_dir / "vm" / RESULTS_FILE.name
+    RESULTS_FILE_COPY.unlink()
+    (results_dir / "vm" / "other-tool.json").write_text('{"hello": 1}')
+    err = study_error(capsys, study_root(tmp_path), monkeypatch, results_dir)
+    assert "--machine" in err and "other-tool.json not readable as asv results" in err
+
+
+def test_benchmark_without_any_value_is_an_error(tmp_path, capsys):
+    results_dir = copy_results(tmp_path)
+    path = results_dir / "vm" / RESULTS_FILE.name
+    data = json.loads(path.read_text())
+    column = data["result_columns"].index("result")
+    entry = data["results"][TIME_JVP]
+    entry[column] = [None] * len(entry[column])
+    path.write_text(json.dumps(data))
+    assert main(["report", "--results-dir", str(results_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("perflab report: error: --benchmark: ")
+    assert "LinearSolveJVP.time_jvp holds no value" in err and "commit b58392fc" in err
+
+
+@pytest.mark.parametrize(
+    "spec, detail",
+    [
+        ('title = "x"\ncolour = 1\n[[sections]]\nheading = "h"\n', "unknown key(s) colour"),
+        ('[[sections]]\nheading = "h"\n', "needs a title"),
+        ('title = "x"\n', "needs at least one [[sections]]"),
+        ('title = "x"\n[[sections]]\nbenchmarks = ["A"]\n', "section 1: needs a heading"),
+        ('title = "x"\n[[sections]]\nheading = "h"\nrows = 3\n', "section 1: rows must be"),
+        ('title = "x"\nfactor = 0.5\n[[sections]]\nheading = "h"\n', "factor must be"),
+        ("title = \n", "not valid TOML"),
+    ],
+)
+def test_bad_specs(tmp_path, monkeypatch, capsys, spec, detail):
+    root = study_root(tmp_path)
+    (root / "docs" / "reports" / "linear_solve.toml").write_text(spec)
+    err = study_error(capsys, root, monkeypatch, DATA)
+    assert detail in err
+
+
+def test_unknown_study_and_table_options_with_study(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(study_root(tmp_path))
+    assert main(["report", "--study", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("perflab report: error: --study: ") and "specs: linear_solve" in err
+    assert main(["report", "--study", "linear_solve", "--before", "x"]) == 2
+    assert "--before: not used with --study" in capsys.readouterr().err
+
+
+def test_committed_results_are_found_before_asv_default(tmp_path, monkeypatch, capsys):
+    # results/ at the root wins over asv.conf.json's results_dir and .asv/results.
+    copy_results(tmp_path)
+    (tmp_path / "asv.conf.json").write_text('{"results_dir": "elsewhere"}')
+    monkeypatch.chdir(tmp_path)
+    assert main(["report"]) == 0
+    assert os.path.join("results", "vm") in capsys.readouterr().out
+
+
+# The repository's own specs ---------------------------------------------------------------
+
+REPO_SPECS = sorted((ROOT / "docs" / "reports").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", REPO_SPECS, ids=lambda p: p.stem)
+def test_repository_spec_names_real_benchmarks_and_variants(path):
+    spec = report.load_spec(str(path))
+    bench = (ROOT / "benchmarks" / f"bench_{spec.study}.py").read_text()
+    assert spec.commit != "newest", "a committed report names its recorded commit"
+    for section in spec.sections:
+        for pattern in section.benchmarks:
+            cls, _, method = pattern.partition(".")
+            assert f"class {cls}(" in bench, (section.heading, pattern)
+            if method:
+                assert f"def {method}(" in bench, (section.heading, pattern)
+        for variant in [section.before, section.after, *section.extra]:
+            if variant is not None:
+                quoted = f'"{variant}"' in bench or f"'{variant}'" in bench
+                registered = any(variant in op.variants for op in variants.for_study(spec.study))
+                assert quoted or registered, (section.heading, variant)
+
+
+@pytest.mark.parametrize("path", REPO_SPECS, ids=lambda p: p.stem)
+def test_repository_report_regenerates_byte_for_byte(path):
+    results_dir = ROOT / "results"
+    if not results_dir.is_dir():
+        pytest.skip(
+            f"{path.stem}: no committed results (results/ absent at the repository root); "
+            f"docs/reports/{path.stem}.md cannot be regenerated until they are committed"
+        )
+    spec = report.load_spec(os.path.relpath(path, ROOT))
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        text = report.render_study(report.build_study(spec, "results"), ".")
+    finally:
+        os.chdir(cwd)
+    committed = (ROOT / "docs" / "reports" / f"{path.stem}.md").read_text(encoding="utf-8")
+    assert text == committed, f"docs/reports/{path.stem}.md differs from `{spec.command}`"

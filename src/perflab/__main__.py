@@ -1,7 +1,8 @@
 """`python -m perflab COMMAND`: the command-line entry point.
 
 Each subcommand lives in its own module, which registers its parser with ``add_parser`` and
-sets ``func`` (parsed arguments -> exit status, raising `report.ReportError` on a user error);
+sets ``func`` (parsed arguments -> exit status, raising a `perflab._asv.PerflabError` on a
+user error);
 adding one means adding its module to `SUBCOMMANDS`.
 """
 
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from . import calibrate, dashboard, report
+from ._asv import PerflabError
 
 SUBCOMMANDS = (report, calibrate, dashboard)
 
@@ -53,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_line = shlex.join(["python", "-m", "perflab", *argv])
     try:
         return args.func(args)
-    except report.ReportError as err:
+    except PerflabError as err:
         print(f"perflab {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -33,13 +33,13 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from . import report, significance
+from . import _asv, significance
 
 DEFAULT_CLASSES = ("LinearSolveJVP", "EnsembleSimulation", "JVPCost")
 EFFECTS = {"plus5pct": 1.05, "plus10pct": 1.10}
 
 
-class CalibrationError(report.ReportError):
+class CalibrationError(_asv.PerflabError):
     """A user error: the argument at fault and what was expected."""
 
 
@@ -61,24 +61,21 @@ def load_trial(results_dir: str) -> Recorded:
         The trial's cells and benchmark descriptions.
     """
     from asv import results as asv_results
-    from asv import util
 
-    index = os.path.join(results_dir, "benchmarks.json")
-    if not os.path.isfile(index):
+    benchmarks = _asv.load_benchmarks(results_dir)
+    if not benchmarks:
         raise CalibrationError("results", f"no benchmarks.json in {results_dir!r}: asv recorded nothing")
-    benchmarks = util.load_json(index, api_version=2)
     files = [os.path.join(d, f) for d, _, fs in os.walk(results_dir) for f in fs
              if f.endswith(".json") and f not in ("benchmarks.json", "machine.json")]
     if len(files) != 1:
         raise CalibrationError("results", f"expected one recorded run in {results_dir!r}, found {len(files)}")
     res = asv_results.Results.load(files[0])
     cells = {}
-    for name in res.get_all_result_keys():
+    for name in _asv.recorded_benchmarks(res):
         info = benchmarks.get(name)
         if info is None or not info.get("paired_processes"):
             continue
-        params = res.get_result_params(name)
-        samples = res.get_result_samples(name, params)
+        params, _, _, samples = _asv.result_arrays(res, name)
         for combo, s in zip(itertools.product(*params), samples):
             if s:
                 cells[(name, combo)] = list(s)
@@ -216,9 +213,7 @@ def render(results: dict[str, ClassResult], *, trials: int, factor: float, confi
 
 
 def _asv_config(config, results_dir):
-    from asv import util
-
-    conf = util.load_json(config, js_comments=True)
+    conf = _asv.load_config(config)
     root = os.path.dirname(os.path.abspath(config))
     for key in ("repo", "benchmark_dir", "env_dir", "html_dir"):
         if key in conf and "://" not in conf[key]:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from importlib import resources
 
-from . import report
+from . import _asv
 
 VENDOR_DIR = "vendor"
 # CDN address (as asv 0.6.6 writes it) -> the file in perflab/_www that replaces it.
@@ -48,7 +48,7 @@ _URL = re.compile(r'\b(src|href)="(https?://[^"]+)"')
 _CDN_ATTRS = re.compile(r'\s+(integrity|crossorigin|referrerpolicy)="[^"]*"')
 
 
-class DashboardError(report.ReportError):
+class DashboardError(_asv.PerflabError):
     """A user error, printed as one line naming the argument at fault."""
 
 
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     if html_dir is None:
         if not os.path.isfile(args.config):
             raise DashboardError("--config", f"no asv configuration at {args.config!r}")
-        conf = report.asv_util.load_json(args.config, js_comments=True)
+        conf = _asv.load_config(args.config)
         root = os.path.dirname(os.path.abspath(args.config))
         html_dir = os.path.join(root, conf.get("html_dir", "html"))
     if not args.no_publish:

@@ -8,7 +8,8 @@ every registered variant appears in the benchmark that times it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import importlib
+from collections.abc import Mapping, Sequence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,3 +113,45 @@ def get(study: str, name: str) -> Operation:
         raise KeyError(
             f"no operation {study}.{name}; registered: {sorted('.'.join(k) for k in _REGISTRY)}"
         ) from None
+
+
+def for_study(study: str) -> tuple[Operation, ...]:
+    """The operations of one study, importing ``perflab.<study>`` so that it registers them.
+
+    Arguments:
+        study: the study's name, e.g. ``"sde"`` (a benchmark module ``bench_sde`` times it).
+
+    Returns:
+        Its operations in registration order; empty when there is no such study package.
+
+    Raises:
+        ImportError: when the study package exists but cannot be imported (a missing
+            dependency).
+    """
+    try:
+        importlib.import_module(f"{__package__}.{study}")
+    except ModuleNotFoundError as err:
+        if err.name not in (f"{__package__}.{study}", __package__):
+            raise
+    return tuple(op for op in _REGISTRY.values() if op.study == study)
+
+
+def roles(study: str, variants: Sequence[str] | None = None) -> tuple[str, str] | None:
+    """The (baseline, optimised) variants reports use as BEFORE and AFTER for a study.
+
+    Arguments:
+        study: the study's name.
+        variants: the variant values of the benchmark at hand; operations whose baseline or
+            optimised variant is not among them are ignored.
+
+    Returns:
+        (baseline, optimised), or ``None`` when the study registers no operation, or its
+        operations disagree, for these variants.
+    """
+    ops = [
+        op
+        for op in for_study(study)
+        if variants is None or (op.baseline in variants and op.optimised in variants)
+    ]
+    pairs = list(dict.fromkeys((op.baseline, op.optimised) for op in ops))
+    return pairs[0] if len(pairs) == 1 else None

@@ -1,0 +1,214 @@
+"""``python -m perflab report``: argument parsing and the three modes.
+
+- tables of named benchmarks (``--benchmark``, ``--before``, ``--after`` ...), to stdout or a file;
+- ``--study NAME``: the study report of ``docs/reports/NAME.toml``, into ``docs/reports/NAME.md``;
+- ``--check``: every study report's staleness and drift; exit 1 if any report is not current.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import _asv
+from .._asv import ReportError
+from . import check, spec
+from .compare import DEFAULT_FACTOR
+from .render import FORMATS, RENDERERS
+from .tables import DEFAULT_BENCHMARK, build_report
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``report`` subcommand.
+
+    Arguments:
+        subparsers: the object returned by `argparse.ArgumentParser.add_subparsers`.
+
+    Returns:
+        The subcommand's parser.
+    """
+    parser = subparsers.add_parser(
+        "report",
+        help="BEFORE/AFTER tables of variants from recorded asv results",
+        description=(
+            "Tables of two variants of the same recorded asv run (BEFORE vs AFTER), per value of "
+            "the non-row, non-variant parameters. Reads the newest commit recorded for this "
+            "machine unless told otherwise. '~' marks a change that asv compare would not flag. "
+            "With --study, the study report its spec docs/reports/STUDY.toml describes; with "
+            "--check, whether every study report is current."
+        ),
+    )
+    where = parser.add_argument_group("which results")
+    where.add_argument(
+        "--results-dir",
+        help=(
+            "asv results directory (default: results/ when present, else results_dir of "
+            "./asv.conf.json, else .asv/results)"
+        ),
+    )
+    where.add_argument(
+        "--machine", help="asv machine name (default: this machine, else the only one recorded)"
+    )
+    where.add_argument("--commit", help="commit hash prefix (default: the newest recorded)")
+    where.add_argument(
+        "--env", help="asv environment name, when the commit was recorded in several"
+    )
+    what = parser.add_argument_group("what to show")
+    what.add_argument(
+        "--benchmark",
+        "-b",
+        dest="benchmarks",
+        action="extend",
+        nargs="+",
+        metavar="NAME",
+        help=(
+            f"benchmark(s): a full name, dotted part of one (e.g. LinearSolveJVP) or a glob "
+            f"(e.g. 'LinearSolveJVP.*'); repeatable (default: {DEFAULT_BENCHMARK})"
+        ),
+    )
+    what.add_argument(
+        "--before",
+        help="the BEFORE variant (default: the study's registered baseline, else 'before')",
+    )
+    what.add_argument(
+        "--after",
+        help="the AFTER variant (default: the study's registered optimised variant, else 'after')",
+    )
+    what.add_argument(
+        "--extra",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="VARIANT",
+        help="further variants shown as columns (repeatable, or comma-separated)",
+    )
+    what.add_argument(
+        "--rows",
+        metavar="PARAM",
+        help="comma-separated parameters down the rows (default: size, else all but the variant)",
+    )
+    what.add_argument(
+        "--factor",
+        type=float,
+        default=DEFAULT_FACTOR,
+        help=f"change needed before asv compare flags it (default: {DEFAULT_FACTOR})",
+    )
+    studies = parser.add_argument_group("study reports (docs/reports/STUDY.toml)")
+    studies.add_argument(
+        "--study",
+        metavar="STUDY",
+        help="render the study report of docs/reports/STUDY.toml (default output: its .md)",
+    )
+    studies.add_argument(
+        "--check",
+        action="store_true",
+        help=(
+            "for every spec (or --study): list reports whose study code changed after the "
+            "recorded commit, or that do not regenerate byte for byte; exit 1 if any"
+        ),
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--format", choices=FORMATS, default="text",
+        help="output format (default: text; study reports are Markdown)",
+    )
+    out.add_argument(
+        "--output", "-o", metavar="FILE", help="write to FILE instead of stdout ('-': stdout)"
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+_TABLE_OPTIONS = ("benchmarks", "before", "after", "rows", "commit", "env", "machine")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the ``report`` subcommand.
+
+    Arguments:
+        args: the parsed arguments (see `add_parser`); ``command_line``, if set, is the command
+            stated in the header.
+
+    Returns:
+        The exit status: 0, or 1 when ``--check`` finds a report that is not current.
+
+    Raises:
+        ReportError: on a user error (``python -m perflab`` prints it as one line, exit 2).
+    """
+    results_dir = args.results_dir or _default_results_dir()
+    if args.study or args.check:
+        given = [f"--{o.rstrip('s')}" for o in _TABLE_OPTIONS if getattr(args, o, None)]
+        given += ["--extra"] if args.extra else []
+        if given:
+            option = "--check" if args.check else "--study"
+            raise ReportError(given[0], f"not used with {option}: the spec says what to show")
+    if args.check:
+        return _check(args, results_dir)
+    if args.study:
+        return _study(args, results_dir)
+    command = getattr(args, "command_line", None) or "python -m perflab report"
+    try:
+        report = build_report(
+            results_dir=results_dir,
+            benchmarks=args.benchmarks or [DEFAULT_BENCHMARK],
+            before=args.before,
+            after=args.after,
+            extra=[v for e in args.extra for v in e.split(",") if v],
+            rows=[r for r in args.rows.split(",") if r] if args.rows else None,
+            machine=args.machine,
+            commit=args.commit,
+            env=args.env,
+            factor=args.factor,
+            command=command,
+        )
+    except _asv.UserError as err:
+        # asv's own loaders report malformed or outdated files this way.
+        raise ReportError("--results-dir", " ".join(str(err).split())) from None
+    _write(RENDERERS[args.format](report), args.output)
+    return 0
+
+
+def _default_results_dir():
+    try:
+        return _asv.default_results_dir()
+    except _asv.UserError as err:
+        raise ReportError("--results-dir", " ".join(str(err).split())) from None
+
+
+def _study(args, results_dir):
+    (one,) = spec.load_specs(".", [args.study])
+    text = spec.regenerate(one, results_dir, ".")
+    target = args.output or one.output
+    _write(text, None if target == "-" else target)
+    if target != "-":
+        print(f"wrote {target}")
+    return 0
+
+
+def _check(args, results_dir):
+    specs = spec.load_specs(".", [args.study] if args.study else None)
+    if not specs:
+        raise ReportError("--check", f"no report specs in {spec.SPEC_DIR}")
+    bad = 0
+    for one in specs:
+        problems = check.check_spec(one, results_dir, ".")
+        bad += bool(problems)
+        if not problems:
+            print(f"{one.study}: current ({one.output})")
+        for problem in problems:
+            print(f"{one.study}: {problem}")
+    return 1 if bad else 0
+
+
+def _write(text, output):
+    if output and output != "-":
+        try:
+            with open(output, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+        except OSError as err:
+            raise ReportError("--output", f"cannot write {output!r}: {err.strerror}") from None
+    else:
+        sys.stdout.write(text)
+
+
+__all__ = ["add_parser", "run"]

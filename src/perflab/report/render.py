@@ -1,0 +1,288 @@
+"""Rendering reports as Markdown (``docs/reports/``) or terminal text, tables by `tabulate`."""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Sequence
+
+from tabulate import DataRow, TableFormat, tabulate
+
+from .compare import NOISE_MARK, describe
+from .locate import RecordedRun, short_name
+from .tables import VARIANT_PARAM, Report, Table
+
+FORMATS = ("text", "markdown")
+
+
+def _pipe_separator(colwidths, colaligns):
+    # A compact GitHub separator (|---:|---|) whatever the column widths.
+    return "|" + "|".join("---:" if a == "right" else "---" for a in colaligns) + "|"
+
+
+_MARKDOWN = TableFormat(
+    lineabove=None,
+    linebelowheader=_pipe_separator,
+    linebetweenrows=None,
+    linebelow=None,
+    headerrow=DataRow("|", "|", "|"),
+    datarow=DataRow("|", "|", "|"),
+    padding=1,
+    with_header_hide=None,
+)
+
+
+def _tabulate(head, body, fmt):
+    # Numbers are already formatted strings: no re-parsing; every column right-aligned but the
+    # last (Best: "value (variant)").
+    aligns = ["right"] * (len(head) - 1) + ["left"]
+    text = tabulate(
+        body, headers=head, tablefmt=fmt, colalign=aligns, disable_numparse=True
+    )
+    return [line.rstrip() for line in text.splitlines()]
+
+
+def _scale(unit):
+    # Times are recorded in seconds; the tables show milliseconds.
+    if unit == "seconds":
+        return 1e3, "ms"
+    return 1.0, unit
+
+
+def number(value: float) -> str:
+    """Four significant digits without exponents (0.01290, 6.305, 123.4): rows spanning
+    microseconds to seconds stay comparable by eye and no digit pretends to more precision."""
+    if value == 0:
+        return "0"
+    digits = max(0, 3 - math.floor(math.log10(abs(value))))
+    return f"{value:.{digits}f}"
+
+
+def _value(cell, scale):
+    return number(cell.value * scale) if cell.ok else cell.status
+
+
+def _spread(cell):
+    # asv's error (half the interquartile range) relative to the median: the noise floor.
+    if not cell.ok or cell.err is None or cell.value == 0:
+        return "-"
+    return f"±{cell.err / abs(cell.value) * 100:.1f}%"
+
+
+def _count(cell):
+    if not cell.ok:
+        return "-"
+    n = cell.n_samples
+    return str(n) if n is not None else "1"
+
+
+def header_cells(table: Table) -> list[str]:
+    """The column headings of a table."""
+    _, unit = _scale(table.unit)
+    suffix = f" ({unit})" if unit else ""
+    head = [p.capitalize() for p in table.row_params]
+    head += [f"BEFORE{suffix}", f"AFTER{suffix}", "Speedup", "Change", "Spread B / A", "n B / A"]
+    head += [f"{v}{suffix}" for v in table.extra]
+    head += [f"Best{suffix}"]
+    return head
+
+
+def row_cells(table: Table, row) -> list[str]:
+    """The cells of one row, formatted."""
+    scale, _ = _scale(table.unit)
+    comp = row.comparison
+    speedup = f"{comp.speedup:.2f}x" if comp.speedup is not None else "n/a"
+    if comp.change is None:
+        change = "n/a"
+    elif comp.within_noise:
+        change = NOISE_MARK
+    else:
+        change = f"{comp.change * 100:+.1f}%"
+    pair = (row.cells[table.before], row.cells[table.after])
+    out = list(row.labels)
+    out += [_value(c, scale) for c in pair]
+    out += [speedup, change]
+    out += [" / ".join(_spread(c) for c in pair), " / ".join(_count(c) for c in pair)]
+    out += [_value(row.cells[v], scale) for v in table.extra]
+    out += [f"{number(row.best[1].value * scale)} ({row.best[0]})" if row.best else "n/a"]
+    return out
+
+
+def markdown_table(table: Table) -> list[str]:
+    """A table as GitHub Markdown lines (no title)."""
+    body = [row_cells(table, row) for row in table.rows]
+    return _tabulate(header_cells(table), body, _MARKDOWN)
+
+
+def text_table(table: Table) -> list[str]:
+    """A table as aligned plain-text lines (no title)."""
+    body = [row_cells(table, row) for row in table.rows]
+    return _tabulate(header_cells(table), body, "simple")
+
+
+def machine_text(run: RecordedRun) -> str:
+    """``vm (AMD EPYC, x86_64, 2 CPUs, 23.5 GiB RAM, Linux ...)``."""
+    info = run.machine_info
+    details = [info.get("cpu"), info.get("arch")]
+    if info.get("num_cpu"):
+        details.append(f"{info['num_cpu']} CPUs")
+    if info.get("ram"):
+        details.append(f"{_ram(info['ram'])} RAM")
+    details.append(info.get("os"))
+    return f"{run.machine} ({', '.join(d for d in details if d)})"
+
+
+def pair_text(report: Report) -> str:
+    """``BEFORE = variant a, AFTER = variant b`` (per benchmark when they differ)."""
+    def one(before, after):
+        return f"BEFORE = {VARIANT_PARAM} {before}, AFTER = {VARIANT_PARAM} {after}"
+
+    pairs = report.pairs
+    if len(pairs) == 1:
+        return one(*pairs[0])
+    by_bench = dict.fromkeys((t.benchmark, t.before, t.after) for t in report.tables)
+    return "; ".join(f"{short_name(n)}: {one(b, a)}" for n, b, a in by_bench)
+
+
+COLUMNS = (
+    "Speedup = BEFORE/AFTER (AFTER/BEFORE for rates such as GFLOP/s); "
+    "Change = (AFTER - BEFORE)/BEFORE; Best = the row's best variant (lowest time, "
+    "highest rate)"
+)
+
+
+def noise_text(factor: float) -> str:
+    """What the "~" mark, Spread and n mean."""
+    return (
+        f"{describe(factor)}. Spread = half the interquartile range of the samples "
+        "relative to the median (asv's ±); n = timings per cell"
+    )
+
+
+def run_lines(report: Report) -> list[tuple[str, str]]:
+    """Commit, recording time, environment and samples of a report's run."""
+    run = report.run
+    commit = run.commit
+    if run.date:
+        commit += f" (committed {when(run.date)})"
+    names = list(dict.fromkeys(t.benchmark for t in report.tables))
+    started = [t for t in (run.started_at(n) for n in names) if t]
+    recorded = when(min(started)) if started else "unknown"
+    if started and when(max(started)) != recorded:
+        recorded += f" to {when(max(started))}"
+    env = run.env_name
+    if run.python:
+        env += f" (python {run.python})"
+    samples = [(n, _samples_text([t for t in report.tables if t.benchmark == n])) for n in names]
+    if len({s for _, s in samples}) <= 1:
+        sample_line = samples[0][1] if samples else "none"
+    else:
+        sample_line = "; ".join(f"{short_name(n)}: {s}" for n, s in samples)
+    return [
+        ("Commit", commit),
+        ("Recorded", recorded),
+        ("Environment", env),
+        ("Samples per cell", sample_line),
+    ]
+
+
+def header_lines(report: Report) -> list[tuple[str, str]]:
+    """The (key, value) lines of a single report's header."""
+    lines = [("Machine", machine_text(report.run))] + run_lines(report)
+    lines += [
+        ("Pair", f"{pair_text(report)}; {COLUMNS}"),
+        ("Noise", noise_text(report.factor)),
+        ("Results file", report.run.path),
+        ("Command", report.command),
+    ]
+    if report.skipped:
+        why = f"(no {VARIANT_PARAM!r} parameter)"
+        lines.append(("Skipped", ", ".join(f"{short_name(n)} {why}" for n in report.skipped)))
+    return lines
+
+
+def _samples_text(tables):
+    cells = [c for t in tables for r in t.rows for c in r.cells.values() if c.ok]
+    counts = sorted({c.n_samples for c in cells if c.n_samples is not None})
+    numbers = sorted({c.number for c in cells if c.number is not None})
+    if not counts:
+        return "1 value (no samples or statistics recorded)"
+    text = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    text += " timings"
+    if numbers:
+        calls = str(numbers[0]) if len(numbers) == 1 else f"{numbers[0]}-{numbers[-1]}"
+        text += f" of {calls} call{'s' if numbers != [1] else ''} each"
+    return text + ", median shown"
+
+
+def when(ms: float) -> str:
+    """An asv date (JavaScript timestamp: milliseconds since the epoch, UTC) as text."""
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M UTC"
+    )
+
+
+def _ram(value):
+    # asv records RAM in bytes as a string; anything else is shown as recorded.
+    try:
+        return f"{int(value) / 2**30:.1f} GiB"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def markdown_bullets(
+    lines: Sequence[tuple[str, str]], code: Sequence[str] = ("Command", "Results file")
+) -> list[str]:
+    """``- **Key:** value`` lines, values of the `code` keys in backticks."""
+    return [f"- **{k}:** `{v}`" if k in code else f"- **{k}:** {v}" for k, v in lines]
+
+
+def markdown_tables(tables: Sequence[Table], level: int = 2) -> list[str]:
+    """Every table with its title as a heading of `level`."""
+    lines = []
+    for table in tables:
+        lines += ["", f"{'#' * level} {table.title}", ""]
+        lines += markdown_table(table)
+    return lines
+
+
+def render_markdown(report: Report) -> str:
+    """The report as Markdown (for ``docs/reports/``).
+
+    Arguments:
+        report: the report.
+
+    Returns:
+        The text, ending with a newline.
+    """
+    names = ", ".join(dict.fromkeys(short_name(t.benchmark) for t in report.tables))
+    lines = [f"# Benchmark report: {names}", ""]
+    lines += markdown_bullets(header_lines(report))
+    lines += markdown_tables(report.tables)
+    return "\n".join(lines) + "\n"
+
+
+def render_text(report: Report) -> str:
+    """The report as aligned plain-text tables for a terminal.
+
+    Arguments:
+        report: the report.
+
+    Returns:
+        The text, ending with a newline.
+    """
+    header = header_lines(report)
+    width = max(len(k) for k, _ in header)
+    lines = [f"{key:<{width}}  {value}" for key, value in header]
+    for table in report.tables:
+        lines += ["", table.title, "=" * len(table.title)]
+        lines += text_table(table)
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS = {"text": render_text, "markdown": render_markdown}
+
+__all__ = [
+    "FORMATS", "RENDERERS", "render_markdown", "render_text", "markdown_table", "text_table",
+    "header_lines", "run_lines", "machine_text", "pair_text", "noise_text", "when", "number",
+]
