@@ -15,11 +15,14 @@ name: ``jax`` is the JAX/equinox loss, every other name a PyTorch one):
 
 - ``MeanFlowStep`` (model, ratio, variant): the training step of each loss variant.
 - ``MeanFlowOverhead`` (model, variant): MeanFlow step over FM step, interleaved, ratio 0.25.
-- ``JVPCost`` (model, jvp): du/dt alone, one row per distinct JVP code (``func_jvp`` is the
+- ``JVPCost`` (model, variant = JVP code): du/dt alone, one row per distinct JVP code (``func_jvp`` is the
   ``torch.func.jvp`` that naive, primal_reuse and full_batch share), and JVP over forward.
-- ``Forward`` (model, forward) and ``FMStep`` (model, fm_step): the forward and the
+- ``Forward`` and ``FMStep`` (model, variant = forward or FM-step code): the forward and the
   flow-matching step, one row per distinct code (eager float32, bfloat16, compiled, CUDA graph,
   JAX).
+
+Every class names its row parameter ``variant``: ``python -m perflab report`` pairs the values
+of a parameter of that name.
 
 ``cuda_graph`` skips without CUDA, ``compiled`` on a CPU unless ``PERFLAB_MEANFLOW_COMPILE=1``:
 those n/a cells depend on the machine, not on the grid.
@@ -100,7 +103,7 @@ def _check(variant):
         skip("cuda_graph needs a CUDA device")
     if variant == "compiled" and not torch.cuda.is_available() and not os.environ.get("PERFLAB_MEANFLOW_COMPILE"):
         # Measured compile times are in docs/meanflow.md ("Claims re-tested").
-        skip("torch.compile of the UNet's JVP takes minutes per process on a 2-core CPU, beyond "
+        skip("torch.compile of the JVP takes minutes per process on a 2-core CPU (UNet and DiT), beyond "
              "asv's timeout; set PERFLAB_MEANFLOW_COMPILE=1 to run it")
 
 
@@ -272,17 +275,18 @@ class JVPCost(Benchmark):
     """
 
     params = [MODELS, list(JVPS)]
-    param_names = ["model", "jvp"]
+    # The JVP code is this class's "variant": reports pair the values of a parameter of that name.
+    param_names = ["model", "variant"]
     rounds = 1
     repeat = (2, 5, 3.0)
 
-    def setup(self, model, jvp):
-        self.calls = _calls(JVPS[jvp], model, "0.25", ["forward", "jvp"])
+    def setup(self, model, variant):
+        self.calls = _calls(JVPS[variant], model, "0.25", ["forward", "jvp"])
 
-    def time_jvp(self, model, jvp):
+    def time_jvp(self, model, variant):
         self.calls["jvp"]()
 
-    def track_jvp_over_forward(self, model, jvp):
+    def track_jvp_over_forward(self, model, variant):
         return interleaved_ratio(self.calls["jvp"], self.calls["forward"], rounds=7, target=0.0)
 
     track_jvp_over_forward.unit = "ratio"
@@ -292,14 +296,14 @@ class Forward(Benchmark):
     """The model's prediction alone (no grad), one row per distinct forward code."""
 
     params = [MODELS, list(FORWARDS)]
-    param_names = ["model", "forward"]
+    param_names = ["model", "variant"]
     rounds = 1
     repeat = (2, 5, 3.0)
 
-    def setup(self, model, forward):
-        self.forward = _calls(FORWARDS[forward], model, "0.25", ["forward"])["forward"]
+    def setup(self, model, variant):
+        self.forward = _calls(FORWARDS[variant], model, "0.25", ["forward"])["forward"]
 
-    def time_forward(self, model, forward):
+    def time_forward(self, model, variant):
         self.forward()
 
 
@@ -307,12 +311,12 @@ class FMStep(Benchmark):
     """The standard flow-matching step (loss + backward, h = 0): the MeanFlow step's yardstick."""
 
     params = [MODELS, list(FM_STEPS)]
-    param_names = ["model", "fm_step"]
+    param_names = ["model", "variant"]
     rounds = 1
     repeat = (2, 5, 3.0)
 
-    def setup(self, model, fm_step):
-        self.fm_step = _calls(FM_STEPS[fm_step], model, "0.25", ["fm_step"])["fm_step"]
+    def setup(self, model, variant):
+        self.fm_step = _calls(FM_STEPS[variant], model, "0.25", ["fm_step"])["fm_step"]
 
-    def time_fm_step(self, model, fm_step):
+    def time_fm_step(self, model, variant):
         self.fm_step()
