@@ -48,11 +48,14 @@ def _loss_and_grads(net, variant, x, t, r, e, **kw):
     return loss.detach(), torch.cat([p.grad.flatten() for p in net.parameters()])
 
 
-@pytest.mark.parametrize("model", ["unet", "dit"])
-@pytest.mark.parametrize("variant", [v for v in EAGER if v != "naive"] + ["compiled"])
+# compiled runs on the DiT only (not collected for the UNet, rather than skipped): one compiled
+# model keeps the module fast, and the DiT exercises the same code path.
+@pytest.mark.parametrize(
+    "model,variant",
+    [(m, v) for v in [v for v in EAGER if v != "naive"] + ["compiled"] for m in ("unet", "dit")
+     if (m, v) != ("unet", "compiled")],
+)
 def test_variant_matches_naive(model, variant):
-    if variant == "compiled" and model == "unet":
-        pytest.skip("one compiled model keeps the module fast; the DiT exercises the same path")
     dtype = torch.float32 if variant in ("bf16", "compiled") else torch.float64
     net, x, t, r, e = _problem(model, dtype)
     ref_loss, ref_grads = _loss_and_grads(net, "naive", x, t, r, e)
