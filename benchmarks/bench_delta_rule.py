@@ -6,8 +6,9 @@ algorithmic chunk (ALGO_CHUNK tokens), chosen for speed; the config's chunk size
 sequence length, as it did in the published table.
 
 Thread policy: one thread for every framework. The machines this suite runs on have two cores
-shared with other work, and an OpenMP pool of two threads on a loaded 2-core machine measured
-5-7x slower than one thread (torch), so multi-threaded figures would time the scheduler. numpy's
+shared with other work, and an OpenMP pool of two threads on a loaded 2-core machine ran several
+times slower than one thread (torch; figures in docs/delta_rule.md, "Thread policy"), so
+multi-threaded figures would time the scheduler. numpy's
 BLAS is pinned to one thread by `common`, torch gets `torch.set_num_threads(1)`, the Cython
 kernels `num_threads=1`. XLA keeps its own intra-op pool (its flags are read once per process
 when the backend starts and would leak into every other suite's benchmarks in a shared process);

@@ -5,10 +5,27 @@ where the ``"gpu"`` models (CIFAR-size, batch 64) run; ``PERFLAB_MEANFLOW_SIZE=c
 overrides. Parameter values are the same on every machine.
 
 Threads: ``benchmarks/common.py`` pins OMP/MKL to one thread and torch follows it; XLA's CPU
-client keeps its own pool. On the shared 2-core machine a two-thread torch measured 1.7 s for a
-56 ms UNet forward (OMP threads spinning against other processes), so torch stays at one.
-Cross-framework absolute times are therefore not like for like; the goals are ratios within
-each framework.
+client keeps its own pool. A two-thread torch on the shared 2-core machine spins OMP threads
+against other processes (measurements in docs/meanflow.md, "Threads and sizes"), so torch stays
+at one. Cross-framework absolute times are therefore not like for like; the goals are ratios
+within each framework.
+
+Classes, each over only the combinations that can run (the framework follows from the variant
+name: ``jax`` is the JAX/equinox loss, every other name a PyTorch one):
+
+- ``MeanFlowStep`` (model, ratio, variant): the training step of each loss variant.
+- ``MeanFlowOverhead`` (model, variant): MeanFlow step over FM step, interleaved, ratio 0.25.
+- ``JVPCost`` (model, variant = JVP code): du/dt alone, one row per distinct JVP code (``func_jvp`` is the
+  ``torch.func.jvp`` that naive, primal_reuse and full_batch share), and JVP over forward.
+- ``Forward`` and ``FMStep`` (model, variant = forward or FM-step code): the forward and the
+  flow-matching step, one row per distinct code (eager float32, bfloat16, compiled, CUDA graph,
+  JAX).
+
+Every class names its row parameter ``variant``: ``python -m perflab report`` pairs the values
+of a parameter of that name.
+
+``cuda_graph`` skips without CUDA, ``compiled`` on a CPU unless ``PERFLAB_MEANFLOW_COMPILE=1``:
+those n/a cells depend on the machine, not on the grid.
 """
 
 from __future__ import annotations
@@ -20,10 +37,35 @@ import numpy as np
 
 from .common import Benchmark, block, interleaved_ratio, jit_compile, require, skip
 
-FRAMEWORKS = ["torch", "jax"]
 MODELS = ["unet", "dit"]
 RATIOS = ["0", "0.25", "1.0"]
+# Every parameter grid below holds only combinations that can run: the framework is implied by
+# the variant ("jax" is the JAX/equinox loss, every other name a PyTorch one), so no cell is n/a
+# by construction. cuda_graph skips without CUDA and compiled on a CPU without
+# PERFLAB_MEANFLOW_COMPILE=1: that depends on the machine, not on the grid.
+#
+# The MeanFlow loss, per variant: the variants differ in their loss code (which samples go
+# through the JVP, which AD machinery), so each is timed as a training step.
 VARIANTS = ["naive", "primal_reuse", "full_batch", "forward_ad", "custom_jvp", "stacked", "cuda_graph", "compiled", "bf16", "jax"]
+# The JVP alone: one row per distinct JVP code. naive, primal_reuse and full_batch all compute
+# du/dt with the same full-batch torch.func.jvp (MeanFlowLoss.jvp), so they share one row named
+# after that code, timed through full_batch. Name -> the MeanFlowLoss variant that runs it.
+JVPS = {
+    "func_jvp": "full_batch",
+    "forward_ad": "forward_ad",
+    "custom_jvp": "custom_jvp",
+    "stacked": "stacked",
+    "cuda_graph": "cuda_graph",
+    "compiled": "compiled",
+    "bf16": "bf16",
+    "jax": "jax",
+}
+# The forward alone: one row per distinct forward code (eager float32 is the same call for every
+# eager variant). Name -> the MeanFlowLoss variant whose `forward` runs it.
+FORWARDS = {"eager": "full_batch", "bf16": "bf16", "compiled": "compiled", "cuda_graph": "cuda_graph", "jax": "jax"}
+# The flow-matching step (the comparison's denominator) exists in float32, under bfloat16
+# autocast and in JAX; no variant changes it otherwise.
+FM_STEPS = {"eager": "full_batch", "bf16": "bf16", "jax": "jax"}
 
 
 def _torch():
@@ -50,19 +92,19 @@ def _torch_if_present():
     return torch
 
 
-def _check(framework, variant):
-    if (framework == "jax") != (variant == "jax"):
-        skip(f"variant {variant!r} belongs to the other framework than {framework!r}")
-    if framework == "torch":
-        torch = _torch()
-        require("perflab.meanflow.torch")
-        if variant == "cuda_graph" and not torch.cuda.is_available():
-            skip("cuda_graph needs a CUDA device")
-        if variant == "compiled" and not torch.cuda.is_available() and not os.environ.get("PERFLAB_MEANFLOW_COMPILE"):
-            skip("torch.compile of the JVP took 477 s (forward 167 s) per process on the 2-core CPU, "
-                 "beyond asv's timeout; set PERFLAB_MEANFLOW_COMPILE=1 to run it")
-    else:
+def _check(variant):
+    """Skip what this machine cannot run: torch missing, cuda_graph without CUDA, compiled on CPU."""
+    if variant == "jax":
         require("perflab.meanflow.jax")
+        return
+    torch = _torch()
+    require("perflab.meanflow.torch")
+    if variant == "cuda_graph" and not torch.cuda.is_available():
+        skip("cuda_graph needs a CUDA device")
+    if variant == "compiled" and not torch.cuda.is_available() and not os.environ.get("PERFLAB_MEANFLOW_COMPILE"):
+        # Measured compile times are in docs/meanflow.md ("Claims re-tested").
+        skip("torch.compile of the JVP takes minutes per process on a 2-core CPU (UNet and DiT), beyond "
+             "asv's timeout; set PERFLAB_MEANFLOW_COMPILE=1 to run it")
 
 
 @functools.lru_cache(maxsize=None)
@@ -99,7 +141,8 @@ def _torch_case(model, size, ratio, variant):
     net = _torch_model(model, size)
     dev = next(net.parameters()).device
     x, e, t, r = (torch.from_numpy(a).to(dev) for a in _times(model, size, ratio))
-    loss = mt.MeanFlowLoss(net, variant=variant, ratio=float(ratio))
+    # The time check is the same for every variant and would add a host sync on CUDA.
+    loss = mt.MeanFlowLoss(net, variant=variant, ratio=float(ratio), check_times=False)
     tb = t[:, None, None, None]
     z, v = (1 - tb) * x + tb * e, e - x
 
@@ -178,9 +221,11 @@ def _jax_call(model, size, ratio, kind):
     return jit_compile(jvp, params, z, t, r, v)
 
 
-def _calls(framework, model, ratio, variant, kinds):
+def _calls(variant, model, ratio, kinds):
+    """Warm calls of `kinds` ("step", "fm_step", "forward", "jvp") for one MeanFlowLoss variant."""
+    _check(variant)
     size = _size()
-    if framework == "jax":
+    if variant == "jax":
         return {k: _jax_call(model, size, ratio, k) for k in kinds}
     calls = _torch_case(model, size, ratio, variant)
     return {k: calls[k] for k in kinds}
@@ -189,46 +234,89 @@ def _calls(framework, model, ratio, variant, kinds):
 class MeanFlowStep(Benchmark):
     """One training step (loss + backward) of the MeanFlow loss, per variant and r != t ratio."""
 
-    params = [FRAMEWORKS, MODELS, RATIOS, VARIANTS]
-    param_names = ["framework", "model", "ratio", "variant"]
+    params = [MODELS, RATIOS, VARIANTS]
+    param_names = ["model", "ratio", "variant"]
     rounds = 1
     repeat = (2, 5, 3.0)
 
-    def setup(self, framework, model, ratio, variant):
-        _check(framework, variant)
-        self.step = _calls(framework, model, ratio, variant, ["step"])["step"]
+    def setup(self, model, ratio, variant):
+        self.step = _calls(variant, model, ratio, ["step"])["step"]
 
-    def time_step(self, framework, model, ratio, variant):
+    def time_step(self, model, ratio, variant):
         self.step()
 
 
-class JVPCost(Benchmark):
-    """The JVP against a forward and a flow-matching step, at ratio 0.25."""
+class MeanFlowOverhead(Benchmark):
+    """MeanFlow step over flow-matching step, interleaved in one process, at ratio 0.25.
 
-    params = [FRAMEWORKS, MODELS, VARIANTS]
-    param_names = ["framework", "model", "variant"]
+    Per loss variant (the step differs with each); the denominator is the FM step in the same
+    precision and framework (bfloat16 autocast for bf16, JAX for jax, float32 eager for the rest).
+    """
+
+    params = [MODELS, VARIANTS]
+    param_names = ["model", "variant"]
     rounds = 1
     repeat = (2, 5, 3.0)
 
-    def setup(self, framework, model, variant):
-        _check(framework, variant)
-        self.calls = _calls(framework, model, "0.25", variant, ["step", "fm_step", "forward", "jvp"])
+    def setup(self, model, variant):
+        self.calls = _calls(variant, model, "0.25", ["step", "fm_step"])
 
-    def time_forward(self, framework, model, variant):
-        self.calls["forward"]()
+    def track_overhead_vs_fm(self, model, variant):
+        return interleaved_ratio(self.calls["step"], self.calls["fm_step"], rounds=7, target=0.0)
 
-    def time_fm_step(self, framework, model, variant):
-        self.calls["fm_step"]()
+    track_overhead_vs_fm.unit = "ratio"
 
-    def time_jvp(self, framework, model, variant):
+
+class JVPCost(Benchmark):
+    """du/dt alone (no grad, whole batch, ratio 0.25), one row per distinct JVP code.
+
+    `track_jvp_over_forward` divides by the forward of the same variant (same precision and
+    compilation), interleaved in one process.
+    """
+
+    params = [MODELS, list(JVPS)]
+    # The JVP code is this class's "variant": reports pair the values of a parameter of that name.
+    param_names = ["model", "variant"]
+    rounds = 1
+    repeat = (2, 5, 3.0)
+
+    def setup(self, model, variant):
+        self.calls = _calls(JVPS[variant], model, "0.25", ["forward", "jvp"])
+
+    def time_jvp(self, model, variant):
         self.calls["jvp"]()
 
-    def track_jvp_over_forward(self, framework, model, variant):
+    def track_jvp_over_forward(self, model, variant):
         return interleaved_ratio(self.calls["jvp"], self.calls["forward"], rounds=7, target=0.0)
 
     track_jvp_over_forward.unit = "ratio"
 
-    def track_overhead_vs_fm(self, framework, model, variant):
-        return interleaved_ratio(self.calls["step"], self.calls["fm_step"], rounds=7, target=0.0)
 
-    track_overhead_vs_fm.unit = "ratio"
+class Forward(Benchmark):
+    """The model's prediction alone (no grad), one row per distinct forward code."""
+
+    params = [MODELS, list(FORWARDS)]
+    param_names = ["model", "variant"]
+    rounds = 1
+    repeat = (2, 5, 3.0)
+
+    def setup(self, model, variant):
+        self.forward = _calls(FORWARDS[variant], model, "0.25", ["forward"])["forward"]
+
+    def time_forward(self, model, variant):
+        self.forward()
+
+
+class FMStep(Benchmark):
+    """The standard flow-matching step (loss + backward, h = 0): the MeanFlow step's yardstick."""
+
+    params = [MODELS, list(FM_STEPS)]
+    param_names = ["model", "variant"]
+    rounds = 1
+    repeat = (2, 5, 3.0)
+
+    def setup(self, model, variant):
+        self.fm_step = _calls(FM_STEPS[variant], model, "0.25", ["fm_step"])["fm_step"]
+
+    def time_fm_step(self, model, variant):
+        self.fm_step()

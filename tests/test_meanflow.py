@@ -9,9 +9,11 @@ import pytest
 import perflab.meanflow as mf
 from perflab import variants
 
-torch = pytest.importorskip("torch")
-mt = pytest.importorskip("perflab.meanflow.torch")
-mj = pytest.importorskip("perflab.meanflow.jax")
+# torch is the optional dependency (the ``torch`` extra); the study's own modules are imported
+# plainly, so that a broken perflab.meanflow.torch or .jax fails here instead of skipping.
+torch = pytest.importorskip("torch", reason="the PyTorch half of the study needs torch (the 'torch' extra)")
+import perflab.meanflow.jax as mj  # noqa: E402
+import perflab.meanflow.torch as mt  # noqa: E402
 from perflab.meanflow.convert import torch_to_equinox  # noqa: E402
 
 from torch.autograd import forward_ad as fwAD  # noqa: E402
@@ -46,11 +48,14 @@ def _loss_and_grads(net, variant, x, t, r, e, **kw):
     return loss.detach(), torch.cat([p.grad.flatten() for p in net.parameters()])
 
 
-@pytest.mark.parametrize("model", ["unet", "dit"])
-@pytest.mark.parametrize("variant", [v for v in EAGER if v != "naive"] + ["compiled"])
+# compiled runs on the DiT only (not collected for the UNet, rather than skipped): one compiled
+# model keeps the module fast, and the DiT exercises the same code path.
+@pytest.mark.parametrize(
+    "model,variant",
+    [(m, v) for v in [v for v in EAGER if v != "naive"] + ["compiled"] for m in ("unet", "dit")
+     if (m, v) != ("unet", "compiled")],
+)
 def test_variant_matches_naive(model, variant):
-    if variant == "compiled" and model == "unet":
-        pytest.skip("one compiled model keeps the module fast; the DiT exercises the same path")
     dtype = torch.float32 if variant in ("bf16", "compiled") else torch.float64
     net, x, t, r, e = _problem(model, dtype)
     ref_loss, ref_grads = _loss_and_grads(net, "naive", x, t, r, e)
@@ -274,6 +279,73 @@ def test_bad_inputs_raise_clear_errors():
         mf.model_config("vit")
 
 
+@pytest.mark.parametrize(
+    "t_new,r_new,match",
+    [
+        ([0.5, 0.3], [0.6, 0.1], r"r must be <= t \(r is the earlier time.*r\[0\] = 0.6.* > t\[0\] = 0.5"),
+        ([1.5, 0.3], [0.2, 0.1], r"t must lie in \[0, 1\]; t\[0\] = 1.5"),
+        ([0.5, 0.3], [0.2, -0.1], r"r must lie in \[0, 1\]; r\[1\] = -0.1"),
+        ([0.5, float("nan")], [0.2, 0.1], r"t must lie in \[0, 1\]; t\[1\] = nan"),
+    ],
+)
+def test_times_are_checked(t_new, r_new, match):
+    net, x, _, _, e = _problem("dit", torch.float64)
+    t, r = torch.tensor(t_new, dtype=x.dtype), torch.tensor(r_new, dtype=x.dtype)
+    for variant in ("naive", "full_batch"):
+        with pytest.raises(ValueError, match=match):
+            mt.MeanFlowLoss(net, variant=variant).loss(x, t, r, e)
+    # Opting out of the check (it reads a value back from the device) runs the loss anyway.
+    assert mt.MeanFlowLoss(net, check_times=False).loss(x, t, r, e).shape == ()
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 1\]"):
+        mt.fm_loss(net, x, torch.tensor([1.5, 0.3], dtype=x.dtype), e)
+
+
+def test_edge_times_are_accepted():
+    # r = t (flow matching for that sample) and the interval's ends are legal.
+    net, x, _, _, e = _problem("dit", torch.float64)
+    t, r = torch.tensor([1.0, 0.4], dtype=x.dtype), torch.tensor([0.0, 0.4], dtype=x.dtype)
+    assert torch.isfinite(mt.MeanFlowLoss(net).loss(x, t, r, e))
+
+
+def test_integer_data_is_rejected():
+    net, x, t, r, e = _problem("dit", torch.float64)
+    xi, ti, ri, ei = (a.to(torch.int64) for a in (x, t, r, e))
+    with pytest.raises(TypeError, match="x must be a floating-point tensor.*torch.int64"):
+        mt.MeanFlowLoss(net).loss(xi, ti, ri, ei)
+    with pytest.raises(TypeError, match="x must be a floating-point tensor.*torch.int64"):
+        mt.MeanFlowLoss(net)(xi)
+    with pytest.raises(TypeError, match="x must be a floating-point tensor.*torch.int64"):
+        mt.fm_loss(net, xi, ti, ei)
+
+
+def test_jax_times_and_dtype_are_checked():
+    import equinox as eqx
+
+    net = mj.make_model("dit", key=jax.random.key(0), dtype=jnp.float64)
+    x = jax.random.normal(jax.random.key(1), (2, 3, 16, 16))
+    e = jax.random.normal(jax.random.key(2), (2, 3, 16, 16))
+    good_t, good_r = jnp.array([0.7, 0.4]), jnp.array([0.2, 0.4])
+    cases = [
+        (good_t, jnp.array([0.8, 0.1]), r"r must be <= t \(r is the earlier time.*r\[0\] = 0.8 > t\[0\] = 0.7"),
+        (jnp.array([1.2, 0.4]), good_r, r"t must lie in \[0, 1\]; t\[0\] = 1.2"),
+        (good_t, jnp.array([-0.2, 0.4]), r"r must lie in \[0, 1\]; r\[0\] = -0.2"),
+    ]
+    for t, r, match in cases:
+        with pytest.raises(ValueError, match=match):
+            mj.meanflow_loss(net, x, t, r, e)
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 1\]"):
+        mj.fm_loss(net, x, jnp.array([1.2, 0.4]), e)
+    # Under jit the values are unknown at trace time: the compiled program checks them.
+    jitted = eqx.filter_jit(mj.meanflow_loss)
+    assert jnp.isfinite(jitted(net, x, good_t, good_r, e))
+    with pytest.raises(Exception, match=r"t and r must lie in \[0, 1\] and r must be <= t"):
+        jax.block_until_ready(jitted(net, x, good_t, jnp.array([0.8, 0.1]), e))
+    with pytest.raises(TypeError, match="x must be a floating-point array.*int"):
+        mj.meanflow_loss(net, x.astype(jnp.int64), *(a.astype(jnp.int64) for a in (good_t, good_r, e)))
+    with pytest.raises(TypeError, match="x must be a floating-point array.*int"):
+        mj.sample(jax.random.key(0), x.astype(jnp.int64), 0.5)
+
+
 def test_cuda_graph_on_cpu_tensors_raises():
     net, x, t, r, e = _problem("dit", torch.float32)
     with pytest.raises(ValueError, match="cuda_graph.*CUDA tensors.*cpu"):
@@ -313,14 +385,36 @@ def test_cuda_graph_matches_naive_and_refuses_a_new_batch():
         loss_fn.loss(x[:2], t[:2], r[:2], e[:2])
 
 
-# -- registry -----------------------------------------------------------------------------
+# -- registry ---------------------------------------------------------------------------
+def test_registry_roles():
+    op = variants.get("meanflow", "meanflow_loss")
+    assert (op.baseline, op.optimised, op.default) == ("naive", "stacked", "full_batch")
+
+
 def test_registered_variants_are_benchmarked():
     from benchmarks import bench_meanflow as bench
 
     op = variants.get("meanflow", "meanflow_loss")
-    for cls in (bench.MeanFlowStep, bench.JVPCost):
+    for cls in (bench.MeanFlowStep, bench.MeanFlowOverhead):
         values = dict(zip(cls.param_names, cls.params))
         assert set(op.names) == set(values["variant"])
-        assert values["framework"] == ["torch", "jax"] and values["model"] == ["unet", "dit"]
+        assert values["model"] == ["unet", "dit"]
     assert dict(zip(bench.MeanFlowStep.param_names, bench.MeanFlowStep.params))["ratio"] == ["0", "0.25", "1.0"]
     assert set(mf.TORCH_VARIANTS) == set(op.names) - {"jax"}
+    # No grid has a framework axis (the variant implies it), so no cell is n/a by construction.
+    for cls in (bench.MeanFlowStep, bench.MeanFlowOverhead, bench.JVPCost, bench.Forward, bench.FMStep):
+        assert "framework" not in cls.param_names
+    # JVPCost rows are distinct JVP codes; every loss variant's JVP is one of them.
+    assert set(bench.JVPS.values()) <= set(op.names)
+    assert len(set(bench.JVPS.values())) == len(bench.JVPS)
+    assert set(op.names) - set(bench.JVPS.values()) == {"naive", "primal_reuse"}
+
+
+def test_naive_and_primal_reuse_share_full_batch_jvp():
+    # Why JVPCost times one func_jvp row for the three: their `jvp` is the same code, so the
+    # same bits; forward_ad, a different code path, is not required to match bit for bit.
+    net, x, t, r, e = _problem("dit", torch.float32)
+    tb = t[:, None, None, None]
+    z, v = (1 - tb) * x + tb * e, e - x
+    out = {name: mt.MeanFlowLoss(net, variant=name).jvp(z, t, r, v) for name in ("naive", "primal_reuse", "full_batch")}
+    assert torch.equal(out["naive"], out["full_batch"]) and torch.equal(out["primal_reuse"], out["full_batch"])

@@ -68,12 +68,15 @@ def delta_rule(q, k, v, beta, *, variant: str = DELTA_RULE.default, chunk_size: 
 
     Arguments:
         q, k: [batch, heads, seq, dk]; v: [batch, heads, seq, dv]; beta: [batch, heads, seq].
-            All float32 or all float64. JAX variants take JAX (or numpy) arrays and can be
+            seq >= 1. All float32 or all float64. JAX variants take JAX (or numpy) arrays and can be
             traced under `jax.jit`; torch variants take tensors (numpy arrays are wrapped without
             a copy); Cython variants take numpy arrays and copy non-contiguous ones.
         variant: one of `DELTA_RULE.names` (see `DELTA_RULE.variants`).
-        chunk_size: tokens per chunk for the chunked variants (any positive int: a sequence that
-            it does not divide is padded with no-op tokens, or ends with a short chunk).
+        chunk_size: tokens per chunk for the chunked variants, a positive int. A sequence that
+            it does not divide is padded with no-op tokens (JAX, torch) or ends with a short
+            chunk (Cython). A chunk size above seq is clamped to seq: the result is the same
+            (one chunk holds the whole sequence) and the workspace, which grows as chunk^2, stays
+            bounded by the input. The recurrent variants ignore it.
         return_state: also return the final state.
         num_threads: threads over batch x heads for the Cython variants (default: every core
             this process may use). Torch uses `torch.set_num_threads`, XLA its own pool.
@@ -81,10 +84,15 @@ def delta_rule(q, k, v, beta, *, variant: str = DELTA_RULE.default, chunk_size: 
     Returns:
         o, shape [batch, heads, seq, dv], in the variant's array type; with `return_state`,
         ``(o, state)`` with state [batch, heads, dk, dv].
+
+    Raises:
+        ValueError: an unknown `variant`, mismatched shapes, seq = 0, a `chunk_size` that is not
+            a positive int, or a bad `num_threads`.
+        TypeError: inputs that are not float32/float64 arrays or tensors of one dtype.
     """
     DELTA_RULE.check(variant)
-    chunk_size = check_chunk_size(chunk_size)
     dims = check_inputs(q, k, v, beta)
+    chunk_size = check_chunk_size(chunk_size, dims[2])
     if variant in JAX_VARIANTS:
         from . import _jax
 

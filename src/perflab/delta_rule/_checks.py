@@ -19,10 +19,19 @@ def dtype_of(x, argument):
     return dtype
 
 
-def check_chunk_size(chunk_size):
+def check_chunk_size(chunk_size, seq):
+    """A positive int chunk size, clamped to `seq`.
+
+    A chunk longer than the sequence computes the same result as one chunk of exactly `seq`
+    tokens (the JAX and torch forms would pad with no-op tokens, the Cython one ends its only
+    chunk early), but would cost memory: the Cython workspace holds 2 chunk^2 + chunk (dk + dv)
+    numbers per thread and the JAX form pads every input to the chunk, so
+    ``chunk_size=2**40`` would ask for terabytes (and overflow the kernel's C int). Clamping is
+    exact, so it is done silently.
+    """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    return int(chunk_size)
+    return min(int(chunk_size), seq)
 
 
 def check_inputs(q, k, v, beta):
@@ -40,6 +49,8 @@ def check_inputs(q, k, v, beta):
         raise ValueError(f"v must have shape {qs[:3] + ('dv',)} ([batch, heads, seq] of q), got {vs}")
     if bs != qs[:3]:
         raise ValueError(f"beta must have shape [batch, heads, seq] = {qs[:3]}, got {bs}")
+    if qs[2] < 1:
+        raise ValueError(f"seq (axis 2 of q, k, v and beta) must be >= 1 token, got q {qs}")
     if qs[3] < 1 or vs[3] < 1:
         raise ValueError(f"dk and dv must be >= 1, got q {qs} and v {vs}")
     return (*qs, vs[3], dtypes[0])

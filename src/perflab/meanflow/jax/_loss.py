@@ -10,6 +10,8 @@ import jax.numpy as jnp
 def _check(x, t, r, e):
     if x.ndim != 4:
         raise ValueError(f"x must be (batch, channels, height, width); got shape {x.shape}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"x must be a floating-point array (the loss differentiates through it); got {x.dtype}")
     b = x.shape[0]
     for name, a in (("t", t), ("r", r)):
         if a.shape != (b,):
@@ -19,6 +21,28 @@ def _check(x, t, r, e):
     for name, a in (("t", t), ("r", r), ("e", e)):
         if a.dtype != x.dtype:
             raise ValueError(f"{name} must be {x.dtype} like x; got {a.dtype}")
+
+
+_ORDER = "r must be <= t (r is the earlier time: r = min, t = max of the two draws, h = t - r >= 0)"
+
+
+def _check_times(t, r):
+    """Check 0 <= r <= t <= 1; return (t, r) (under `jit`, carrying a runtime check)."""
+    ok = (r >= 0) & (r <= t) & (t <= 1)
+    if isinstance(ok, jax.core.Tracer):
+        # Traced (under jit): values are unknown until run time, so the program itself checks
+        # them: equinox raises with this message when it runs. Written as "not ok" so NaN fails.
+        msg = f"t and r must lie in [0, 1] and {_ORDER}"
+        return eqx.error_if(t, ~jnp.all(ok), msg), r
+    if bool(jnp.all(ok)):
+        return t, r
+    for name, a in (("t", t), ("r", r)):
+        bad = ~((a >= 0) & (a <= 1))
+        if bool(jnp.any(bad)):
+            i = int(jnp.argmax(bad))
+            raise ValueError(f"{name} must lie in [0, 1]; {name}[{i}] = {float(a[i])}")
+    i = int(jnp.argmax(~ok))
+    raise ValueError(f"{_ORDER}; r[{i}] = {float(r[i])} > t[{i}] = {float(t[i])}")
 
 
 def sample(key: jax.Array, x: jax.Array, ratio: float, *, mu: float = -0.4, sigma: float = 1.0):
@@ -36,6 +60,8 @@ def sample(key: jax.Array, x: jax.Array, ratio: float, *, mu: float = -0.4, sigm
     """
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"ratio must be a number in [0, 1]; got {ratio!r}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"x must be a floating-point array (it sets the dtype of t, r and e); got {x.dtype}")
     b = x.shape[0]
     k1, k2 = jax.random.split(key)
     s = jax.nn.sigmoid(mu + sigma * jax.random.normal(k1, (2, b), dtype=x.dtype))
@@ -69,15 +95,21 @@ def target(model: eqx.Module, x: jax.Array, t: jax.Array, r: jax.Array, e: jax.A
 
     Arguments:
         model: the equinox denoiser.
-        x: (batch, channels, height, width) data.
-        t: (batch,) times.
-        r: (batch,) times, r <= t.
+        x: (batch, channels, height, width) floating-point data.
+        t: (batch,) times in [0, 1], x's dtype.
+        r: (batch,) times in [0, 1], r <= t.
         e: x-shaped noise.
 
     Returns:
         ``(u, u_tgt)``.
+
+    Raises:
+        ValueError: shapes or dtypes that do not match x; times outside [0, 1] or r > t (under
+            `jit` the compiled program raises equinox's runtime error with the same message).
+        TypeError: x not floating-point.
     """
     _check(x, t, r, e)
+    t, r = _check_times(t, r)
     tb = t[:, None, None, None]
     z, v = (1 - tb) * x + tb * e, e - x
     u, dudt = jvp(model, z, t, r, v)
@@ -93,9 +125,9 @@ def meanflow_loss(model: eqx.Module, x: jax.Array, t: jax.Array, r: jax.Array, e
 
     Arguments:
         model: the equinox denoiser.
-        x: (batch, channels, height, width) data.
-        t: (batch,) times.
-        r: (batch,) times, r <= t.
+        x: (batch, channels, height, width) floating-point data.
+        t: (batch,) times in [0, 1].
+        r: (batch,) times in [0, 1], r <= t (checked as in `target`).
         e: x-shaped noise.
         p: adaptive-weighting power.
         eps: adaptive-weighting offset.
@@ -113,14 +145,15 @@ def fm_loss(model: eqx.Module, x: jax.Array, t: jax.Array, e: jax.Array) -> jax.
 
     Arguments:
         model: the equinox denoiser.
-        x: (batch, channels, height, width) data.
-        t: (batch,) times.
+        x: (batch, channels, height, width) floating-point data.
+        t: (batch,) times in [0, 1].
         e: x-shaped noise.
 
     Returns:
         The scalar loss.
     """
     _check(x, t, t, e)
+    t, _ = _check_times(t, t)
     tb = t[:, None, None, None]
     u = _u_fn(model)((1 - tb) * x + tb * e, t, t)
     return jnp.square(u - (e - x)).reshape(u.shape[0], -1).sum(axis=1).mean()

@@ -14,9 +14,15 @@ from ._models import DiT, UNet
 from ._stacked import stacked_jvp
 
 
+def _check_floating(x):
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"x must be a floating-point tensor (the loss differentiates through it); got {x.dtype}")
+
+
 def _check_batch(x, t, r, e):
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"x must be a (batch, channels, height, width) tensor; got {getattr(x, 'shape', type(x))}")
+    _check_floating(x)
     b = x.shape[0]
     for name, a in (("t", t), ("r", r)):
         if not isinstance(a, torch.Tensor) or a.shape != (b,):
@@ -26,6 +32,24 @@ def _check_batch(x, t, r, e):
     for name, a in (("t", t), ("r", r), ("e", e)):
         if a.dtype != x.dtype or a.device != x.device:
             raise ValueError(f"{name} must be {x.dtype} on {x.device} like x; got {a.dtype} on {a.device}")
+
+
+def _check_times(t, r):
+    # One fused reduction read back once (a host sync on CUDA); the per-argument diagnosis runs
+    # only when something is wrong. Written as "not ok" so that NaN fails too.
+    ok = (r >= 0) & (r <= t) & (t <= 1)
+    if bool(ok.all()):
+        return
+    for name, a in (("t", t), ("r", r)):
+        bad = ~((a >= 0) & (a <= 1))
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise ValueError(f"{name} must lie in [0, 1]; {name}[{i}] = {float(a[i])}")
+    i = int((~ok).nonzero()[0, 0])
+    raise ValueError(
+        f"r must be <= t (r is the earlier time: r = min, t = max of the two draws, h = t - r >= 0); "
+        f"r[{i}] = {float(r[i])} > t[{i}] = {float(t[i])}"
+    )
 
 
 def _sdpa_forward_ad_works(device: torch.device) -> bool:
@@ -61,11 +85,14 @@ class MeanFlowLoss:
         mu: mean of the logit-normal time distribution.
         sigma: scale of the logit-normal time distribution.
         compile_backend: the `torch.compile` backend of the ``compiled`` variant.
+        check_times: check in `loss` that ``0 <= r <= t <= 1``. The check reads one boolean
+            back from the device, a host sync on CUDA that the branchless variants otherwise
+            avoid; pass False where times come from `sample` and the sync matters.
     """
 
     def __init__(self, model: nn.Module, *, variant: str = LOSS.default, ratio: float = 0.25,
                  p: float = 1.0, eps: float = 1e-3, mu: float = -0.4, sigma: float = 1.0,
-                 compile_backend: str = "inductor"):
+                 compile_backend: str = "inductor", check_times: bool = True):
         variant = LOSS.check(variant)
         if variant == "jax":
             raise ValueError("variant='jax' is the JAX loss (perflab.meanflow.jax.meanflow_loss), not a PyTorch one")
@@ -79,6 +106,7 @@ class MeanFlowLoss:
         self.model, self.variant, self.ratio = model, variant, float(ratio)
         self.p, self.eps, self.mu, self.sigma = p, eps, mu, sigma
         self.compile_backend = compile_backend
+        self.check_times = bool(check_times)
         self._graph = None
         self._compiled_jvp = None
         self._compiled_forward = None
@@ -97,6 +125,9 @@ class MeanFlowLoss:
         Returns:
             ``(t, r, e)``: (batch,), (batch,) and x-shaped tensors of x's dtype and device.
         """
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            raise ValueError(f"x must be a (batch, channels, height, width) tensor; got {getattr(x, 'shape', type(x))}")
+        _check_floating(x)
         b = x.shape[0]
         n = torch.randn(2, b, generator=generator, dtype=x.dtype, device=x.device)
         s = torch.sigmoid(self.mu + self.sigma * n)
@@ -107,7 +138,15 @@ class MeanFlowLoss:
         return t, r, e
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample times and noise, then return `loss(x, t, r, e)`."""
+        """Sample times and noise, then return `loss(x, t, r, e)`.
+
+        Arguments:
+            x: (batch, channels, height, width) floating-point data.
+            generator: optional generator for reproducible draws.
+
+        Returns:
+            The scalar loss.
+        """
         return self.loss(x, *self.sample(x, generator))
 
     # -- the loss -----------------------------------------------------------------------------
@@ -123,15 +162,22 @@ class MeanFlowLoss:
         """The loss for given data, times and noise; differentiable in the model's parameters.
 
         Arguments:
-            x: (batch, channels, height, width) data.
-            t: (batch,) times in [0, 1].
-            r: (batch,) times with r <= t.
+            x: (batch, channels, height, width) floating-point data.
+            t: (batch,) times in [0, 1], x's dtype and device.
+            r: (batch,) times in [0, 1] with r <= t (r = t: plain flow matching for that sample).
             e: x-shaped noise.
 
         Returns:
             The scalar loss, in x's dtype.
+
+        Raises:
+            ValueError: shapes, dtypes or devices that do not match x, or (with `check_times`)
+                times outside [0, 1] or r > t.
+            TypeError: x not floating-point.
         """
         _check_batch(x, t, r, e)
+        if self.check_times:
+            _check_times(t, r)
         if self.variant == "cuda_graph" and x.device.type != "cuda":
             raise ValueError(f"variant='cuda_graph' needs CUDA tensors; x is on {x.device}")
         z = (1 - t[:, None, None, None]) * x + t[:, None, None, None] * e
@@ -310,14 +356,15 @@ def fm_loss(model: nn.Module, x: torch.Tensor, t: torch.Tensor, e: torch.Tensor)
 
     Arguments:
         model: the denoiser.
-        x: (batch, channels, height, width) data.
-        t: (batch,) times.
+        x: (batch, channels, height, width) floating-point data.
+        t: (batch,) times in [0, 1].
         e: x-shaped noise.
 
     Returns:
         The scalar loss.
     """
     _check_batch(x, t, t, e)
+    _check_times(t, t)
     z = (1 - t[:, None, None, None]) * x + t[:, None, None, None] * e
     u = model(z, t, torch.zeros_like(t))
     return (u.to(x.dtype) - (e - x)).square().flatten(1).sum(dim=1).mean()
