@@ -25,6 +25,8 @@ from .compare import MISSING as MISSING
 from .compare import NOISE as NOISE
 from .compare import NOISE_MARK as NOISE_MARK
 from .compare import SLOWER as SLOWER
+from .compare import UNTESTED as UNTESTED
+from .compare import UNTESTED_MARK as UNTESTED_MARK
 from .compare import Cell as Cell
 from .compare import Comparison as Comparison
 from .compare import best as best

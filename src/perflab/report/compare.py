@@ -1,9 +1,11 @@
 """Cells of a recorded run and the rule that judges a pair of them.
 
-The rule lives in ONE place, `judge`: today it is `asv compare`'s (factor, then Mann-Whitney U
-on the recorded samples or 99% CI overlap). A process-aware significance model replaces it by
-replacing `judge`; every caller (tables, calibrate) goes through `compare`, and `Cell` keeps
-what such a model needs (value, samples, asv's stats with ``number`` and ``repeat``).
+The rule lives in ONE place, `judge`: the process-aware comparison of `perflab.significance`.
+Each sample of a cell measured by the suite's interleaved classes is one process (the median of
+that process's interleaved rounds); two variants of one cell in one recorded run share their
+processes and are compared pair by pair (process offsets cancel), other pairs with Welch's
+interval over processes. A cell with fewer than two processes is shown as "n=1, not tested",
+never as a percentage that looks judged.
 """
 
 from __future__ import annotations
@@ -14,26 +16,24 @@ from collections.abc import Mapping
 
 from asv_runner.statistics import get_err
 
-# asv 0.6.6 keeps the decision `asv compare` makes (factor, then Mann-Whitney U on the samples
-# or 99% CI overlap) in this private helper; calling it keeps the "~" marks identical to
-# asv compare's instead of a re-implementation that could drift. asv is pinned in pyproject.
-from asv.commands.compare import _is_result_better
+from .. import significance
 
-# asv compare's default is 1.1; docs/reports/calibration.md measured that at 1.1 a 10% effect
-# between two variants of one run is detected in a minority of runs, at 1.05 in all of them
-# with no identical pair flagged.
-DEFAULT_FACTOR = 1.05
+# docs/reports/calibration.md measures the false positives and detection rates at this factor.
+DEFAULT_FACTOR = significance.DEFAULT_FACTOR
+CONFIDENCE = significance.DEFAULT_CONFIDENCE
 
-FASTER, SLOWER, NOISE, MISSING = "faster", "slower", "noise", "n/a"
+FASTER, SLOWER, NOISE, MISSING, UNTESTED = "faster", "slower", "noise", "n/a", "untested"
 NOISE_MARK = "~ within noise"
+UNTESTED_MARK = "n=1, not tested"
 
 
 def describe(factor: float) -> str:
-    """What the "~" mark means under `judge`, for report headers."""
+    """What the marks mean under `judge`, for report headers."""
     return (
-        f"\"{NOISE_MARK}\" replaces a change asv compare would not flag: one below a factor "
-        f"of {factor:g} or not significant (Mann-Whitney U on the recorded samples, "
-        "else overlapping 99% CIs)"
+        f"\"{NOISE_MARK}\" marks a pair whose {CONFIDENCE:.0%} interval of the ratio includes 1 or "
+        f"whose ratio is within a factor of {factor:g}; the interval is over processes (one sample "
+        "per process), paired process by process for variants measured interleaved in the same "
+        f"processes. \"{UNTESTED_MARK}\" marks a pair with a single value on a side"
     )
 
 
@@ -46,12 +46,16 @@ class Cell:
             ``track_*`` the returned value; ``None`` if it failed, NaN if skipped (n/a).
         stats: asv's statistics of the samples (``ci_99_a``, ``ci_99_b``, ``q_25``, ``q_75``,
             ``number``, ``repeat``), or ``None`` when asv kept none (``track_*`` benchmarks).
-        samples: the per-call timings recorded with ``--record-samples``, or ``None``.
+        samples: the per-call timings recorded with ``--record-samples``, or ``None``; for the
+            interleaved classes one value per process.
+        paired_group: cells with the same group were measured interleaved in the same
+            processes, in the same sample order (one class of one recorded run), else ``None``.
     """
 
     value: float | None
     stats: Mapping[str, float] | None = None
     samples: tuple[float, ...] | None = None
+    paired_group: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -101,46 +105,42 @@ class Cell:
         return get_err(self.value, self.stats) if self.iqr is not None else None
 
 
-def judge(before: Cell, after: Cell, factor: float, higher_is_better: bool = False) -> str:
+def judge(
+    before: Cell, after: Cell, factor: float, higher_is_better: bool = False
+) -> tuple[str, significance.Verdict | None]:
     """THE comparison rule: is AFTER better, worse, or not distinguishable from BEFORE?
 
-    Today `asv compare`'s: a change is flagged when the ratio exceeds `factor` and, where asv
-    has statistics for both cells (and more than one sample each), the samples differ
-    significantly: Mann-Whitney U at p < 0.002 on the recorded samples when there are enough
-    of them, else non-overlapping 99% confidence intervals. Without statistics (``track_*``)
-    only the factor decides, as in asv. Swap this function to change how every pair is judged.
+    `perflab.significance.compare` on the per-process samples: paired when both cells belong to
+    the same `paired_group`, else Welch's interval; changed when the interval excludes 1 and the
+    ratio lies beyond `factor`.
 
     Arguments:
         before: the reference cell.
         after: the cell compared with it.
         factor: the ratio a change must exceed.
-        higher_is_better: judge a rate (larger is better) instead of a time; asv compare
-            itself assumes lower is better for every unit.
+        higher_is_better: judge a rate (larger is better) instead of a time.
 
     Returns:
-        `FASTER` or `SLOWER` (AFTER better or worse), `NOISE` (not flagged), or `MISSING`
-        when either cell has no value.
+        (verdict, significance verdict): `FASTER` or `SLOWER` (AFTER better or worse), `NOISE`
+        (not flagged), `UNTESTED` (a single value on a side) or `MISSING` (no value).
     """
     if not (before.ok and after.ok):
-        return MISSING
-
-    def flagged_lower(a, b):
-        return _is_result_better(
-            a.value, b.value, (a.stats, _sample_list(a)), (b.stats, _sample_list(b)), factor
-        )
-
-    # AFTER improves on BEFORE when it is flagged lower (a time) or BEFORE is flagged lower
-    # (a rate).
-    lower, higher = (before, after) if higher_is_better else (after, before)
-    if flagged_lower(lower, higher):
-        return FASTER
-    if flagged_lower(higher, lower):
-        return SLOWER
-    return NOISE
+        return MISSING, None
+    b, a = _values(before), _values(after)
+    paired = before.paired_group is not None and before.paired_group == after.paired_group and len(a) == len(b)
+    verdict = significance.compare(b, a, paired=paired, factor=factor, confidence=CONFIDENCE)
+    if not verdict.tested:
+        return UNTESTED, verdict
+    if not verdict.changed:
+        return NOISE, verdict
+    better = verdict.ratio > 1 if higher_is_better else verdict.ratio < 1
+    return (FASTER if better else SLOWER), verdict
 
 
-def _sample_list(cell):
-    return list(cell.samples) if cell.samples is not None else None
+def _values(cell):
+    if cell.samples:
+        return [s for s in cell.samples if s is not None and not math.isnan(s)]
+    return [cell.value]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +154,8 @@ class Comparison:
         verdict: ``"faster"`` or ``"slower"`` when the rule flags AFTER as better or worse,
             ``"noise"`` when it does not, ``"n/a"`` when either cell has no value.
         higher_is_better: True for rates (GFLOP/s, steps/s), where a larger value is better.
+        significance: the process-aware verdict behind `verdict` (ratio AFTER / BEFORE and its
+            interval), ``None`` when a cell is missing.
     """
 
     before: Cell
@@ -161,22 +163,31 @@ class Comparison:
     factor: float
     verdict: str
     higher_is_better: bool = False
+    significance: significance.Verdict | None = None
 
     @property
     def speedup(self) -> float | None:
         """How many times better AFTER is: BEFORE / AFTER for times, AFTER / BEFORE for rates;
         ``None`` if either is missing or the divisor is zero."""
-        num, den = (self.after, self.before) if self.higher_is_better else (self.before, self.after)
-        if self.verdict == MISSING or den.value == 0:
+        if self.significance is None:
             return None
-        return num.value / den.value
+        ratio = self.significance.ratio
+        return ratio if self.higher_is_better else 1 / ratio
+
+    @property
+    def speedup_interval(self) -> tuple[float, float] | None:
+        """The confidence interval of `speedup`, or ``None`` when untested or missing."""
+        v = self.significance
+        if v is None or not v.tested:
+            return None
+        return (v.low, v.high) if self.higher_is_better else (1 / v.high, 1 / v.low)
 
     @property
     def change(self) -> float | None:
         """(AFTER - BEFORE) / BEFORE as a fraction, or ``None`` if not computable."""
-        if self.verdict == MISSING or self.before.value == 0:
+        if self.significance is None:
             return None
-        return (self.after.value - self.before.value) / self.before.value
+        return self.significance.ratio - 1
 
     @property
     def within_noise(self) -> bool:
@@ -198,8 +209,8 @@ def compare(
     Returns:
         The `Comparison`.
     """
-    verdict = judge(before, after, factor, higher_is_better)
-    return Comparison(before, after, factor, verdict, higher_is_better)
+    verdict, detail = judge(before, after, factor, higher_is_better)
+    return Comparison(before, after, factor, verdict, higher_is_better, detail)
 
 
 def higher_is_better(unit: str | None) -> bool:

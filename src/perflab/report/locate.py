@@ -106,11 +106,22 @@ class RecordedRun:
                 f"({len(param_names)} names, {len(params)} parameters); "
                 "run `asv run --bench just-discover` to regenerate it",
             )
+        # One class of one recorded run measured its cells in the same processes, in order.
+        group = None
+        if self.benchmarks.get(name, {}).get("paired_processes"):
+            group = f"{self.path}::{name.rsplit('.', 1)[0]}"
         cells = {}
         for combo, value, stat, sample in zip(itertools.product(*params), values, stats, samples):
             key = tuple(label(p) for p in combo)
-            cells[key] = Cell(value, stat, tuple(sample) if sample is not None else None)
+            cells[key] = Cell(value, stat, tuple(sample) if sample is not None else None, group)
         return param_names, [[label(v) for v in p] for p in params], cells
+
+    def control(self, name: str) -> tuple[str, str] | None:
+        """(baseline, control) variant names of an interleaved benchmark, from benchmarks.json."""
+        info = self.benchmarks.get(name, {})
+        if info.get("baseline") and info.get("control"):
+            return info["baseline"], info["control"]
+        return None
 
     def unit(self, name: str) -> str | None:
         """The benchmark's unit from ``benchmarks.json`` (``"seconds"`` for ``time_*``)."""

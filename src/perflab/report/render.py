@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from tabulate import DataRow, TableFormat, tabulate
 
-from .compare import NOISE_MARK, describe
+from .compare import MISSING, NOISE_MARK, UNTESTED, UNTESTED_MARK, describe
 from .locate import RecordedRun, short_name
 from .tables import VARIANT_PARAM, Report, Table
 
@@ -81,23 +81,48 @@ def header_cells(table: Table) -> list[str]:
     _, unit = _scale(table.unit)
     suffix = f" ({unit})" if unit else ""
     head = [p.capitalize() for p in table.row_params]
-    head += [f"BEFORE{suffix}", f"AFTER{suffix}", "Speedup", "Change", "Spread B / A", "n B / A"]
+    head += [f"BEFORE{suffix}", f"AFTER{suffix}", "Speedup (CI)", "Change", "Spread B / A", "n B / A"]
     head += [f"{v}{suffix}" for v in table.extra]
     head += [f"Best{suffix}"]
+    if table.has_control:
+        head += ["Control"]
     return head
+
+
+def _speedup(comp):
+    if comp.speedup is None:
+        return "n/a"
+    interval = comp.speedup_interval
+    if interval is None:
+        return f"{comp.speedup:.2f}x"
+    return f"{comp.speedup:.2f}x ({interval[0]:.2f}-{interval[1]:.2f})"
+
+
+def _change(comp):
+    if comp.verdict == MISSING or comp.change is None:
+        return "n/a"
+    if comp.verdict == UNTESTED:
+        return UNTESTED_MARK
+    if comp.within_noise:
+        return NOISE_MARK
+    return f"{comp.change * 100:+.1f}%"
+
+
+def _control(comp):
+    # The identical-code pair of this row: anything but "within noise" condemns the table.
+    if comp is None:
+        return "-"
+    if comp.verdict in (MISSING, UNTESTED):
+        return _change(comp)
+    mark = "ok" if comp.within_noise else "FLAGGED"
+    return f"{mark} {comp.significance.ratio:.3f}"
 
 
 def row_cells(table: Table, row) -> list[str]:
     """The cells of one row, formatted."""
     scale, _ = _scale(table.unit)
     comp = row.comparison
-    speedup = f"{comp.speedup:.2f}x" if comp.speedup is not None else "n/a"
-    if comp.change is None:
-        change = "n/a"
-    elif comp.within_noise:
-        change = NOISE_MARK
-    else:
-        change = f"{comp.change * 100:+.1f}%"
+    speedup, change = _speedup(comp), _change(comp)
     pair = (row.cells[table.before], row.cells[table.after])
     out = list(row.labels)
     out += [_value(c, scale) for c in pair]
@@ -105,7 +130,22 @@ def row_cells(table: Table, row) -> list[str]:
     out += [" / ".join(_spread(c) for c in pair), " / ".join(_count(c) for c in pair)]
     out += [_value(row.cells[v], scale) for v in table.extra]
     out += [f"{number(row.best[1].value * scale)} ({row.best[0]})" if row.best else "n/a"]
+    if table.has_control:
+        out += [_control(row.control)]
     return out
+
+
+def control_lines(table: Table) -> list[str]:
+    """The table's trust line: its control's verdict, loudly when it failed."""
+    if not table.has_control:
+        return ["No identical-code control in this table: its verdicts are not checked."]
+    failed = table.failed_controls
+    if failed:
+        where = ", ".join("/".join(row.labels) for row in failed)
+        return [f"**UNTRUSTWORTHY: the identical-code control (`{table.before}` measured twice) was "
+                f"flagged as changed at {where}; no verdict of this table can be relied on.**"]
+    return ["Identical-code control (the baseline measured again under another name): within noise "
+            "in every row."]
 
 
 def markdown_table(table: Table) -> list[str]:
@@ -243,6 +283,7 @@ def markdown_tables(tables: Sequence[Table], level: int = 2) -> list[str]:
     for table in tables:
         lines += ["", f"{'#' * level} {table.title}", ""]
         lines += markdown_table(table)
+        lines += [""] + control_lines(table)
     return lines
 
 
@@ -277,6 +318,7 @@ def render_text(report: Report) -> str:
     for table in report.tables:
         lines += ["", table.title, "=" * len(table.title)]
         lines += text_table(table)
+        lines += control_lines(table)
     return "\n".join(lines) + "\n"
 
 

@@ -30,12 +30,15 @@ class Row:
         comparison: BEFORE vs AFTER.
         best: (variant, cell) of the best value in the row (the lowest; the highest for a
             rate), or ``None`` if none has a value.
+        control: the benchmark's baseline vs its identical-code control twin, judged by the
+            same rule, or ``None`` where the benchmark has no control.
     """
 
     labels: tuple[str, ...]
     cells: Mapping[str, Cell]
     comparison: Comparison
     best: tuple[str, Cell] | None
+    control: Comparison | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +65,16 @@ class Table:
     after: str
     extra: tuple[str, ...]
     rows: tuple[Row, ...]
+
+    @property
+    def has_control(self) -> bool:
+        """Whether the rows carry an identical-code control pair."""
+        return any(row.control is not None for row in self.rows)
+
+    @property
+    def failed_controls(self) -> list[Row]:
+        """Rows whose identical-code control was flagged as changed: the table is untrustworthy."""
+        return [row for row in self.rows if row.control is not None and row.control.verdict in ("faster", "slower")]
 
     @property
     def title(self) -> str:
@@ -181,6 +194,9 @@ def build_tables(
     index = {n: i for i, n in enumerate(param_names)}
     unit = run.unit(benchmark)
     rate = higher_is_better(unit)
+    control = run.control(benchmark)
+    if control and not set(control) <= set(variants):
+        control = None
 
     tables = []
     for fixed_values in itertools.product(*(param_values[index[n]] for n in fixed_names)):
@@ -196,7 +212,8 @@ def build_tables(
                     labels=tuple(row_values),
                     cells=row_cells,
                     comparison=compare(row_cells[before], row_cells[after], factor, rate),
-                    best=best(row_cells, rate),
+                    best=best({v: c for v, c in row_cells.items() if not control or v != control[1]}, rate),
+                    control=compare(row_cells[control[0]], row_cells[control[1]], factor, rate) if control else None,
                 )
             )
         tables.append(
