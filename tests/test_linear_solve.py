@@ -14,7 +14,7 @@ from perflab import variants
 
 from .jaxpr_tools import compiled_custom_calls, primitive_counts, primitive_eqns
 
-JAX_VARIANTS = ["separate_solves", "vmapped_solves", "fused", "lineax"]
+JAX_VARIANTS = ["separate_solves", "vmapped_solves", "fused", "lineax", "ffi"]
 ALL = JAX_VARIANTS + ["cython"]
 
 
@@ -344,7 +344,7 @@ def outcome(fn):
 for solver in ("lu", "cholesky", "tridiagonal"):
     b = jnp.ones(3)
     ours = {v: outcome(lambda: ls.linear_solve_jvp(solver, singular[solver], b, None, b, variant=v)[0])
-            for v in ("separate_solves", "vmapped_solves", "fused")}
+            for v in ("separate_solves", "vmapped_solves", "fused", "ffi")}
     ours["cython"] = outcome(lambda: ls.linear_solve_jvp(solver, tuple(np.asarray(a) for a in singular[solver]), np.ones(3), None, np.ones(3), variant="cython")[0]) if solver == "tridiagonal" else None
     peer = outcome(lambda: lx.linear_solve(*lx_ops[solver][:1], b, lx_ops[solver][1]).value)
     print(solver, peer, sorted(ours.items(), key=str))
@@ -364,7 +364,7 @@ def test_singular_follows_lineax_convention(mode, expected_jax, expected_cython)
     for line in lines:
         solver, peer, ours = line.split(" ", 2)
         assert peer == expected_jax, line
-        for variant in ("separate_solves", "vmapped_solves", "fused"):
+        for variant in ("separate_solves", "vmapped_solves", "fused", "ffi"):
             assert f"('{variant}', '{expected_jax}')" in ours, line
         if solver == "tridiagonal":
             assert f"('cython', '{expected_cython}')" in ours, line
@@ -372,7 +372,7 @@ def test_singular_follows_lineax_convention(mode, expected_jax, expected_cython)
 
 def test_registry_lists_every_variant():
     op = variants.get("linear_solve", "solve_jvp")
-    assert set(op.names) == {"separate_solves", "vmapped_solves", "lineax", "fused", "cython"}
+    assert set(op.names) == {"separate_solves", "vmapped_solves", "lineax", "fused", "cython", "ffi"}
     # The report's BEFORE/AFTER roles: the seed's baseline and the optimised default, by name.
     assert (op.baseline, op.optimised, op.default) == ("separate_solves", "fused", "fused")
     heat = variants.get("linear_solve", "heat_jvp")

@@ -22,6 +22,8 @@ solves (counted in the optimised HLO at n = 100, JAX 0.10.2 CPU, operator and ve
   operator tangent: one factorisation, 4 one-column triangular solves).
 - ``cython``: tridiagonal only, the Thomas algorithm in Cython, called outside JAX; primal and
   tangent share one factorisation.
+- ``ffi``: the same JVP as XLA FFI custom calls into C++ kernels over LAPACK (``_ffi.py``): one
+  custom call per JVP, factorisation shared by primal and tangent, CPU only.
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ SOLVE_JVP = _variants.register(
             "primal as one multi-column solve"
         ),
         "cython": "tridiagonal only: Thomas algorithm in Cython, outside JAX, factorisation shared by primal and tangent",
+        "ffi": (
+            "XLA FFI custom call into a C++ kernel over LAPACK: primal and JVP in one call, "
+            "factorisation shared, batch looped inside the kernel; CPU only"
+        ),
     },
     default="fused",
     baseline="separate_solves",
@@ -63,6 +69,15 @@ SOLVE_JVP = _variants.register(
 )
 JAX_VARIANTS = ("separate_solves", "vmapped_solves", "fused")
 """The variants implemented by `_solve_jvp` itself (lineax, cython and ffi have their own paths)."""
+
+
+def _ffi_solve(solver, operator, vector):
+    # Imported on first use: loading the kernels registers their FFI targets with XLA.
+    from . import _ffi
+
+    _ffi.check_platform(operator, vector)
+    _ffi.check_forward_mode(operator, vector)
+    return _check_finite(_ffi.ffi_solve(solver, operator, vector))
 
 _SINGULAR_MSG = (
     "linear solve produced a non-finite solution: the operator is singular, or not positive "
@@ -224,7 +239,8 @@ def linear_solve(solver: str, operator, vector, *, variant: str | None = None):
         operator: for ``"tridiagonal"`` a tuple ``(lower, diag, upper)`` of shapes (n-1,), (n,),
             (n-1,); otherwise an (n, n) matrix. Floating dtype.
         vector: the right-hand side b, shape (n,), same dtype as the operator.
-        variant: a JAX variant (``"separate_solves"``, ``"vmapped_solves"``, ``"fused"``) or ``"lineax"``;
+        variant: a JAX variant (``"separate_solves"``, ``"vmapped_solves"``, ``"fused"``),
+            ``"lineax"`` or ``"ffi"`` (CPU only, forward mode only: `jax.grad` raises);
             `None` means the registry's default. ``"cython"`` is not a JAX function: use
             `linear_solve_jvp` or `perflab.linear_solve.cython_solve`.
 
@@ -243,6 +259,8 @@ def linear_solve(solver: str, operator, vector, *, variant: str | None = None):
         )
     if solver == "tridiagonal":
         operator = tuple(operator)
+    if variant == "ffi":
+        return _ffi_solve(solver, operator, vector)
     return _solve(solver, variant, operator, vector)
 
 
@@ -264,7 +282,8 @@ def linear_solve_jvp(
         t_operator: A', the same structure as `operator`, or `None` for no operator tangent.
         t_vector: b', shape (n,), or `None` for no right-hand-side tangent.
         variant: any registered variant (see `SOLVE_JVP`); `None` means the default.
-            ``"cython"`` (tridiagonal only) takes and returns numpy float64 arrays.
+            ``"cython"`` (tridiagonal only) takes and returns numpy float64 arrays. ``"ffi"``
+            computes x and x_dot in one XLA FFI custom call (CPU only).
 
     Returns:
         ``(x, x_dot)`` with x_dot = A^-1 (b' - A' x).
