@@ -75,6 +75,9 @@ def _ffi_solve(solver, operator, vector):
     # Imported on first use: loading the kernels registers their FFI targets with XLA.
     from . import _ffi
 
+    dtype = jax.tree_util.tree_leaves(operator)[0].dtype
+    if dtype not in (jnp.float32, jnp.float64):
+        raise TypeError(f"variant='ffi' supports float32 and float64 operators, got operator dtype {dtype}")
     _ffi.check_platform(operator, vector)
     _ffi.check_forward_mode(operator, vector)
     return _check_finite(_ffi.ffi_solve(solver, operator, vector))
