@@ -1,5 +1,7 @@
-"""Build the Cython extensions: one Extension per .pyx, against numpy's headers."""
+"""Build the extensions: one Extension per .pyx, against numpy's headers, and the C++ XLA FFI
+kernels of linear_solve's ffi variant, against the FFI headers jaxlib ships."""
 
+import importlib.util
 import os
 
 import numpy as np
@@ -8,6 +10,19 @@ from setuptools import Extension, setup
 
 NATIVE = [] if os.environ.get("PERFLAB_PORTABLE") else ["-march=native"]
 
+
+def _xla_ffi_include():
+    # jaxlib ships xla/ffi/api/*.h in jaxlib/include (what jax.ffi.include_dir() returns); found
+    # without importing jax, which would start its backend inside the build.
+    spec = importlib.util.find_spec("jaxlib")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("building perflab needs jaxlib installed: its XLA FFI headers compile _ffi_kernels")
+    include = os.path.join(list(spec.submodule_search_locations)[0], "include")
+    if not os.path.exists(os.path.join(include, "xla", "ffi", "api", "ffi.h")):
+        raise RuntimeError(f"jaxlib at {include} has no xla/ffi/api/ffi.h")
+    return include
+
+
 extensions = [
     Extension(
         "perflab.linear_solve._thomas",
@@ -15,6 +30,15 @@ extensions = [
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3"],
+    ),
+    # XLA FFI handlers (C++17): LAPACK/BLAS reach them as scipy's cython_lapack pointers at
+    # import, so nothing is linked here.
+    Extension(
+        "perflab.linear_solve._ffi_kernels",
+        ["src/perflab/linear_solve/_ffi_kernels.cc"],
+        include_dirs=[_xla_ffi_include()],
+        language="c++",
+        extra_compile_args=["-O3", "-std=c++17", "-fvisibility=hidden"],
     ),
     Extension(
         "perflab.delta_rule._delta_rule",

@@ -102,7 +102,7 @@ def test_linear_solve_param_names_fixed():
     cls = CLASSES["bench_linear_solve.LinearSolveJVP"]
     assert cls.param_names == ["solver", "size", "variant"]
     assert cls.params[:2] == [["tridiagonal", "lu", "cholesky"], [10, 50, 100, 200, 500]]
-    assert {"before", "after", "lineax", "fused", "cython"} <= set(cls.params[2])
+    assert {"separate_solves", "vmapped_solves", "lineax", "fused", "cython"} <= set(cls.params[2])
     assert CLASSES["bench_linear_solve.LinearSolveJVP"].track_jvp_over_primal.unit == "ratio"
 
 

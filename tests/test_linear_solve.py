@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from perflab import variants
 
 from .jaxpr_tools import compiled_custom_calls, primitive_counts, primitive_eqns
 
-JAX_VARIANTS = ["before", "after", "fused", "lineax"]
+JAX_VARIANTS = ["separate_solves", "vmapped_solves", "fused", "lineax", "ffi"]
 ALL = JAX_VARIANTS + ["cython"]
 
 
@@ -124,45 +125,59 @@ def _jvp_fn(solver, variant, with_operator_tangent=True):
 @pytest.mark.parametrize("solver,factor_prim", [("lu", "lu"), ("cholesky", "cholesky")])
 def test_dense_variants_take_different_paths(solver, factor_prim, rng):
     args = jax.tree_util.tree_map(jnp.asarray, _problem(solver, 12, rng))
-    counts = {v: primitive_counts(_jvp_fn(solver, v), *args) for v in ("before", "after", "fused")}
+    counts = {v: primitive_counts(_jvp_fn(solver, v), *args) for v in ("separate_solves", "vmapped_solves", "fused")}
     # before: a factorisation and a solve per right-hand side (primal, b', -A'x).
-    assert counts["before"][factor_prim] == 3 and counts["before"]["triangular_solve"] == 6
+    assert counts["separate_solves"][factor_prim] == 3 and counts["separate_solves"]["triangular_solve"] == 6
     # after: the two tangent solves become one vmapped solve (one extra factorisation).
-    assert counts["after"][factor_prim] == 2 and counts["after"]["triangular_solve"] == 4
+    assert counts["vmapped_solves"][factor_prim] == 2 and counts["vmapped_solves"]["triangular_solve"] == 4
     # fused: one factorisation shared by the primal and the summed tangent.
     assert counts["fused"][factor_prim] == 1 and counts["fused"]["triangular_solve"] == 4
-    jaxpr = jax.make_jaxpr(_jvp_fn(solver, "after"))(*args).jaxpr
+    jaxpr = jax.make_jaxpr(_jvp_fn(solver, "vmapped_solves"))(*args).jaxpr
     widths = sorted(e.invars[1].aval.shape[-1] if e.invars[1].aval.ndim == 2 else 1
                     for e in primitive_eqns(jaxpr, "triangular_solve"))
     rhs_shapes = sorted(e.invars[1].aval.shape for e in primitive_eqns(jaxpr, "triangular_solve"))
     assert any(len(s) == 3 and s[0] == 2 for s in rhs_shapes) or 2 in widths, rhs_shapes
 
 
+def _trsm_columns(fn, *args):
+    """Sorted column counts of the triangular solves (LAPACK trsm custom calls) in the optimised HLO."""
+    text = jax.jit(fn).lower(*args).compile().as_text()
+    shapes = re.findall(r"= f64\[(\d+),(\d+)\][^\n]*custom_call_target=\"lapack_dtrsm_ffi\"", text)
+    return sorted(int(cols) for _, cols in shapes)
+
+
+@pytest.mark.parametrize("n", [12, 100])
 @pytest.mark.parametrize("solver,target", [("lu", "lapack_dgetrf_ffi"), ("cholesky", "lapack_dpotrf_ffi")])
-def test_xla_merges_repeated_factorisations(solver, target, rng):
-    # What the benchmarks really compare: XLA's CSE folds `before`'s three identical
+def test_xla_merges_repeated_factorisations(solver, target, n, rng):
+    # What the benchmarks really compare: XLA's CSE folds separate_solves' three identical
     # factorisations into one, so after compilation the variants differ only in their
-    # triangular solves. The report relies on this; a JAX upgrade that changes it must show here.
-    args = jax.tree_util.tree_map(jnp.asarray, _problem(solver, 12, rng))
-    for variant in ("before", "after", "fused"):
+    # triangular solves. The docs and registry descriptions say so; a JAX upgrade that changes
+    # it must show here.
+    args = jax.tree_util.tree_map(jnp.asarray, _problem(solver, n, rng))
+    for variant in ("separate_solves", "vmapped_solves", "fused", "lineax"):
         calls = compiled_custom_calls(_jvp_fn(solver, variant), *args)
         assert calls[target] == 1, (variant, calls)
-    assert compiled_custom_calls(_jvp_fn(solver, "before"), *args)["lapack_dtrsm_ffi"] == 6
-    assert compiled_custom_calls(_jvp_fn(solver, "fused"), *args)["lapack_dtrsm_ffi"] == 4
+    # Two triangular solves per right-hand side: separate_solves solves three one-column ones,
+    # vmapped_solves the primal and then the tangent pair as one two-column solve, fused the
+    # primal and one summed tangent; with a b'-only tangent fused solves [b, b'] together.
+    assert _trsm_columns(_jvp_fn(solver, "separate_solves"), *args) == [1] * 6
+    assert _trsm_columns(_jvp_fn(solver, "vmapped_solves"), *args) == [1, 1, 2, 2]
+    assert _trsm_columns(_jvp_fn(solver, "fused"), *args) == [1] * 4
+    assert _trsm_columns(_jvp_fn(solver, "fused", False), *args) == [2, 2]
 
 
 def test_tridiagonal_variants_take_different_paths(rng):
     args = jax.tree_util.tree_map(jnp.asarray, _problem("tridiagonal", 12, rng))
     count = lambda v, op_t=True: primitive_counts(_jvp_fn("tridiagonal", v, op_t), *args)["tridiagonal_solve"]  # noqa: E731
-    assert count("before") == 3 and count("after") == 2 and count("fused") == 2
+    assert count("separate_solves") == 3 and count("vmapped_solves") == 2 and count("fused") == 2
     # With no operator tangent, fused solves primal and tangent as one two-column gtsv.
-    assert count("before", False) == 2 and count("fused", False) == 1
+    assert count("separate_solves", False) == 2 and count("fused", False) == 1
     jaxpr = jax.make_jaxpr(_jvp_fn("tridiagonal", "fused", False))(*args).jaxpr
     (eqn,) = primitive_eqns(jaxpr, "tridiagonal_solve")
     assert eqn.invars[3].aval.shape == (12, 2)
     compiled = {v: compiled_custom_calls(_jvp_fn("tridiagonal", v), *args)["lapack_dgtsv_ffi"]
-                for v in ("before", "fused")}
-    assert compiled == {"before": 3, "fused": 2}
+                for v in ("separate_solves", "fused")}
+    assert compiled == {"separate_solves": 3, "fused": 2}
 
 
 def test_lineax_variant_calls_lineax(rng, monkeypatch):
@@ -199,7 +214,7 @@ def _heat_reference(u0, kappa, steps, dt):
     return u
 
 
-@pytest.mark.parametrize("variant", ALL)
+@pytest.mark.parametrize("variant", ALL + ["factor_once"])
 @pytest.mark.parametrize("wrt", ["initial", "diffusivity", "both"])
 def test_heat_equation_jvp(variant, wrt, rng):
     n, steps, dt, kappa = 30, 7, 1e-3, 0.7
@@ -221,12 +236,45 @@ def test_heat_equation_jvp(variant, wrt, rng):
     np.testing.assert_allclose(du, fd, rtol=1e-6, atol=1e-8)
 
 
+def _scan_eqns(jaxpr):
+    return [e for e in jaxpr.eqns if e.primitive.name == "scan"]
+
+
+@pytest.mark.parametrize("wrt", ["initial", "diffusivity"])
+def test_heat_factor_once_factorises_outside_the_time_loop(wrt):
+    n, steps = 16, 5
+    u0, k = jnp.ones(n), jnp.asarray(1.0)
+    if wrt == "initial":
+        fn = lambda u, t: ls.heat_jvp(u, k, t, steps=steps, variant="factor_once")  # noqa: E731
+        args = (u0, u0)
+    else:
+        fn = lambda kk, t: ls.heat_jvp(u0, kk, None, t, steps=steps, variant="factor_once")  # noqa: E731
+        args = (k, k)
+    jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
+    # The factorisation is a named call: exactly one in the whole program, none inside any scan.
+    def factorisations(jx):
+        return [e for prim in ("jit", "pjit") for e in primitive_eqns(jx, prim)
+                if e.params.get("name") == "_thomas_factor"]
+
+    assert len(factorisations(jaxpr)) == 1
+
+    time_loops = [e for e in primitive_eqns(jaxpr, "scan") if e.params["length"] == steps]
+    assert len(time_loops) == 1 and factorisations(time_loops[0].params["jaxpr"].jaxpr) == []
+    # Inside the time loop only substitution scans over the grid: forward + backward for u and
+    # u' together (no operator tangent), or for u and then u' - A'u (operator tangent).
+    body_scans = [e for e in primitive_eqns(time_loops[0].params["jaxpr"].jaxpr, "scan")]
+    assert all(e.params["length"] == n for e in body_scans)
+    assert len(body_scans) == (2 if wrt == "initial" else 4)
+    if wrt == "initial":
+        assert all(e.outvars[-1].aval.shape == (n, 2) for e in body_scans)
+
+
 def test_heat_fused_solves_once_per_step_without_operator_tangent():
     u0, k = jnp.ones(10), jnp.asarray(1.0)
     counts = {v: primitive_counts(lambda u, t: ls.heat_jvp(u, k, t, steps=5, variant=v), u0, u0)["tridiagonal_solve"]
-              for v in ("before", "after", "fused")}
+              for v in ("separate_solves", "vmapped_solves", "fused")}
     # One scan body per variant: its solves run once per step.
-    assert counts == {"before": 2, "after": 2, "fused": 1}
+    assert counts == {"separate_solves": 2, "vmapped_solves": 2, "fused": 1}
 
 
 # ---------------------------------------------------------------- bad input
@@ -296,7 +344,7 @@ def outcome(fn):
 for solver in ("lu", "cholesky", "tridiagonal"):
     b = jnp.ones(3)
     ours = {v: outcome(lambda: ls.linear_solve_jvp(solver, singular[solver], b, None, b, variant=v)[0])
-            for v in ("before", "after", "fused")}
+            for v in ("separate_solves", "vmapped_solves", "fused", "ffi")}
     ours["cython"] = outcome(lambda: ls.linear_solve_jvp(solver, tuple(np.asarray(a) for a in singular[solver]), np.ones(3), None, np.ones(3), variant="cython")[0]) if solver == "tridiagonal" else None
     peer = outcome(lambda: lx.linear_solve(*lx_ops[solver][:1], b, lx_ops[solver][1]).value)
     print(solver, peer, sorted(ours.items(), key=str))
@@ -316,7 +364,7 @@ def test_singular_follows_lineax_convention(mode, expected_jax, expected_cython)
     for line in lines:
         solver, peer, ours = line.split(" ", 2)
         assert peer == expected_jax, line
-        for variant in ("before", "after", "fused"):
+        for variant in ("separate_solves", "vmapped_solves", "fused", "ffi"):
             assert f"('{variant}', '{expected_jax}')" in ours, line
         if solver == "tridiagonal":
             assert f"('cython', '{expected_cython}')" in ours, line
@@ -324,6 +372,10 @@ def test_singular_follows_lineax_convention(mode, expected_jax, expected_cython)
 
 def test_registry_lists_every_variant():
     op = variants.get("linear_solve", "solve_jvp")
-    assert set(op.names) == {"before", "after", "lineax", "fused", "cython"}
-    assert op.default in op.names
-    assert variants.get("linear_solve", "heat_jvp").names == op.names
+    assert set(op.names) == {"separate_solves", "vmapped_solves", "lineax", "fused", "cython", "ffi"}
+    # The report's BEFORE/AFTER roles: the seed's baseline and the optimised default, by name.
+    assert (op.baseline, op.optimised, op.default) == ("separate_solves", "fused", "fused")
+    heat = variants.get("linear_solve", "heat_jvp")
+    assert set(heat.names) == set(op.names) | {"factor_once"}
+    assert (heat.baseline, heat.optimised) == (op.baseline, op.optimised)
+    assert "hoist" in heat.variants["cython"] and "once" in heat.variants["factor_once"]

@@ -4,24 +4,126 @@ u_t = kappa u_xx on (0, 1) with zero Dirichlet boundaries, n interior points, im
 (I - kappa dt L) u_{k+1} = u_k, a tridiagonal solve per step. Differentiated forward-mode with
 respect to the initial condition u0 (the operator has no tangent) and/or the diffusivity kappa
 (the operator has one).
+
+The operator is the same at every step, so the factorisation can leave the time loop. The
+linear-solve variants (``separate_solves`` ... ``ffi``) call `linear_solve` inside the
+`lax.scan` and therefore factorise at every step (gtsv factorises inside each call). Two
+variants hoist it:
+
+- ``cython``: the Thomas algorithm in Cython (`_thomas.implicit_steps_jvp`), outside JAX: one
+  factorisation, then a forward/back substitution per step for u and one for its tangent.
+- ``factor_once``: the same algorithm in plain JAX, so that the comparison with ``cython`` is of
+  implementations, not algorithms. JAX exposes no tridiagonal factorisation
+  (`lax.linalg.tridiagonal_solve` is LAPACK gtsv, which factorises inside every call), so the
+  Thomas factorisation is written here as a `lax.scan` over the grid, run once before the time
+  loop; each step is then two substitution scans (forward, backward) over the stored factors.
+  The JVP reuses the factors: u' is substituted with u in one pass (two columns) when the
+  operator has no tangent, else from u' - A' u after it. No pivoting, like ``cython``: fine for
+  this operator (strictly diagonally dominant, SPD).
 """
 
 from __future__ import annotations
 
+import functools
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 from .. import variants as _variants
 from . import _checks
-from ._solve import SOLVE_JVP, linear_solve
+from ._solve import SOLVE_JVP, _matvec, linear_solve
 
 HEAT_JVP = _variants.register(
     "linear_solve",
     "heat_jvp",
-    {k: v for k, v in SOLVE_JVP.variants.items()},
+    {
+        **{k: v + " (called at every time step: factorises at every step)" for k, v in SOLVE_JVP.variants.items()
+           if k != "cython"},
+        "cython": (
+            "Thomas algorithm in Cython outside JAX, the factorisation hoisted out of the time loop: "
+            "factorised once, one substitution per step for u and one for u'"
+        ),
+        "factor_once": (
+            "the cython variant's algorithm in plain JAX: Thomas factorisation (a lax.scan) once before "
+            "the lax.scan time loop, substitution scans with the stored factors inside it"
+        ),
+    },
     default=SOLVE_JVP.default,
+    baseline=SOLVE_JVP.baseline,
+    optimised=SOLVE_JVP.optimised,
 )
+
+_ZERO_PIVOT_MSG = (
+    "heat equation: the Thomas factorisation met a zero pivot (set EQX_ON_ERROR=nan to get NaN "
+    "instead of this error)"
+)
+
+
+@jax.jit
+def _thomas_factor(operator):
+    """Thomas factorisation of (lower, diag, upper): returns (lower padded to n, cp, 1 / pivots).
+
+    den[i] = diag[i] - lower[i-1] cp[i-1], cp[i] = upper[i] / den[i], as in `_thomas.pyx`.
+    Jitted so that it shows as one named call in the jaxpr: tests check where it runs.
+    """
+    lower, diag, upper = operator
+    zero = jnp.zeros((1,), diag.dtype)
+    lower_p, upper_p = jnp.concatenate([zero, lower]), jnp.concatenate([upper, zero])
+
+    def step(cp_prev, bands):
+        low, d, up = bands
+        inv_den = 1.0 / (d - low * cp_prev)
+        return up * inv_den, (up * inv_den, inv_den)
+
+    _, (cp, inv_den) = jax.lax.scan(step, jnp.zeros((), diag.dtype), (lower_p, diag, upper_p))
+    # One check, outside the time loop: a zero pivot makes inv_den infinite.
+    inv_den = eqx.error_if(inv_den, ~jnp.all(jnp.isfinite(inv_den)), _ZERO_PIVOT_MSG)
+    return lower_p, cp, inv_den
+
+
+def _thomas_substitute(factors, rhs):
+    """Solve with the factors of `_thomas_factor`; rhs of shape (n,) or (n, k)."""
+    lower_p, cp, inv_den = factors
+
+    def forward(y_prev, row):
+        low, inv, r = row
+        y = (r - low * y_prev) * inv
+        return y, y
+
+    def backward(x_next, row):
+        c, y = row
+        x = y - c * x_next
+        return x, x
+
+    carry = jnp.zeros(rhs.shape[1:], rhs.dtype)
+    lower_p, inv_den = (a.reshape(a.shape + (1,) * (rhs.ndim - 1)) for a in (lower_p, inv_den))
+    _, y = jax.lax.scan(forward, carry, (lower_p, inv_den, rhs))
+    _, x = jax.lax.scan(backward, carry, (cp.reshape(cp.shape + (1,) * (rhs.ndim - 1)), y), reverse=True)
+    return x
+
+
+@jax.custom_jvp
+def _factored_solve(operator, factors, rhs):
+    return _thomas_substitute(factors, rhs)
+
+
+@functools.partial(_factored_solve.defjvp, symbolic_zeros=True)
+def _factored_solve_jvp(primals, tangents):
+    # The factors are computed from the operator with its gradient stopped: the operator's whole
+    # derivative enters through A' here, x' = A^-1 (b' - A' x), with the same factors.
+    operator, factors, rhs = primals
+    t_operator, _, t_rhs = tangents
+    t_rhs = jnp.zeros_like(rhs) if isinstance(t_rhs, SymbolicZero) else t_rhs
+    op_zero = all(isinstance(t, SymbolicZero) for t in t_operator)
+    if op_zero:
+        both = _thomas_substitute(factors, jnp.stack([rhs, t_rhs], axis=-1))
+        return both[:, 0], both[:, 1]
+    x = _thomas_substitute(factors, rhs)
+    t_operator = tuple(jnp.zeros_like(o) if isinstance(t, SymbolicZero) else t for o, t in zip(operator, t_operator))
+    return x, _thomas_substitute(factors, t_rhs - _matvec("tridiagonal", t_operator, x))
 
 
 def heat_operator(n: int, kappa, dt: float):
@@ -60,16 +162,28 @@ def heat_solve(u0, kappa, *, steps: int, dt: float = 1e-4, variant: str | None =
         kappa: diffusivity, a scalar array of u0's dtype.
         steps: number of time steps (static).
         dt: time step.
-        variant: the linear solve's variant (a JAX one or ``"lineax"``); it decides the JVP rule.
+        variant: the linear solve's variant (a JAX one, ``"lineax"`` or ``"ffi"``), which decides
+            the JVP rule, or ``"factor_once"`` (factorise before the time loop). `None` means the
+            default.
 
     Returns:
         u after `steps` steps, shape (n,).
     """
+    variant = HEAT_JVP.check(HEAT_JVP.default if variant is None else variant)
+    if variant == "cython":
+        raise ValueError("variant='cython' runs outside JAX: call heat_jvp(..., variant='cython')")
     _check(u0, kappa, steps, dt)
     operator = heat_operator(u0.shape[0], kappa, dt)
 
-    def step(u, _):
-        return linear_solve("tridiagonal", operator, u, variant=variant), None
+    if variant == "factor_once":
+        factors = _thomas_factor(jax.lax.stop_gradient(operator))
+
+        def step(u, _):
+            return _factored_solve(operator, factors, u), None
+    else:
+
+        def step(u, _):
+            return linear_solve("tridiagonal", operator, u, variant=variant), None
 
     u, _ = jax.lax.scan(step, u0, None, length=steps)
     return u
@@ -88,8 +202,9 @@ def heat_jvp(u0, kappa, t_u0=None, t_kappa=None, *, steps: int, dt: float = 1e-4
         t_kappa: tangent of kappa, scalar, or `None`.
         steps: number of time steps.
         dt: time step.
-        variant: any registered variant; ``"cython"`` takes and returns numpy float64 arrays
-            and factorises the (constant) operator once for all steps.
+        variant: any variant of `HEAT_JVP`; ``"cython"`` takes and returns numpy float64 arrays
+            and factorises the (constant) operator once for all steps; ``"factor_once"`` does the
+            same in JAX.
 
     Returns:
         ``(u, u_dot)`` after `steps` steps.

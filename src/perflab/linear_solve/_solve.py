@@ -1,15 +1,29 @@
 """Linear solves whose JVP rule is chosen by a variant name.
 
 Every JAX variant computes x = A^-1 b the same way; they differ only in how the JVP
-x' = A^-1 (b' - A' x) is organised:
+x' = A^-1 (b' - A' x) is organised. What the jaxpr says and what XLA compiles differ: XLA's
+common-subexpression elimination merges identical LAPACK factorisation calls (getrf, potrf), so
+after compilation every dense variant factorises A once and they differ only in their triangular
+solves (counted in the optimised HLO at n = 100, JAX 0.10.2 CPU, operator and vector tangents;
+`tests/test_linear_solve.py::test_xla_merges_repeated_factorisations` pins it):
 
-- ``before``: one full solve per tangent term (b' and -A'x), each factorising A again.
-- ``after``: the tangent terms stacked and solved by one ``jax.vmap``-ed solve.
-- ``fused``: A factorised once; the tangent terms summed into one right-hand side that reuses
-  the factorisation; when A has no tangent the primal and tangent right-hand sides are solved
-  together as one multi-RHS solve (one LAPACK call for the tridiagonal case).
-- ``lineax``: ``lineax.linear_solve`` and its own JVP, the peer.
-- ``cython``: tridiagonal only, the Thomas algorithm in Cython, called outside JAX.
+- ``separate_solves`` (the seed's baseline): one full solve per tangent term (b' and -A'x). The
+  jaxpr factorises A three times; compiled: one factorisation, 6 one-column triangular solves
+  (2 per right-hand side). Tridiagonal: 3 gtsv calls (gtsv factorises inside each call, so
+  nothing is merged).
+- ``vmapped_solves`` (the seed's change): the tangent terms stacked and solved by one
+  ``jax.vmap``-ed solve. Compiled: one factorisation, 2 one-column triangular solves for the
+  primal and 2 two-column ones for the tangent pair. Tridiagonal: 2 gtsv calls.
+- ``fused`` (the default, the optimised one): A factorised once; the tangent terms summed into one
+  right-hand side that reuses the factorisation (compiled: 4 one-column triangular solves); when
+  A has no tangent the primal and tangent right-hand sides are solved together as one multi-RHS
+  solve (2 two-column triangular solves; one gtsv call for the tridiagonal case).
+- ``lineax``: ``lineax.linear_solve`` and its own JVP, the peer (compiled like ``fused`` with an
+  operator tangent: one factorisation, 4 one-column triangular solves).
+- ``cython``: tridiagonal only, the Thomas algorithm in Cython, called outside JAX; primal and
+  tangent share one factorisation.
+- ``ffi``: the same JVP as XLA FFI custom calls into C++ kernels over LAPACK (``_ffi.py``): one
+  custom call per JVP, factorisation shared by primal and tangent, CPU only.
 """
 
 from __future__ import annotations
@@ -30,15 +44,43 @@ SOLVE_JVP = _variants.register(
     "linear_solve",
     "solve_jvp",
     {
-        "before": "a separate full solve per tangent term",
-        "after": "tangent terms stacked into one vmapped solve",
+        "separate_solves": (
+            "a separate full solve per tangent term; XLA's CSE merges the repeated dense "
+            "factorisations, so compiled it costs 2 extra triangular solves over fused (tridiagonal: 3 gtsv calls)"
+        ),
+        "vmapped_solves": (
+            "tangent terms stacked into one vmapped solve; compiled: one factorisation, the tangent pair "
+            "as two-column triangular solves (tridiagonal: 2 gtsv calls)"
+        ),
         "lineax": "lineax.linear_solve with its own JVP (the peer)",
-        "fused": "factorise once, tangent terms summed into one solve; b-only tangents solved with the primal",
-        "cython": "tridiagonal only: Thomas algorithm in Cython, factorisation shared by primal and tangent",
+        "fused": (
+            "factorise once, tangent terms summed into one solve; b-only tangents solved with the "
+            "primal as one multi-column solve"
+        ),
+        "cython": "tridiagonal only: Thomas algorithm in Cython, outside JAX, factorisation shared by primal and tangent",
+        "ffi": (
+            "XLA FFI custom call into a C++ kernel over LAPACK: primal and JVP in one call, "
+            "factorisation shared, batch looped inside the kernel; CPU only"
+        ),
     },
     default="fused",
+    baseline="separate_solves",
+    optimised="fused",
 )
-JAX_VARIANTS = ("before", "after", "fused")
+JAX_VARIANTS = ("separate_solves", "vmapped_solves", "fused")
+"""The variants implemented by `_solve_jvp` itself (lineax, cython and ffi have their own paths)."""
+
+
+def _ffi_solve(solver, operator, vector):
+    # Imported on first use: loading the kernels registers their FFI targets with XLA.
+    from . import _ffi
+
+    dtype = jax.tree_util.tree_leaves(operator)[0].dtype
+    if dtype not in (jnp.float32, jnp.float64):
+        raise TypeError(f"variant='ffi' supports float32 and float64 operators, got operator dtype {dtype}")
+    _ffi.check_platform(operator, vector)
+    _ffi.check_forward_mode(operator, vector)
+    return _check_finite(_ffi.ffi_solve(solver, operator, vector))
 
 _SINGULAR_MSG = (
     "linear solve produced a non-finite solution: the operator is singular, or not positive "
@@ -169,9 +211,9 @@ def _solve_jvp(solver, variant, primals, tangents):
         terms.append(-_matvec(solver, t_operator, x))
     if not terms:
         return x, jnp.zeros_like(x)
-    if variant == "before":
+    if variant == "separate_solves":
         return x, sum(_plain_solve(solver, operator, t) for t in terms)
-    # "after": one vmapped solve over the stacked tangent right-hand sides.
+    # "vmapped_solves": one vmapped solve over the stacked tangent right-hand sides.
     solves = jax.vmap(lambda rhs: _plain_solve(solver, operator, rhs))(jnp.stack(terms))
     return x, jnp.sum(solves, axis=0)
 
@@ -200,7 +242,8 @@ def linear_solve(solver: str, operator, vector, *, variant: str | None = None):
         operator: for ``"tridiagonal"`` a tuple ``(lower, diag, upper)`` of shapes (n-1,), (n,),
             (n-1,); otherwise an (n, n) matrix. Floating dtype.
         vector: the right-hand side b, shape (n,), same dtype as the operator.
-        variant: a JAX variant (``"before"``, ``"after"``, ``"fused"``) or ``"lineax"``;
+        variant: a JAX variant (``"separate_solves"``, ``"vmapped_solves"``, ``"fused"``),
+            ``"lineax"`` or ``"ffi"`` (CPU only, forward mode only: `jax.grad` raises);
             `None` means the registry's default. ``"cython"`` is not a JAX function: use
             `linear_solve_jvp` or `perflab.linear_solve.cython_solve`.
 
@@ -219,6 +262,8 @@ def linear_solve(solver: str, operator, vector, *, variant: str | None = None):
         )
     if solver == "tridiagonal":
         operator = tuple(operator)
+    if variant == "ffi":
+        return _ffi_solve(solver, operator, vector)
     return _solve(solver, variant, operator, vector)
 
 
@@ -240,7 +285,8 @@ def linear_solve_jvp(
         t_operator: A', the same structure as `operator`, or `None` for no operator tangent.
         t_vector: b', shape (n,), or `None` for no right-hand-side tangent.
         variant: any registered variant (see `SOLVE_JVP`); `None` means the default.
-            ``"cython"`` (tridiagonal only) takes and returns numpy float64 arrays.
+            ``"cython"`` (tridiagonal only) takes and returns numpy float64 arrays. ``"ffi"``
+            computes x and x_dot in one XLA FFI custom call (CPU only).
 
     Returns:
         ``(x, x_dot)`` with x_dot = A^-1 (b' - A' x).

@@ -1,0 +1,187 @@
+"""The ``ffi`` variant: linear solve and JVP as XLA FFI custom calls into C++ kernels.
+
+The kernels (`_ffi_kernels.cc`) call LAPACK through scipy's ``cython_lapack``/``cython_blas``
+function pointers, which are handed over once here, at import, before the targets are
+registered with `jax.ffi.register_ffi_target`. Per call:
+
+- primal (``perflab_<solver>_solve``): factorise, solve;
+- JVP with an operator tangent (``perflab_<solver>_jvp``): factorise once, solve x, form
+  b' - A' x inside the kernel, solve it with the same factors: x and x' from one custom call;
+- JVP with a right-hand-side tangent only (``perflab_<solver>_jvp_vector``): factorise once and
+  solve [b, b'] as one two-column solve.
+
+LU uses getrf/getrs, Cholesky potrf/potrs, the tridiagonal solver gttrf/gttrs (LU with partial
+pivoting of the bands, gtsv's algorithm with the factors kept for the tangent). Under
+`jax.vmap` (``vmap_method="expand_dims"``) the whole batch goes to one call and the kernel loops
+over it, factorising once per distinct operator (so `jax.jacfwd` over b factorises once).
+
+Forward mode only: JAX cannot transpose a foreign call, so `jax.grad` and other reverse-mode
+transforms raise an error that names the variants to use instead. CPU only.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.custom_derivatives import SymbolicZero
+
+from . import _ffi_kernels
+
+_LAPACK = ("getrf", "getrs", "potrf", "potrs", "gttrf", "gttrs")
+
+
+def _register():
+    from scipy.linalg import cython_blas, cython_lapack
+
+    capsules = {}
+    for prefix in "ds":
+        for name in _LAPACK:
+            capsules[prefix + name] = cython_lapack.__pyx_capi__[prefix + name]
+        capsules[prefix + "gemv"] = cython_blas.__pyx_capi__[prefix + "gemv"]
+    _ffi_kernels.set_lapack(capsules)
+    targets = _ffi_kernels.targets()
+    for name, capsule in targets.items():
+        jax.ffi.register_ffi_target(name, capsule, platform="cpu")
+    return tuple(targets)
+
+
+TARGETS: tuple[str, ...] = _register()
+"""The FFI target names registered (CPU) when this module is imported."""
+
+_CPU_ONLY = (
+    "variant='ffi' runs on CPU only (its XLA FFI kernels are registered for the 'cpu' platform), "
+    "but {what} is on platform {platform!r}: use variant='fused' or 'lineax' there"
+)
+_NO_REVERSE = (
+    "variant='ffi' is forward-mode only: JAX cannot transpose its foreign-function JVP call, so "
+    "jax.grad/jax.vjp/jax.linear_transpose do not work through it; use variant='fused' (or "
+    "'lineax') for reverse mode"
+)
+
+
+def check_platform(*arrays):
+    """Raise a clear error unless the computation will run on CPU.
+
+    Arguments:
+        arrays: the inputs (leaves of pytrees); concrete arrays are checked by their devices,
+            tracers by JAX's default backend.
+
+    Returns:
+        None.
+    """
+    leaves = jax.tree_util.tree_leaves(arrays)
+    platforms = {d.platform for leaf in leaves
+                 if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer)
+                 for d in leaf.devices()}
+    what = "an input array"
+    if not platforms:  # tracers or numpy: they run where JAX's default backend is
+        platforms, what = {jax.default_backend()}, "JAX's default backend"
+    if platforms != {"cpu"}:
+        raise ValueError(_CPU_ONLY.format(what=what, platform=sorted(platforms - {"cpu"})[0]))
+
+
+def check_forward_mode(*arrays):
+    """Raise `_NO_REVERSE` when an input is being linearised for reverse mode (`jax.grad`, `vjp`).
+
+    Otherwise JAX fails later with a generic "Linearization failed to produce known values"
+    that does not name the variant. It looks through vmap/jvp tracers for JAX's linearisation
+    tracer; a `jax.grad` applied outside a `jax.jit` that contains the call is not seen here and
+    gets JAX's own message.
+
+    Arguments:
+        arrays: the inputs (pytrees allowed).
+
+    Returns:
+        None.
+    """
+    for leaf in jax.tree_util.tree_leaves(arrays):
+        for _ in range(32):  # a chain of nested transformations' tracers
+            if not isinstance(leaf, jax.core.Tracer):
+                break
+            if type(leaf).__name__ == "LinearizeTracer":
+                raise ValueError(_NO_REVERSE)
+            leaf = getattr(leaf, "primal", getattr(leaf, "val", None))
+
+
+def _operands(solver, operator):
+    return tuple(operator) if solver == "tridiagonal" else (operator,)
+
+
+def _call(target, x_like, n_out, *operands):
+    # The kernel loops over the batch itself: under jax.vmap, "expand_dims" passes every operand
+    # with the batch axes in front (size 1 where unbatched) to one call.
+    shape = jax.ShapeDtypeStruct(x_like.shape, x_like.dtype)
+    out = jax.ffi.ffi_call(target, (shape,) * n_out, vmap_method="expand_dims")(*operands)
+    return tuple(out)
+
+
+@functools.cache
+def _jvp_call(target, n_primal):
+    """One FFI call returning (x, x') from (operator buffers..., b, tangents...).
+
+    Under `jax.vmap` over the tangents only (`jax.jacfwd`, several tangent directions) x must stay
+    unbatched: `jacfwd` rejects a batched primal output. So the batching rule hands the whole
+    batch to the kernel (which factorises the shared operator once and solves x once) and
+    returns x unbatched when the primal inputs (the first `n_primal` operands) are.
+    """
+
+    @jax.custom_batching.custom_vmap
+    def call(*operands):
+        return _call(target, operands[n_primal - 1], 2, *operands)
+
+    @call.def_vmap
+    def _rule(axis_size, in_batched, *operands):
+        # Unbatched operands get a leading axis of 1, which the kernel broadcasts ("expand_dims").
+        operands = [o if batched else o[None] for o, batched in zip(operands, in_batched)]
+        b = operands[n_primal - 1]
+        like = jax.ShapeDtypeStruct((axis_size, *b.shape[1:]), b.dtype)
+        x, t_x = _call(target, like, 2, *operands)
+        if not any(in_batched[:n_primal]):
+            return (x[0], t_x), (False, True)
+        return (x, t_x), (True, True)
+
+    return call
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def ffi_solve(solver, operator, vector):
+    """x = A^-1 b through the FFI kernel; differentiable in forward mode (one call per JVP).
+
+    Inputs are assumed checked (`linear_solve` does it).
+
+    Arguments:
+        solver: ``"tridiagonal"``, ``"lu"`` or ``"cholesky"``.
+        operator: an (n, n) matrix, or ``(lower, diag, upper)`` for ``"tridiagonal"``.
+        vector: b, shape (n,).
+
+    Returns:
+        x, shape (n,); NaN where the operator is singular (or not SPD for Cholesky).
+    """
+    (x,) = _call(f"perflab_{solver}_solve", vector, 1, *_operands(solver, operator), vector)
+    return x
+
+
+@functools.partial(ffi_solve.defjvp, symbolic_zeros=True)
+def _ffi_solve_jvp(solver, primals, tangents):
+    operator, vector = primals
+    t_operator, t_vector = tangents
+    op_zero = all(isinstance(t, SymbolicZero) for t in jax.tree_util.tree_leaves(
+        t_operator, is_leaf=lambda t: isinstance(t, SymbolicZero)))
+    vec_zero = isinstance(t_vector, SymbolicZero)
+    if op_zero and vec_zero:
+        return ffi_solve(solver, operator, vector), jnp.zeros_like(vector)
+    if vec_zero:
+        t_vector = jnp.zeros_like(vector)
+    if op_zero:
+        ops = _operands(solver, operator)
+        x, t_x = _jvp_call(f"perflab_{solver}_jvp_vector", len(ops) + 1)(*ops, vector, t_vector)
+    else:
+        t_operator = jax.tree_util.tree_map(
+            lambda o, t: jnp.zeros_like(o) if isinstance(t, SymbolicZero) else t, operator, t_operator,
+            is_leaf=lambda t: isinstance(t, SymbolicZero))
+        ops = _operands(solver, operator)
+        x, t_x = _jvp_call(f"perflab_{solver}_jvp", len(ops) + 1)(*ops, vector, *_operands(solver, t_operator), t_vector)
+    return x, t_x

@@ -1,0 +1,464 @@
+// XLA FFI kernels of perflab.linear_solve's "ffi" variant: a linear solve and its JVP
+// x' = A^-1 (b' - A' x) in one custom call, the factorisation shared by primal and tangent.
+//
+// LAPACK/BLAS come from scipy (scipy.linalg.cython_lapack / cython_blas): their function pointers
+// are read from the PyCapsules in `__pyx_capi__` at import time (`_ffi.py`) and handed over once
+// through `set_lapack`, so nothing links against a BLAS here.
+//
+// Layout: JAX arrays are row-major, LAPACK column-major. A row-major (n, n) matrix is the
+// column-major A^T, so LU factorises A^T and solves with trans = 'T'; Cholesky needs no care
+// (A is symmetric). A tridiagonal operator is three bands, the same in either order.
+//
+// Batching (jax.vmap with vmap_method="expand_dims"): every buffer carries the same number of
+// leading batch dimensions, of size 1 where that input is not batched; the kernel broadcasts them
+// and loops over the batch inside one call. When consecutive systems share the operator (e.g.
+// jax.jacfwd over b, or vmap over b only) the factorisation is reused, and when they share b too
+// the primal solution is copied instead of solved again.
+//
+// Singular operators (an exactly zero LU/gttrf pivot, or a non-SPD matrix for Cholesky:
+// LAPACK info > 0) give NaN for that system; the Python side turns NaN into equinox's error
+// (or keeps it, with EQX_ON_ERROR=nan), as the other variants do.
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// ------------------------------------------------------------------ LAPACK / BLAS pointers
+
+template <typename T>
+struct Lapack {
+  using getrf_t = void (*)(int*, int*, T*, int*, int*, int*);
+  using getrs_t = void (*)(char*, int*, int*, T*, int*, int*, T*, int*, int*);
+  using potrf_t = void (*)(char*, int*, T*, int*, int*);
+  using potrs_t = void (*)(char*, int*, int*, T*, int*, T*, int*, int*);
+  using gttrf_t = void (*)(int*, T*, T*, T*, T*, int*, int*);
+  using gttrs_t = void (*)(char*, int*, int*, T*, T*, T*, T*, int*, T*, int*, int*);
+  using gemv_t = void (*)(char*, int*, int*, T*, T*, int*, T*, int*, T*, T*, int*);
+  static getrf_t getrf;
+  static getrs_t getrs;
+  static potrf_t potrf;
+  static potrs_t potrs;
+  static gttrf_t gttrf;
+  static gttrs_t gttrs;
+  static gemv_t gemv;
+  static bool ready() { return getrf && getrs && potrf && potrs && gttrf && gttrs && gemv; }
+};
+template <typename T> typename Lapack<T>::getrf_t Lapack<T>::getrf = nullptr;
+template <typename T> typename Lapack<T>::getrs_t Lapack<T>::getrs = nullptr;
+template <typename T> typename Lapack<T>::potrf_t Lapack<T>::potrf = nullptr;
+template <typename T> typename Lapack<T>::potrs_t Lapack<T>::potrs = nullptr;
+template <typename T> typename Lapack<T>::gttrf_t Lapack<T>::gttrf = nullptr;
+template <typename T> typename Lapack<T>::gttrs_t Lapack<T>::gttrs = nullptr;
+template <typename T> typename Lapack<T>::gemv_t Lapack<T>::gemv = nullptr;
+
+// ------------------------------------------------------------------ solvers
+
+// Each solver: the number of operator buffers, the core rank of each, `factor` (into a
+// workspace; returns false when singular), `solve` (in place, nrhs columns of length n,
+// column-major) and `sub_matvec` (r -= A' x for a tangent operator).
+
+template <typename T>
+struct Dense {
+  std::vector<T> a;
+  std::vector<int> ipiv;
+  int n = 0;
+  bool cholesky = false;
+
+  static constexpr int kOperatorBuffers = 1;
+  static int core_rank(int) { return 2; }
+  static int64_t core_size(int, int64_t n) { return n * n; }
+
+  bool factor(const T* const* op, int n_) {
+    n = n_;
+    a.assign(op[0], op[0] + static_cast<size_t>(n) * n);
+    int info = 0;
+    if (cholesky) {
+      char uplo = 'L';
+      Lapack<T>::potrf(&uplo, &n, a.data(), &n, &info);
+    } else {
+      ipiv.resize(n);
+      Lapack<T>::getrf(&n, &n, a.data(), &n, ipiv.data(), &info);
+    }
+    return info == 0;
+  }
+
+  void solve(T* rhs, int nrhs) {
+    int info = 0;
+    if (cholesky) {
+      char uplo = 'L';
+      Lapack<T>::potrs(&uplo, &n, &nrhs, a.data(), &n, rhs, &n, &info);
+    } else {
+      char trans = 'T';  // the factors are of A^T (row-major A read as column-major)
+      Lapack<T>::getrs(&trans, &n, &nrhs, a.data(), &n, ipiv.data(), rhs, &n, &info);
+    }
+  }
+
+  void sub_matvec(const T* const* t_op, const T* x, T* r) {
+    // r <- r - A' x: row-major A' is column-major A'^T, so gemv with 'T' computes A' x.
+    char trans = 'T';
+    T alpha = -1, beta = 1;
+    int one = 1;
+    Lapack<T>::gemv(&trans, &n, &n, &alpha, const_cast<T*>(t_op[0]), &n, const_cast<T*>(x), &one, &beta, r, &one);
+  }
+};
+
+template <typename T>
+struct Tridiagonal {
+  std::vector<T> dl, d, du, du2;
+  std::vector<int> ipiv;
+  int n = 0;
+
+  static constexpr int kOperatorBuffers = 3;  // lower (n-1), diag (n), upper (n-1)
+  static int core_rank(int) { return 1; }
+  static int64_t core_size(int k, int64_t n) { return k == 1 ? n : n - 1; }
+
+  bool factor(const T* const* op, int n_) {
+    n = n_;
+    dl.assign(op[0], op[0] + (n - 1));
+    d.assign(op[1], op[1] + n);
+    du.assign(op[2], op[2] + (n - 1));
+    du2.resize(std::max(n - 2, 1));
+    ipiv.resize(n);
+    int info = 0;
+    // gttrf: LU with partial pivoting of the bands (gtsv's algorithm, with the factors kept).
+    Lapack<T>::gttrf(&n, dl.data(), d.data(), du.data(), du2.data(), ipiv.data(), &info);
+    return info == 0;
+  }
+
+  void solve(T* rhs, int nrhs) {
+    char trans = 'N';
+    int info = 0;
+    Lapack<T>::gttrs(&trans, &n, &nrhs, dl.data(), d.data(), du.data(), du2.data(), ipiv.data(), rhs, &n, &info);
+  }
+
+  void sub_matvec(const T* const* t_op, const T* x, T* r) {
+    const T* lo = t_op[0];
+    const T* di = t_op[1];
+    const T* up = t_op[2];
+    for (int i = 0; i < n; ++i) r[i] -= di[i] * x[i];
+    for (int i = 1; i < n; ++i) r[i] -= lo[i - 1] * x[i - 1];
+    for (int i = 0; i + 1 < n; ++i) r[i] -= up[i] * x[i + 1];
+  }
+};
+
+// ------------------------------------------------------------------ batching
+
+// Broadcast strides of one input over the output's batch dimensions (in units of one system).
+struct Broadcast {
+  std::vector<int64_t> strides;
+};
+
+ffi::Error broadcast_of(const ffi::AnyBuffer& buf, int core_rank, int64_t core_size,
+                        const std::vector<int64_t>& batch, const std::string& what, Broadcast& b) {
+  auto dims = buf.dimensions();
+  int rank = static_cast<int>(dims.size());
+  int lead = rank - core_rank;
+  int out_rank = static_cast<int>(batch.size());
+  if (lead < 0 || lead > out_rank) {
+    return ffi::Error::InvalidArgument("perflab ffi: bad rank of " + what);
+  }
+  b.strides.assign(out_rank, 0);
+  int64_t stride = core_size;
+  // Right-aligned, numpy style; a size-1 dimension broadcasts (stride 0).
+  for (int k = 1; k <= lead; ++k) {
+    int64_t size = dims[lead - k];
+    int64_t out_size = batch[out_rank - k];
+    if (size != 1 && size != out_size) {
+      return ffi::Error::InvalidArgument("perflab ffi: batch dimension mismatch in " + what);
+    }
+    b.strides[out_rank - k] = size == 1 ? 0 : stride;
+    stride *= size;
+  }
+  return ffi::Error::Success();
+}
+
+int64_t offset_of(const Broadcast& b, const std::vector<int64_t>& index) {
+  int64_t off = 0;
+  for (size_t d = 0; d < index.size(); ++d) off += index[d] * b.strides[d];
+  return off;
+}
+
+void next_index(std::vector<int64_t>& index, const std::vector<int64_t>& batch) {
+  for (int d = static_cast<int>(index.size()) - 1; d >= 0; --d) {
+    if (++index[d] < batch[d]) return;
+    index[d] = 0;
+  }
+}
+
+enum class Kind { kSolve, kJvp, kJvpVector };
+
+// Inputs, in order: the operator's buffers, b, [the operator tangent's buffers (kJvp)],
+// [b' (kJvp, kJvpVector)]. Outputs: x, [x' (kJvp, kJvpVector)].
+template <typename T, template <typename> class Solver>
+ffi::Error run(Kind kind, bool cholesky, ffi::RemainingArgs& args, ffi::RemainingRets& rets) {
+  constexpr int nop = Solver<T>::kOperatorBuffers;
+  const int n_in = nop + 1 + (kind == Kind::kJvp ? nop + 1 : kind == Kind::kJvpVector ? 1 : 0);
+  const int n_out = kind == Kind::kSolve ? 1 : 2;
+  if (static_cast<int>(args.size()) != n_in || static_cast<int>(rets.size()) != n_out) {
+    return ffi::Error::InvalidArgument("perflab ffi: wrong number of operands");
+  }
+  if (!Lapack<T>::ready()) {
+    return ffi::Error::Internal("perflab ffi: LAPACK pointers not set (import perflab.linear_solve._ffi)");
+  }
+  std::vector<ffi::AnyBuffer> in;
+  for (int i = 0; i < n_in; ++i) {
+    auto b = args.get<ffi::AnyBuffer>(i);
+    if (!b.has_value()) return b.error();
+    in.push_back(*b);
+  }
+  std::vector<ffi::Result<ffi::AnyBuffer>> out;
+  for (int i = 0; i < n_out; ++i) {
+    auto b = rets.get<ffi::AnyBuffer>(i);
+    if (!b.has_value()) return b.error();
+    out.push_back(*b);
+  }
+  auto xdims = out[0]->dimensions();
+  if (xdims.size() < 1) return ffi::Error::InvalidArgument("perflab ffi: x must have rank >= 1");
+  const int64_t n64 = xdims[xdims.size() - 1];
+  if (n64 < 1 || n64 > std::numeric_limits<int>::max()) {
+    return ffi::Error::InvalidArgument("perflab ffi: bad system size");
+  }
+  const int n = static_cast<int>(n64);
+  std::vector<int64_t> batch(xdims.begin(), xdims.end() - 1);
+  int64_t total = 1;
+  for (auto s : batch) total *= s;
+
+  // Input roles and their core layout.
+  std::vector<Broadcast> bc;
+  for (int i = 0; i < n_in; ++i) {
+    int role = i;  // position within [op..., b, t_op..., t_b]
+    int core_rank, k;
+    int64_t core_size;
+    if (role < nop) {
+      k = role;
+      core_rank = Solver<T>::core_rank(k);
+      core_size = Solver<T>::core_size(k, n);
+    } else if (role == nop) {
+      core_rank = 1;
+      core_size = n;
+    } else if (kind == Kind::kJvp && role < 2 * nop + 1) {
+      k = role - nop - 1;
+      core_rank = Solver<T>::core_rank(k);
+      core_size = Solver<T>::core_size(k, n);
+    } else {
+      core_rank = 1;
+      core_size = n;
+    }
+    auto dims = in[i].dimensions();
+    if (static_cast<int>(dims.size()) < core_rank ||
+        (core_rank >= 1 && dims[dims.size() - 1] != (core_rank == 2 ? n : core_size)) ||
+        (core_rank == 2 && dims[dims.size() - 2] != n)) {
+      return ffi::Error::InvalidArgument("perflab ffi: operand " + std::to_string(i) + " has the wrong core shape");
+    }
+    Broadcast b;
+    ffi::Error err = broadcast_of(in[i], core_rank, core_size, batch, "operand " + std::to_string(i), b);
+    if (err.failure()) return err;
+    bc.push_back(b);
+  }
+
+  Solver<T> solver;
+  if constexpr (std::is_same_v<Solver<T>, Dense<T>>) solver.cholesky = cholesky;
+  T* x_out = out[0]->template typed_data<T>();
+  T* t_out = n_out == 2 ? out[1]->template typed_data<T>() : nullptr;
+  std::vector<T> work(2 * static_cast<size_t>(n));
+  std::vector<int64_t> index(batch.size(), 0);
+  std::vector<int64_t> prev_op(nop, -1);
+  int64_t prev_b = -1;
+  bool ok = false;
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+
+  for (int64_t s = 0; s < total; ++s, next_index(index, batch)) {
+    const T* op[nop];
+    bool same_op = s > 0;
+    for (int k = 0; k < nop; ++k) {
+      int64_t off = offset_of(bc[k], index);
+      op[k] = in[k].template typed_data<T>() + off;
+      same_op = same_op && off == prev_op[k];
+      prev_op[k] = off;
+    }
+    const int64_t b_off = offset_of(bc[nop], index);
+    const T* b = in[nop].template typed_data<T>() + b_off;
+    const bool same_b = same_op && b_off == prev_b;
+    prev_b = b_off;
+    T* x = x_out + s * n;
+    T* tx = t_out ? t_out + s * n : nullptr;
+
+    if (!same_op) ok = solver.factor(op, n);  // the factorisation, once per distinct operator
+    if (!ok) {
+      std::fill(x, x + n, nan);
+      if (tx) std::fill(tx, tx + n, nan);
+      continue;
+    }
+    if (kind == Kind::kJvpVector) {
+      const T* tb = in[nop + 1].template typed_data<T>() + offset_of(bc[nop + 1], index);
+      if (same_b) {  // x is the previous system's: only the tangent column to solve
+        std::copy(x - n, x, x);
+        std::copy(tb, tb + n, tx);
+        solver.solve(tx, 1);
+      } else {  // b and b' as two columns of one solve
+        std::copy(b, b + n, work.data());
+        std::copy(tb, tb + n, work.data() + n);
+        solver.solve(work.data(), 2);
+        std::copy(work.data(), work.data() + n, x);
+        std::copy(work.data() + n, work.data() + 2 * n, tx);
+      }
+      continue;
+    }
+    if (same_b) {
+      std::copy(x - n, x, x);
+    } else {
+      std::copy(b, b + n, x);
+      solver.solve(x, 1);
+    }
+    if (kind == Kind::kJvp) {
+      const T* t_op[nop];
+      for (int k = 0; k < nop; ++k) t_op[k] = in[nop + 1 + k].template typed_data<T>() + offset_of(bc[nop + 1 + k], index);
+      const T* tb = in[2 * nop + 1].template typed_data<T>() + offset_of(bc[2 * nop + 1], index);
+      // The tangent right-hand side b' - A' x, formed here, solved with the same factors.
+      std::copy(tb, tb + n, tx);
+      solver.sub_matvec(t_op, x, tx);
+      solver.solve(tx, 1);
+    }
+  }
+  return ffi::Error::Success();
+}
+
+template <template <typename> class Solver>
+ffi::Error dispatch(Kind kind, bool cholesky, ffi::RemainingArgs args, ffi::RemainingRets rets) {
+  if (args.size() < 1) return ffi::Error::InvalidArgument("perflab ffi: no operands");
+  auto first = args.get<ffi::AnyBuffer>(0);
+  if (!first.has_value()) return first.error();
+  for (size_t i = 1; i < args.size(); ++i) {
+    auto b = args.get<ffi::AnyBuffer>(i);
+    if (!b.has_value()) return b.error();
+    if (b->element_type() != first->element_type()) {
+      return ffi::Error::InvalidArgument("perflab ffi: operands must share one dtype");
+    }
+  }
+  switch (first->element_type()) {
+    case ffi::DataType::F64:
+      return run<double, Solver>(kind, cholesky, args, rets);
+    case ffi::DataType::F32:
+      return run<float, Solver>(kind, cholesky, args, rets);
+    default:
+      return ffi::Error::InvalidArgument("perflab ffi: only float32 and float64 are supported");
+  }
+}
+
+#define PERFLAB_HANDLER(NAME, SOLVER, KIND, CHOL)                                      \
+  ffi::Error NAME##_impl(ffi::RemainingArgs args, ffi::RemainingRets rets) {          \
+    return dispatch<SOLVER>(KIND, CHOL, args, rets);                                   \
+  }                                                                                    \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, NAME##_impl, ffi::Ffi::Bind().RemainingArgs().RemainingRets());
+
+PERFLAB_HANDLER(LuSolve, Dense, Kind::kSolve, false)
+PERFLAB_HANDLER(LuJvp, Dense, Kind::kJvp, false)
+PERFLAB_HANDLER(LuJvpVector, Dense, Kind::kJvpVector, false)
+PERFLAB_HANDLER(CholeskySolve, Dense, Kind::kSolve, true)
+PERFLAB_HANDLER(CholeskyJvp, Dense, Kind::kJvp, true)
+PERFLAB_HANDLER(CholeskyJvpVector, Dense, Kind::kJvpVector, true)
+PERFLAB_HANDLER(TridiagonalSolve, Tridiagonal, Kind::kSolve, false)
+PERFLAB_HANDLER(TridiagonalJvp, Tridiagonal, Kind::kJvp, false)
+PERFLAB_HANDLER(TridiagonalJvpVector, Tridiagonal, Kind::kJvpVector, false)
+
+// ------------------------------------------------------------------ Python module
+
+struct Target {
+  const char* name;
+  XLA_FFI_Handler* handler;
+};
+
+const Target kTargets[] = {
+    {"perflab_lu_solve", LuSolve},
+    {"perflab_lu_jvp", LuJvp},
+    {"perflab_lu_jvp_vector", LuJvpVector},
+    {"perflab_cholesky_solve", CholeskySolve},
+    {"perflab_cholesky_jvp", CholeskyJvp},
+    {"perflab_cholesky_jvp_vector", CholeskyJvpVector},
+    {"perflab_tridiagonal_solve", TridiagonalSolve},
+    {"perflab_tridiagonal_jvp", TridiagonalJvp},
+    {"perflab_tridiagonal_jvp_vector", TridiagonalJvpVector},
+};
+
+PyObject* targets(PyObject*, PyObject*) {
+  PyObject* dict = PyDict_New();
+  if (!dict) return nullptr;
+  for (const auto& t : kTargets) {
+    PyObject* cap = PyCapsule_New(reinterpret_cast<void*>(t.handler), nullptr, nullptr);
+    if (!cap || PyDict_SetItemString(dict, t.name, cap) < 0) {
+      Py_XDECREF(cap);
+      Py_DECREF(dict);
+      return nullptr;
+    }
+    Py_DECREF(cap);
+  }
+  return dict;
+}
+
+// A scipy cython_lapack/cython_blas capsule's pointer (the capsule's name is its C signature).
+void* capsule_pointer(PyObject* dict, const char* key) {
+  PyObject* cap = PyDict_GetItemString(dict, key);  // borrowed
+  if (!cap) {
+    PyErr_Format(PyExc_KeyError, "set_lapack: missing %s", key);
+    return nullptr;
+  }
+  return PyCapsule_GetPointer(cap, PyCapsule_GetName(cap));
+}
+
+template <typename T>
+bool load(PyObject* dict, char p) {
+  auto get = [&](const char* name) { return capsule_pointer(dict, (std::string(1, p) + name).c_str()); };
+  void* f[7] = {get("getrf"), get("getrs"), get("potrf"), get("potrs"), get("gttrf"), get("gttrs"), get("gemv")};
+  for (void* ptr : f) {
+    if (!ptr) return false;
+  }
+  Lapack<T>::getrf = reinterpret_cast<typename Lapack<T>::getrf_t>(f[0]);
+  Lapack<T>::getrs = reinterpret_cast<typename Lapack<T>::getrs_t>(f[1]);
+  Lapack<T>::potrf = reinterpret_cast<typename Lapack<T>::potrf_t>(f[2]);
+  Lapack<T>::potrs = reinterpret_cast<typename Lapack<T>::potrs_t>(f[3]);
+  Lapack<T>::gttrf = reinterpret_cast<typename Lapack<T>::gttrf_t>(f[4]);
+  Lapack<T>::gttrs = reinterpret_cast<typename Lapack<T>::gttrs_t>(f[5]);
+  Lapack<T>::gemv = reinterpret_cast<typename Lapack<T>::gemv_t>(f[6]);
+  return true;
+}
+
+PyObject* set_lapack(PyObject*, PyObject* arg) {
+  if (!PyDict_Check(arg)) {
+    PyErr_SetString(PyExc_TypeError, "set_lapack expects a dict of name -> PyCapsule");
+    return nullptr;
+  }
+  if (!load<double>(arg, 'd') || !load<float>(arg, 's')) return nullptr;
+  Py_RETURN_NONE;
+}
+
+PyObject* lapack_ready(PyObject*, PyObject*) {
+  return PyBool_FromLong(Lapack<double>::ready() && Lapack<float>::ready());
+}
+
+PyMethodDef kMethods[] = {
+    {"targets", targets, METH_NOARGS, "dict: FFI target name -> PyCapsule of its XLA FFI handler."},
+    {"set_lapack", set_lapack, METH_O,
+     "Take LAPACK/BLAS pointers: a dict of '[ds]getrf', getrs, potrf, potrs, gttrf, gttrs, gemv -> "
+     "scipy cython_lapack/cython_blas PyCapsules."},
+    {"lapack_ready", lapack_ready, METH_NOARGS, "True once set_lapack has been called."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_ffi_kernels",
+                       "XLA FFI handlers of perflab.linear_solve's ffi variant.", -1, kMethods};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__ffi_kernels() { return PyModule_Create(&kModule); }
