@@ -47,8 +47,3 @@ class Calibration(InterleavedBenchmark):
 
     def build(self, operation, variant):
         return _workload(variant)
-
-    def track_workload(self, cache, variant):
-        return self.samples(cache, "workload", (variant,))
-
-    track_workload.unit = "seconds"

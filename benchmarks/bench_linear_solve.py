@@ -17,9 +17,10 @@ from .common import InterleavedBenchmark, jit_compile, require, skip
 
 SOLVERS = ["tridiagonal", "lu", "cholesky"]
 SIZES = [10, 50, 100, 200, 500]
-# factor_once is a heat-equation variant only (LinearSolveJVP skips it in setup).
-VARIANTS = ["separate_solves", "vmapped_solves", "lineax", "fused", "cython", "factor_once", "ffi"]
+# The variants of one solve's JVP that run inside JAX (every solver); cython is tridiagonal only
+# and factor_once exists for the heat equation only.
 JAX_VARIANTS = ["separate_solves", "vmapped_solves", "lineax", "fused", "ffi"]
+HEAT_VARIANTS = [*JAX_VARIANTS, "cython", "factor_once"]
 
 
 def _study():
@@ -53,18 +54,12 @@ def _device_problem(solver, size):
     return jax.device_put(_numpy_problem(solver, size))
 
 
-def _check_variant(solver, variant, *, heat=False):
+def _check_variant(solver, variant):
     if variant == "ffi":
         import jax
 
         if jax.default_backend() != "cpu":
             skip("the ffi variant's kernels are registered for CPU only")
-    if heat:
-        return
-    if variant == "cython" and solver != "tridiagonal":
-        skip("the cython variant exists for the tridiagonal solver only")
-    if variant == "factor_once":
-        skip("factor_once is a variant of the heat equation only (it hoists the factorisation out of the time loop)")
 
 
 @functools.lru_cache(maxsize=None)
@@ -89,42 +84,38 @@ def _primal_call(solver, size, variant):
     return jit_compile(lambda a, b: ls.linear_solve(solver, a, b, variant=variant), operator, vector)
 
 
-# The variant parameter of every comparing class: the study's variants, the benchmark's control
-# twin of the baseline, and (calibration only) the injected-slowdown twins.
-BASELINE = "before"
-COMPARED = [*VARIANTS, CONTROL, *injected_variants()]
+# Every comparing class holds only valid cells: the study's variants that exist for its solvers,
+# the benchmark's control twin of the baseline, and (calibration only) the injected twins.
+BASELINE = "separate_solves"
+EXTRA = [CONTROL, *injected_variants()]
 
 
-class LinearSolveJVP(InterleavedBenchmark):
-    """x = A^-1 b and its JVP along (A', b') for one system, per solver, size and variant.
-
-    The JVP and the primal of every variant of a (solver, size) cell are measured interleaved in
-    each process; `track_jvp_over_primal` is their ratio process by process.
-    """
-
-    params = [SOLVERS, SIZES, COMPARED]
-    param_names = ["solver", "size", "variant"]
+class _SolveJVP(InterleavedBenchmark):
+    # The JVP and the primal of every variant of a cell are measured interleaved in each
+    # process; jvp_over_primal is their ratio process by process.
     operations = ("jvp", "primal")
+    ratios = {"jvp_over_primal": ("jvp", "primal", "ratio")}
     baseline = BASELINE
 
-    def build(self, operation, solver, size, variant):
+    def build(self, operation, *params):
+        *solver, size, variant = params
+        solver = solver[0] if solver else "tridiagonal"
         _check_variant(solver, variant)
         return (_jvp_call if operation == "jvp" else _primal_call)(solver, size, variant)
 
-    def track_jvp(self, cache, solver, size, variant):
-        return self.samples(cache, "jvp", (solver, size, variant))
 
-    track_jvp.unit = "seconds"
+class LinearSolveJVP(_SolveJVP):
+    """x = A^-1 b and its JVP along (A', b') for one dense system, per solver, size and variant."""
 
-    def track_primal(self, cache, solver, size, variant):
-        return self.samples(cache, "primal", (solver, size, variant))
+    params = [["lu", "cholesky"], SIZES, [*JAX_VARIANTS, *EXTRA]]
+    param_names = ["solver", "size", "variant"]
 
-    track_primal.unit = "seconds"
 
-    def track_jvp_over_primal(self, cache, solver, size, variant):
-        return self.ratio(cache, "jvp", "primal", (solver, size, variant))
+class TridiagonalSolveJVP(_SolveJVP):
+    """The same for a tridiagonal system, where the Cython Thomas kernel is a variant too."""
 
-    track_jvp_over_primal.unit = "ratio"
+    params = [SIZES, [*JAX_VARIANTS, "cython", *EXTRA]]
+    param_names = ["size", "variant"]
 
 
 class LinearSolveJVPDefault(InterleavedBenchmark):
@@ -141,11 +132,6 @@ class LinearSolveJVPDefault(InterleavedBenchmark):
             lambda a, b, ta, tb: ls.linear_solve_jvp(solver, a, b, ta, tb),
             *_device_problem(solver, size),
         )
-
-    def track_jvp(self, cache, solver, size, variant):
-        return self.samples(cache, "jvp", (solver, size, variant))
-
-    track_jvp.unit = "seconds"
 
 
 BATCH = 200
@@ -166,7 +152,7 @@ def _batched_call(solver, size, variant):
 class BatchedLinearSolveJVP(InterleavedBenchmark):
     """200 independent systems under `jax.vmap`: where stacking and fusing tangent solves shows."""
 
-    params = [SOLVERS, [10, 50], [*JAX_VARIANTS, CONTROL, *injected_variants()]]
+    params = [SOLVERS, [10, 50], [*JAX_VARIANTS, *EXTRA]]
     param_names = ["solver", "size", "variant"]
     operations = ("jvp",)
     baseline = BASELINE
@@ -174,15 +160,10 @@ class BatchedLinearSolveJVP(InterleavedBenchmark):
     def build(self, operation, solver, size, variant):
         return _batched_call(solver, size, variant)
 
-    def track_jvp(self, cache, solver, size, variant):
-        return self.samples(cache, "jvp", (solver, size, variant))
-
-    track_jvp.unit = "seconds"
-
 
 @functools.lru_cache(maxsize=None)
 def _heat_call(steps, grid, wrt, variant):
-    _check_variant("tridiagonal", variant, heat=True)
+    _check_variant("tridiagonal", variant)
     ls = _study()
     x = np.linspace(0.0, 1.0, grid + 2)[1:-1]
     u0, kappa = np.sin(np.pi * x) + 0.5 * np.sin(3 * np.pi * x), np.float64(1.0)
@@ -204,15 +185,10 @@ def _heat_call(steps, grid, wrt, variant):
 class HeatEquation(InterleavedBenchmark):
     """Implicit-Euler heat equation, forward-mode derivative w.r.t. u0 or the diffusivity."""
 
-    params = [[10, 100], [100, 500], ["initial", "diffusivity"], COMPARED]
+    params = [[10, 100], [100, 500], ["initial", "diffusivity"], [*HEAT_VARIANTS, *EXTRA]]
     param_names = ["steps", "grid", "wrt", "variant"]
     operations = ("jvp",)
     baseline = BASELINE
 
     def build(self, operation, steps, grid, wrt, variant):
         return _heat_call(steps, grid, wrt, variant)
-
-    def track_jvp(self, cache, steps, grid, wrt, variant):
-        return self.samples(cache, "jvp", (steps, grid, wrt, variant))
-
-    track_jvp.unit = "seconds"

@@ -82,10 +82,11 @@ class InterleavedBenchmark:
     """Base class for comparing variants: every cell measured interleaved, in several processes.
 
     A subclass declares `params`/`param_names` with the variant parameter last, lists its timed
-    `operations`, names the `baseline` variant the control twin copies, and implements
-    `build(operation, *params)` returning a warm, blocking zero-argument callable (or raising
-    `NotImplementedError` via `skip`/`require`: that cell is recorded n/a, with the reason). Its
-    `track_<operation>` methods return `self.samples(cache, operation, params)`.
+    `operations` (and any per-process `ratios` of two of them), names the `baseline` variant the
+    control twin copies, and implements `build(operation, *params)` returning a warm, blocking
+    zero-argument callable (or raising `NotImplementedError` via `skip`/`require`: that cell is
+    recorded n/a, with the reason). `track_<operation>` (seconds per call, one sample per
+    process) and `track_<ratio>` methods are generated.
 
     The variant list must include `"control"` (the baseline's callable measured again under a
     second name, by the benchmark: identical code, which the report must not find different).
@@ -98,6 +99,8 @@ class InterleavedBenchmark:
     """
 
     operations: tuple[str, ...] = ()
+    # name -> (numerator operation, denominator operation, unit): per-process ratios.
+    ratios: dict[str, tuple[str, str, str]] = {}
     baseline: str = ""
     processes = 5
     rounds_per_process = 7
@@ -107,10 +110,18 @@ class InterleavedBenchmark:
     timeout = 120
 
     def __init_subclass__(cls, **kwargs):
-        # Exported with each track method into asv's benchmarks.json, so the report and the
-        # calibration know the baseline, the control, and that samples are process-paired.
         super().__init_subclass__(**kwargs)
-        for name, fn in vars(cls).items():
+        # Each class gets its own `track_<operation>` and `track_<ratio>` functions unless it
+        # writes them, so the attributes below (exported by asv into benchmarks.json: the
+        # report and the calibration read the baseline, the control and the process pairing
+        # there) never leak between classes.
+        for operation in cls.operations:
+            if f"track_{operation}" not in vars(cls):
+                setattr(cls, f"track_{operation}", _samples_method(operation))
+        for name, (numerator, denominator, unit) in cls.ratios.items():
+            if f"track_{name}" not in vars(cls):
+                setattr(cls, f"track_{name}", _ratio_method(numerator, denominator, unit))
+        for name, fn in list(vars(cls).items()):
             if name.startswith("track_") and callable(fn):
                 fn.baseline = cls.baseline
                 fn.control = _interleave.CONTROL
@@ -190,6 +201,22 @@ class InterleavedBenchmark:
         if num is None or den is None:
             return math.nan
         return {"samples": [a / b for a, b in zip(num, den)], "number": 1}
+
+
+def _samples_method(operation):
+    def track(self, cache, *params):
+        return self.samples(cache, operation, params)
+
+    track.unit = "seconds"
+    return track
+
+
+def _ratio_method(numerator, denominator, unit):
+    def track(self, cache, *params):
+        return self.ratio(cache, numerator, denominator, params)
+
+    track.unit = unit
+    return track
 
 
 def skip(reason: str):

@@ -21,13 +21,20 @@ def _classes():
     for name in MODULES:
         module = importlib.import_module(f"benchmarks.{name}")
         for cls_name, cls in vars(module).items():
-            if inspect.isclass(cls) and cls.__module__ == module.__name__ and any(
+            # asv, too, ignores private names (shared bases such as _SolveJVP).
+            if not cls_name.startswith("_") and inspect.isclass(cls) and cls.__module__ == module.__name__ and any(
                 m.startswith(PREFIXES) for m in dir(cls)
             ):
                 yield f"{name}.{cls_name}", cls
 
 
 CLASSES = dict(_classes())
+
+
+def _interleaved(cls):
+    from benchmarks.common import InterleavedBenchmark
+
+    return issubclass(cls, InterleavedBenchmark)
 
 
 def _first_runnable(cls, method):
@@ -64,7 +71,13 @@ def test_params_are_declared(name):
 
 @pytest.mark.parametrize(
     "name,method",
-    [(n, m) for n, cls in sorted(CLASSES.items()) for m in sorted(dir(cls)) if m.startswith(PREFIXES)],
+    [
+        (n, m)
+        for n, cls in sorted(CLASSES.items())
+        if not _interleaved(cls)
+        for m in sorted(dir(cls))
+        if m.startswith(PREFIXES)
+    ],
 )
 def test_benchmark_runs_once(name, method):
     cls = CLASSES[name]
@@ -75,9 +88,82 @@ def test_benchmark_runs_once(name, method):
         assert getattr(cls, method).unit
 
 
+# Variants whose cells skip on this machine for a reason that is the machine's, not the grid's.
+MACHINE_SKIPS = {"cuda_graph": "needs CUDA", "compiled": "torch.compile on CPU runs only with PERFLAB_MEANFLOW_COMPILE=1"}
+INTERLEAVED = sorted(n for n, cls in CLASSES.items() if _interleaved(cls))
+
+
+@pytest.mark.parametrize("name", INTERLEAVED)
+def test_every_variant_builds_and_runs_at_the_smallest_cell(name):
+    # Each variant of the class at its first (smallest) cell where it exists: built, compiled
+    # and called once, the path `setup_cache`'s processes take; nothing may skip but for a
+    # reason of this machine's.
+    from benchmarks import _interleave
+
+    cls = CLASSES[name]
+    obj = cls()
+    variants = [v for v in cls.params[-1] if v not in _interleave.INJECTED]
+    assert _interleave.CONTROL in variants and cls.baseline in variants, (cls.baseline, variants)
+    for variant in variants:
+        built = cls.baseline if variant == _interleave.CONTROL else variant
+        reasons = []
+        for head in itertools.product(*cls.params[:-1]):
+            try:
+                calls = [obj.build(op, *head, built) for op in cls.operations]
+            except NotImplementedError as err:
+                reasons.append(str(err))
+                continue
+            for call in calls:
+                call()
+            break
+        else:
+            if built in MACHINE_SKIPS:
+                pytest.skip(f"{built}: {MACHINE_SKIPS[built]}")
+            pytest.fail(f"{name}: variant {variant!r} builds in no cell: {reasons[:2]}")
+
+
+@pytest.mark.parametrize("name", INTERLEAVED)
+def test_interleaved_tracks_hand_asv_one_sample_per_process(name):
+    from benchmarks import _interleave
+
+    cls = CLASSES[name]
+    head = next(itertools.product(*cls.params[:-1]))
+    params = (*head, cls.baseline)
+    cache = {"values": {_interleave.key(op, params): [1.0, 2.0, 4.0] for op in cls.operations},
+             "skipped": {}, "processes": 3}
+    obj = cls()
+    obj.setup(cache, *params)
+    tracks = [m for m in dir(cls) if m.startswith("track_")]
+    assert {f"track_{op}" for op in cls.operations} <= set(tracks)
+    for method in tracks:
+        fn = getattr(cls, method)
+        assert fn.baseline == cls.baseline and fn.paired_processes and fn.unit
+        result = getattr(obj, method)(cache, *params)
+        if method.removeprefix("track_") in cls.operations:
+            assert result == {"samples": [1.0, 2.0, 4.0], "number": 1}
+    with pytest.raises(NotImplementedError, match="not measured|skip"):
+        obj.setup({"values": {}, "skipped": {}}, *params)
+
+
+def test_measured_cell_interleaves_and_injects():
+    # A fast and a slow callable, a control twin and a +10% twin, measured in one process.
+    from benchmarks import _interleave
+
+    def fast():
+        return None
+
+    def slow():
+        _interleave.spin(2e-5)
+
+    values = _interleave.measure({"fast": fast, "slow": slow}, rounds=5, target=0.002,
+                                 twins={"slow10": ("slow", 0.10)}, seed=1)
+    assert values["slow"] > 2 * values["fast"]
+    assert 1.03 < values["slow10"] / values["slow"] < 1.3
+
+
 # (study, operation) -> the benchmark class whose `variant` parameter must cover its variants.
 BENCHED = {
-    ("linear_solve", "solve_jvp"): "bench_linear_solve.LinearSolveJVP",
+    ("linear_solve", "solve_jvp"): "bench_linear_solve.TridiagonalSolveJVP",
     ("linear_solve", "heat_jvp"): "bench_linear_solve.HeatEquation",
     ("sde", "simulate"): "bench_sde.EnsembleSimulation",
     ("tree_transforms", "apply_sharding"): "bench_tree_transforms.ApplyShardingRules",
@@ -96,19 +182,24 @@ def test_registered_variants_are_benchmarked():
         cls = CLASSES[BENCHED[(op.study, op.name)]]
         param_values = dict(zip(cls.param_names, cls.params))
         assert set(op.names) <= set(param_values["variant"]), (op.name, op.names)
+        # Reports take BEFORE/AFTER from the registry: both must be benchmarked, and an
+        # interleaved class's control must copy the registry's baseline.
+        assert {op.baseline, op.optimised} <= set(param_values["variant"]), op
+        if _interleaved(cls):
+            assert cls.baseline == op.baseline, (cls.__name__, cls.baseline, op.baseline)
 
 
-def test_linear_solve_param_names_fixed():
-    cls = CLASSES["bench_linear_solve.LinearSolveJVP"]
-    assert cls.param_names == ["solver", "size", "variant"]
-    assert cls.params[:2] == [["tridiagonal", "lu", "cholesky"], [10, 50, 100, 200, 500]]
-    assert {"separate_solves", "vmapped_solves", "lineax", "fused", "cython"} <= set(cls.params[2])
-    assert CLASSES["bench_linear_solve.LinearSolveJVP"].track_jvp_over_primal.unit == "ratio"
+def test_linear_solve_grids_hold_only_valid_cells():
+    dense, tri = CLASSES["bench_linear_solve.LinearSolveJVP"], CLASSES["bench_linear_solve.TridiagonalSolveJVP"]
+    assert dense.param_names == ["solver", "size", "variant"] and tri.param_names == ["size", "variant"]
+    assert dense.params[0] == ["lu", "cholesky"] and "cython" not in dense.params[2]
+    assert {"separate_solves", "vmapped_solves", "lineax", "fused", "ffi", "cython"} <= set(tri.params[1])
+    assert dense.track_jvp_over_primal.unit == "ratio"
 
 
 def test_asv_config_is_valid():
     conf = json.loads((ROOT / "asv.conf.json").read_text())
-    assert conf["environment_type"] == "virtualenv" and conf["launch_method"] == "spawn"
+    assert conf["environment_type"] == "virtualenv" and conf["launch_method"] in ("spawn", "forkserver")
     assert any("--no-deps" in c for c in conf["build_command"])
     from asv.config import Config
 
