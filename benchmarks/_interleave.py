@@ -37,6 +37,19 @@ INJECTED = {"plus5pct": 0.05, "plus10pct": 0.10}
 INJECT_ENV = "PERFLAB_INJECT"
 
 
+QUICK_ENV = "PERFLAB_QUICK"
+
+
+def quick() -> bool:
+    """Whether PERFLAB_QUICK=1 asks for a smoke run: one process, one round per callable.
+
+    asv's own ``--quick`` does not reach `setup_cache`, where the processes are started, so
+    ``PERFLAB_QUICK=1 asv run --quick`` is the suite's quick run; results of one process are
+    shown as "n=1, not tested" by the report.
+    """
+    return os.environ.get(QUICK_ENV) == "1"
+
+
 def injected_variants() -> list[str]:
     """The injected-slowdown twins in effect: all of `INJECTED` when PERFLAB_INJECT=1, else none."""
     return list(INJECTED) if os.environ.get(INJECT_ENV) == "1" else []

@@ -4,6 +4,7 @@ import importlib
 import inspect
 import itertools
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -232,3 +233,33 @@ def test_asv_build_command_builds_a_wheel_with_the_extension(tmp_path):
     assert "perflab/_www/jquery-3.3.1.min.js" in names, names
     manifest = (ROOT / "MANIFEST.in").read_text()
     assert "*.pyx" in manifest
+
+
+def test_importing_the_suite_starts_no_numerical_runtime():
+    # asv's forkserver imports the whole suite once and forks every benchmark process from it:
+    # safe only while that import starts no XLA backend, torch thread pool or CUDA context, and
+    # no thread at all (a fork keeps only the forking thread).
+    code = (
+        "import importlib, os, pkgutil, sys, threading\n"
+        "import benchmarks\n"
+        "for m in pkgutil.iter_modules(benchmarks.__path__):\n"
+        "    importlib.import_module('benchmarks.' + m.name)\n"
+        "print(sorted(k for k in ('jax', 'jaxlib', 'torch') if k in sys.modules),"
+        " threading.active_count(), len(os.listdir('/proc/self/task')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[]", "1", "1"], out.stdout
+
+
+def test_thread_pools_in_effect_are_pinned():
+    # The pools numpy's BLAS actually runs with, after the suite's import (threadpoolctl reads
+    # them from the loaded libraries, not from the environment).
+    code = (
+        "import benchmarks, numpy, threadpoolctl\n"
+        "print(sorted({p['num_threads'] for p in threadpoolctl.threadpool_info()}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[1]", out.stdout
