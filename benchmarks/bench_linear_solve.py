@@ -47,6 +47,21 @@ def _numpy_problem(solver, size, seed=0):
     return operator, vector, t_operator, t_vector
 
 
+def _dense(solver, operator):
+    if solver != "tridiagonal":
+        return operator
+    lower, diag, upper = operator
+    return np.diag(diag) + np.diag(lower, -1) + np.diag(upper, 1)
+
+
+def _reference(solver, size, seed=0):
+    """(x, x_dot) by numpy's dense LU in float64: independent of every variant."""
+    operator, vector, t_operator, t_vector = _numpy_problem(solver, size, seed)
+    a, ta = _dense(solver, operator), _dense(solver, t_operator)
+    x = np.linalg.solve(a, vector)
+    return x, np.linalg.solve(a, t_vector - ta @ x)
+
+
 @functools.lru_cache(maxsize=None)
 def _device_problem(solver, size):
     import jax
@@ -103,6 +118,11 @@ class _SolveJVP(InterleavedBenchmark):
         _check_variant(solver, variant)
         return (_jvp_call if operation == "jvp" else _primal_call)(solver, size, variant)
 
+    def reference(self, operation, *head):
+        *solver, size = head
+        x, x_dot = _reference(solver[0] if solver else "tridiagonal", size)
+        return (x, x_dot) if operation == "jvp" else x
+
 
 class LinearSolveJVP(_SolveJVP):
     """x = A^-1 b and its JVP along (A', b') for one dense system, per solver, size and variant."""
@@ -133,6 +153,9 @@ class LinearSolveJVPDefault(InterleavedBenchmark):
             *_device_problem(solver, size),
         )
 
+    def reference(self, operation, solver, size):
+        return _reference(solver, size)
+
 
 BATCH = 200
 
@@ -159,6 +182,10 @@ class BatchedLinearSolveJVP(InterleavedBenchmark):
 
     def build(self, operation, solver, size, variant):
         return _batched_call(solver, size, variant)
+
+    def reference(self, operation, solver, size):
+        xs, x_dots = zip(*(_reference(solver, size, seed=s) for s in range(BATCH)))
+        return np.stack(xs), np.stack(x_dots)
 
 
 @functools.lru_cache(maxsize=None)

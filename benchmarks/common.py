@@ -22,9 +22,10 @@ import itertools
 import math
 import os
 import statistics
+import time
 import timeit
 
-from . import _interleave
+from . import _companions, _interleave
 
 
 @functools.lru_cache(maxsize=None)
@@ -118,6 +119,9 @@ class InterleavedBenchmark:
         for operation in cls.operations:
             if f"track_{operation}" not in vars(cls):
                 setattr(cls, f"track_{operation}", _samples_method(operation))
+            for metric, unit in _companions.METRICS.items():
+                if f"track_{operation}_{metric}" not in vars(cls):
+                    setattr(cls, f"track_{operation}_{metric}", _companion_method(metric, operation, unit))
         for name, (numerator, denominator, unit) in cls.ratios.items():
             if f"track_{name}" not in vars(cls):
                 setattr(cls, f"track_{name}", _ratio_method(numerator, denominator, unit))
@@ -130,6 +134,11 @@ class InterleavedBenchmark:
     def build(self, operation: str, *params):
         """The warm callable of `operation` at `params` (the variant last); see the class doc."""
         raise NotImplementedError
+
+    def reference(self, operation: str, *head):
+        """The study's reference output for `operation` at a cell (all parameters but the
+        variant), for the recorded numerical error; ``None`` where the class has none."""
+        return None
 
     def cells(self):
         """The parameter combinations, grouped by everything but the variant."""
@@ -156,6 +165,10 @@ class InterleavedBenchmark:
                     else:
                         calls[name] = call
                     names[name] = variant
+                    if index == 0 and variant not in _interleave.INJECTED:
+                        # Deterministic figures need one process; all of them outside the timer.
+                        values.update(_companions.describe(call, operation, (*head, variant),
+                                                           lambda: self.reference(operation, *head)))
             twins = {n: t for n, t in twins.items() if t[0] in calls}
             if calls:
                 seed = hash((index, head)) & 0xFFFF
@@ -210,6 +223,14 @@ def _samples_method(operation):
         return self.samples(cache, operation, params)
 
     track.unit = "seconds"
+    return track
+
+
+def _companion_method(metric, operation, unit):
+    def track(self, cache, *params):
+        return cache["values"].get(_interleave.key(f"{metric}:{operation}", params), math.nan)
+
+    track.unit = unit
     return track
 
 
@@ -272,12 +293,17 @@ def jit_compile(fn, *args):
         A callable running the compiled executable on `args` and waiting for the result.
     """
     jax = jax_x64()
+    start = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
+    compile_seconds = time.perf_counter() - start
 
     def call():
         return jax.block_until_ready(compiled(*args))
 
     call()
+    # Read by InterleavedBenchmark's companions (cost, fingerprint, compile time), never timed.
+    call.compiled = compiled
+    call.compile_seconds = compile_seconds
     return call
 
 

@@ -1,0 +1,140 @@
+"""What does not drift, recorded beside every timing: compiled cost, program fingerprint, compile
+time and numerical error of each callable an interleaved class measures.
+
+Computed in the first measuring process only (they are properties of the program, not of the
+process), before the timed rounds start. JAX callables made by `common.jit_compile` carry their
+compiled executable: XLA's own cost analysis and the optimised HLO are read from it. Callables
+that run torch ops are run once under `torch.utils.flop_counter.FlopCounterMode` and a dispatch
+recorder whose op sequence is the fingerprint. Other callables (Cython, numpy) have no cost or
+fingerprint: those cells read n/a.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import sys
+
+from . import _interleave
+
+# metric -> asv unit of its track method
+METRICS = {
+    "flops": "flops",
+    "bytes": "bytes accessed",
+    "fingerprint": "program hash",
+    "compile": "seconds to compile",
+    "error": "relative error",
+}
+
+_METADATA = re.compile(r",? ?metadata=\{[^}]*\}")
+
+
+def hlo_fingerprint(text: str) -> int:
+    """A 48-bit hash of optimised HLO text, blind to names of source files and functions.
+
+    The module name and the debug sections (file names, stack frames, op metadata) carry where
+    a program was written, not what it computes; two variants that XLA compiles to the same
+    program get the same fingerprint. 48 bits keep the value exact in asv's float results.
+
+    Arguments:
+        text: `Compiled.as_text()`.
+
+    Returns:
+        The fingerprint as an integer below 2**48.
+    """
+    lines = [ln for ln in text.splitlines() if ln.startswith(("%", "ENTRY", " ", "}"))]
+    body = _METADATA.sub("", "\n".join(lines))
+    return int(hashlib.sha256(body.encode()).hexdigest()[:12], 16)
+
+
+def describe(call, operation: str, params, reference) -> dict[str, float]:
+    """The companions of one callable, keyed as the cache keys them (``"flops:jvp|lu|100|fused"``).
+
+    Arguments:
+        call: the warm, blocking callable (returns its output).
+        operation: its operation name.
+        params: the cell's parameters, the variant last.
+        reference: zero-argument callable giving the study's reference output, or ``None``.
+
+    Returns:
+        metric key -> value, for the metrics this callable has.
+    """
+    out = {}
+
+    def put(metric, value):
+        if value is not None and math.isfinite(value):
+            out[_interleave.key(f"{metric}:{operation}", params)] = float(value)
+
+    compiled = getattr(call, "compiled", None)
+    if compiled is not None:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else (cost or {})
+        put("flops", cost.get("flops"))
+        put("bytes", cost.get("bytes accessed"))
+        put("fingerprint", hlo_fingerprint(compiled.as_text()))
+        put("compile", getattr(call, "compile_seconds", None))
+        result = call()
+    elif "torch" in sys.modules:
+        result, flops, ops = _torch_trace(call)
+        if ops:
+            put("flops", flops)
+            put("fingerprint", int(hashlib.sha256("\n".join(ops).encode()).hexdigest()[:12], 16))
+    else:
+        result = call()
+    expected = reference()
+    if expected is not None:
+        put("error", relative_error(result, expected))
+    return out
+
+
+def _torch_trace(call):
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    ops = []
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    counter = FlopCounterMode(display=False)
+    with counter, Recorder():
+        result = call()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return result, counter.get_total_flops(), ops
+
+
+def relative_error(result, expected) -> float:
+    """max |result - expected| / max |expected| over every array of the two (same structure).
+
+    Arguments:
+        result: arrays, tensors or a tuple/list/dict of them.
+        expected: the reference, same structure.
+
+    Returns:
+        The relative error (0 for an exact match).
+    """
+    import numpy as np
+
+    got, want = _leaves(result), _leaves(expected)
+    if len(got) != len(want):
+        raise ValueError(f"result has {len(got)} arrays, the reference {len(want)}")
+    num = max((float(np.max(np.abs(g - w))) for g, w in zip(got, want) if w.size), default=0.0)
+    den = max((float(np.max(np.abs(w))) for w in want if w.size), default=0.0)
+    return num / den if den else num
+
+
+def _leaves(tree):
+    import numpy as np
+
+    if isinstance(tree, dict):
+        return [x for k in sorted(tree) for x in _leaves(tree[k])]
+    if isinstance(tree, (list, tuple)):
+        return [x for item in tree for x in _leaves(item)]
+    if hasattr(tree, "detach"):
+        tree = tree.detach().cpu().numpy()
+    return [np.asarray(tree, dtype=np.float64)]
