@@ -30,8 +30,9 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Benchmark-side twins of the baseline, measured like any variant (never library variants):
 # `control` runs the baseline's very callable under a second name (identical code: the report
-# must find no difference); the `plus*` twins run it and then spin for a known fraction of its
-# per-call time (a known slowdown on top of the real program's own noise), for calibration.
+# must find no difference); the `plus*` twins run it and then spin for a known fraction of the
+# time those very calls took (a known slowdown on top of the real program's own noise), for
+# calibration.
 CONTROL = "control"
 INJECTED = {"plus5pct": 0.05, "plus10pct": 0.10}
 INJECT_ENV = "PERFLAB_INJECT"
@@ -62,12 +63,12 @@ def spin(seconds: float) -> None:
         pass
 
 
-def _timed(call, k, extra):
+def _timed(call, k, fraction):
     start = time.perf_counter()
     for _ in range(k):
         call()
-    if extra:
-        spin(extra * k)
+    if fraction:
+        spin(fraction * (time.perf_counter() - start))
     return (time.perf_counter() - start) / k
 
 
@@ -91,8 +92,7 @@ def measure(calls, *, rounds, target, twins=None, seed=0):
         rounds: how many times each callable is measured.
         target: seconds one measurement should last; sets the calls per measurement.
         twins: label -> (label of a callable in `calls`, fraction): a twin runs that callable
-            and then spins for `fraction` of its per-call time, measured here in a calibration
-            pass before the rounds start.
+            and then spins for `fraction` of the time those calls just took.
         seed: seeds the order of the rounds.
 
     Returns:
@@ -102,8 +102,7 @@ def measure(calls, *, rounds, target, twins=None, seed=0):
     plan = {label: (call, 0.0) for label, call in calls.items()}
     counts = {label: _calls_for(call, target) for label, call in calls.items()}
     for label, (of, fraction) in twins.items():
-        base = statistics.median(_timed(calls[of], counts[of], 0.0) for _ in range(3))
-        plan[label] = (calls[of], fraction * base)
+        plan[label] = (calls[of], fraction)
         counts[label] = counts[of]
     order = list(plan)
     rng = random.Random(seed)
@@ -114,8 +113,8 @@ def measure(calls, *, rounds, target, twins=None, seed=0):
         for _ in range(rounds):
             rng.shuffle(order)
             for label in order:
-                call, extra = plan[label]
-                times[label].append(_timed(call, counts[label], extra))
+                call, fraction = plan[label]
+                times[label].append(_timed(call, counts[label], fraction))
     finally:
         if gc_was_enabled:
             gc.enable()

@@ -228,7 +228,9 @@ def _samples_method(operation):
 
 def _companion_method(metric, operation, unit):
     def track(self, cache, *params):
-        return cache["values"].get(_interleave.key(f"{metric}:{operation}", params), math.nan)
+        # Recorded by the first process only: one deterministic value, not a sample list.
+        recorded = cache["values"].get(_interleave.key(f"{metric}:{operation}", params))
+        return recorded[0] if recorded else math.nan
 
     track.unit = unit
     return track

@@ -146,20 +146,37 @@ def test_interleaved_tracks_hand_asv_one_sample_per_process(name):
         obj.setup({"values": {}, "skipped": {}}, *params)
 
 
-def test_measured_cell_interleaves_and_injects():
-    # A fast and a slow callable, a control twin and a +10% twin, measured in one process.
+def test_measured_cell_interleaves_and_injects(monkeypatch):
+    # On a fake clock (each read advances 1 ns; the callables advance it by their cost), so the
+    # arithmetic of the measurement is checked without this machine's noise.
     from benchmarks import _interleave
 
+    class Clock:
+        t = 0.0
+
+        def __call__(self):
+            self.t += 1e-9
+            return self.t
+
+    clock, order = Clock(), []
+    monkeypatch.setattr(_interleave.time, "perf_counter", clock)
+
     def fast():
-        return None
+        order.append("fast")
+        clock.t += 1e-6
 
     def slow():
-        _interleave.spin(2e-5)
+        order.append("slow")
+        clock.t += 1e-5
 
-    values = _interleave.measure({"fast": fast, "slow": slow}, rounds=5, target=0.002,
+    values = _interleave.measure({"fast": fast, "slow": slow}, rounds=8, target=1e-3,
                                  twins={"slow10": ("slow", 0.10)}, seed=1)
-    assert values["slow"] > 2 * values["fast"]
-    assert 1.03 < values["slow10"] / values["slow"] < 1.3
+    assert values["fast"] == pytest.approx(1e-6, rel=0.01)
+    assert values["slow"] == pytest.approx(1e-5, rel=0.01)
+    assert values["slow10"] / values["slow"] == pytest.approx(1.10, rel=0.005)
+    # Interleaved: in the rounds, each callable's batches come in a new order, not always first.
+    firsts = {order[i] for i in range(len(order)) if i == 0 or order[i] != order[i - 1]}
+    assert firsts == {"fast", "slow"}
 
 
 # (study, operation) -> the benchmark class whose `variant` parameter must cover its variants.
@@ -263,3 +280,34 @@ def test_thread_pools_in_effect_are_pinned():
                          env={k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[1]", out.stdout
+
+
+def test_companions_of_a_compiled_cell():
+    from benchmarks import _companions
+    from benchmarks.bench_linear_solve import LinearSolveJVPDefault
+
+    obj = LinearSolveJVPDefault()
+    call = obj.build("jvp", "lu", 100, "default")
+    got = _companions.describe(call, "jvp", ("lu", 100, "default"), lambda: obj.reference("jvp", "lu", 100))
+    key = "|jvp|lu|100|default"
+    # XLA counts its own ops only: the LAPACK factorisation is a custom call it does not cost.
+    assert got["flops" + key.replace("|", ":", 1)] > 0
+    assert got["fingerprint" + key.replace("|", ":", 1)] < 2**48
+    assert got["error" + key.replace("|", ":", 1)] < 1e-12
+    # The same program compiled again has the same fingerprint; another program another.
+    again = _companions.describe(obj.build("jvp", "lu", 100, "default"), "jvp", ("lu", 100, "x"), lambda: None)
+    assert again["fingerprint:jvp|lu|100|x"] == got["fingerprint:jvp|lu|100|default"]
+    assert again["flops:jvp|lu|100|x"] == got["flops:jvp|lu|100|default"]
+    other = _companions.describe(obj.build("jvp", "cholesky", 100, "default"), "jvp", ("c",), lambda: None)
+    assert other["fingerprint:jvp|c"] != got["fingerprint:jvp|lu|100|default"]
+
+
+def test_relative_error_sees_a_wrong_answer():
+    import numpy as np
+
+    from benchmarks._companions import relative_error
+
+    assert relative_error((np.ones(3), np.zeros(2)), (np.ones(3), np.zeros(2))) == 0
+    assert relative_error(np.array([1.0, 2.0]), np.array([1.0, 2.2])) == pytest.approx(0.2 / 2.2)
+    with pytest.raises(ValueError, match="arrays"):
+        relative_error((np.ones(1),), (np.ones(1), np.ones(1)))

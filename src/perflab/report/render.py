@@ -136,7 +136,13 @@ def row_cells(table: Table, row) -> list[str]:
 
 
 def control_lines(table: Table) -> list[str]:
-    """The table's trust line: its control's verdict, loudly when it failed."""
+    """The table's trust lines: its control's verdict (loudly when it failed), and the variants
+    that compiled to the same program (from the recorded fingerprints)."""
+    same = [f"Same program (identical optimised HLO): {'; '.join(table.same_programs)}."] if table.same_programs else []
+    return _control_verdict(table) + same
+
+
+def _control_verdict(table):
     if not table.has_control:
         return ["No identical-code control in this table: its verdicts are not checked."]
     failed = table.failed_controls
@@ -144,8 +150,12 @@ def control_lines(table: Table) -> list[str]:
         where = ", ".join("/".join(row.labels) for row in failed)
         return [f"**UNTRUSTWORTHY: the identical-code control (`{table.before}` measured twice) was "
                 f"flagged as changed at {where}; no verdict of this table can be relied on.**"]
-    return ["Identical-code control (the baseline measured again under another name): within noise "
-            "in every row."]
+    tested = [row for row in table.rows if row.control is not None and row.control.verdict not in (MISSING, UNTESTED)]
+    if not tested:
+        return ["Identical-code control not tested (a single process per cell): no verdict of this table is checked."]
+    untested = len(table.rows) - len(tested)
+    return ["Identical-code control (the baseline measured again under another name): within noise in every "
+            + ("row." if not untested else f"tested row ({untested} row(s) untested).")]
 
 
 def markdown_table(table: Table) -> list[str]:

@@ -65,6 +65,7 @@ class Table:
     after: str
     extra: tuple[str, ...]
     rows: tuple[Row, ...]
+    same_programs: tuple[str, ...] = ()
 
     @property
     def has_control(self) -> bool:
@@ -198,15 +199,27 @@ def build_tables(
     if control and not set(control) <= set(variants):
         control = None
 
+    fingerprints = {}
+    if f"{benchmark}_fingerprint" in run.names:
+        fingerprints = run.cells(f"{benchmark}_fingerprint")[2]
+
     tables = []
     for fixed_values in itertools.product(*(param_values[index[n]] for n in fixed_names)):
-        table_rows = []
+        table_rows, same = [], []
         for row_values in itertools.product(*(param_values[index[n]] for n in rows)):
             where = dict(zip(fixed_names, fixed_values)) | dict(zip(rows, row_values))
             row_cells = {}
+            groups = {}
             for variant in variants:
                 where[variant_param] = variant
                 row_cells[variant] = cells[tuple(where[n] for n in param_names)]
+                program = fingerprints.get(tuple(where[n] for n in param_names))
+                if program is not None and program.ok and (not control or variant != control[1]):
+                    groups.setdefault(program.value, []).append(variant)
+            for group in groups.values():
+                if len(group) > 1:
+                    at = ", ".join(f"{k}={v}" for k, v in zip(rows, row_values))
+                    same.append(f"{at}: {' = '.join(group)}")
             table_rows.append(
                 Row(
                     labels=tuple(row_values),
@@ -226,6 +239,7 @@ def build_tables(
                 after=after,
                 extra=tuple(extra),
                 rows=tuple(table_rows),
+                same_programs=tuple(same),
             )
         )
     return tables
