@@ -24,6 +24,7 @@ import os
 import statistics
 import time
 import timeit
+import zlib
 
 from . import _companions, _interleave
 
@@ -150,31 +151,32 @@ class InterleavedBenchmark:
         `setup_cache`); returns ``{"values": {key: seconds}, "skipped": {key: reason}}``."""
         values, skipped = {}, {}
         for head, variants in self.cells():
-            calls, twins, names = {}, {}, {}
+            calls, twins = {}, {}
             for operation in self.operations:
                 for variant in variants:
                     name = _interleave.key(operation, (*head, variant))
-                    built = self.baseline if variant == _interleave.CONTROL or variant in _interleave.INJECTED else variant
+                    twin = variant == _interleave.CONTROL or variant in _interleave.INJECTED
                     try:
-                        call = self.build(operation, *head, built)
+                        call = self.build(operation, *head, self.baseline if twin else variant)
                     except NotImplementedError as err:
                         skipped[name] = str(err)
                         continue
                     if variant in _interleave.INJECTED:
-                        twins[name] = (_interleave.key(operation, (*head, self.baseline)), _interleave.INJECTED[variant])
-                    else:
-                        calls[name] = call
-                    names[name] = variant
-                    if index == 0 and variant not in _interleave.INJECTED:
+                        of = _interleave.key(operation, (*head, self.baseline))
+                        twins[name] = (of, _interleave.INJECTED[variant])
+                        continue
+                    calls[name] = call
+                    if index == 0:
                         # Deterministic figures need one process; all of them outside the timer.
-                        values.update(_companions.describe(call, operation, (*head, variant),
-                                                           lambda: self.reference(operation, *head)))
+                        reference = functools.partial(self.reference, operation, *head)
+                        values.update(_companions.describe(call, operation, (*head, variant), reference))
             twins = {n: t for n, t in twins.items() if t[0] in calls}
             if calls:
-                seed = hash((index, head)) & 0xFFFF
                 rounds = 1 if _interleave.quick() else self.rounds_per_process
-                values.update(_interleave.measure(calls, rounds=rounds,
-                                                  target=self.measurement_time, twins=twins, seed=seed))
+                seed = zlib.crc32(repr((index, head)).encode())
+                values.update(
+                    _interleave.measure(calls, rounds=rounds, target=self.measurement_time, twins=twins, seed=seed)
+                )
         return {"values": values, "skipped": skipped}
 
     def setup_cache(self):

@@ -111,7 +111,8 @@ class Tally:
         if not self.total:
             return "none"
         low, high = significance.binomial_interval(self.hits, self.total)
-        return f"{self.hits}/{self.total} ({100 * self.hits / self.total:.1f}%, 95% CI {100 * low:.1f}-{100 * high:.1f}%)"
+        share = 100 * self.hits / self.total
+        return f"{self.hits}/{self.total} ({share:.1f}%, 95% CI {100 * low:.1f}-{100 * high:.1f}%)"
 
 
 @dataclasses.dataclass
@@ -119,6 +120,7 @@ class ClassResult:
     """The verdicts on one benchmark class over all trials."""
 
     false_within: Tally = dataclasses.field(default_factory=Tally)
+    false_within_asv: Tally = dataclasses.field(default_factory=Tally)
     false_across_report: Tally = dataclasses.field(default_factory=Tally)
     false_across_asv: Tally = dataclasses.field(default_factory=Tally)
     detected: dict = dataclasses.field(default_factory=lambda: {v: Tally() for v in EFFECTS})
@@ -141,9 +143,6 @@ def judge(trials: Sequence[Recorded], factor: float, confidence: float) -> dict[
     Returns:
         Class name -> `ClassResult`.
     """
-    from asv.commands.compare import _is_result_better
-    from asv_runner.statistics import compute_stats
-
     out: dict[str, ClassResult] = {}
     for trial in trials:
         for (name, combo), samples in trial.cells.items():
@@ -159,6 +158,7 @@ def judge(trials: Sequence[Recorded], factor: float, confidence: float) -> dict[
             verdict = significance.compare(base, samples, paired=True, factor=factor, confidence=confidence)
             if variant == info["control"]:
                 result.false_within.add(verdict.changed)
+                result.false_within_asv.add(_asv_flags(base, samples, factor))
                 result.mde.setdefault(_label(name, combo[:i] + combo[i + 1:]), []).append(verdict.minimum_detectable())
             elif variant in EFFECTS and info["unit"] == "seconds":
                 result.detected[variant].add(verdict.changed and verdict.ratio > 1)
@@ -172,12 +172,17 @@ def judge(trials: Sequence[Recorded], factor: float, confidence: float) -> dict[
             result = out.setdefault(_class_of(key[0]), ClassResult())
             verdict = significance.compare(a, b, paired=False, factor=factor, confidence=confidence)
             result.false_across_report.add(verdict.changed)
-            (va, sa), (vb, sb) = compute_stats(a, 1), compute_stats(b, 1)
-            flagged = _is_result_better(vb, va, (sb, b), (sa, a), factor) or _is_result_better(
-                va, vb, (sa, a), (sb, b), factor
-            )
-            result.false_across_asv.add(flagged)
+            result.false_across_asv.add(_asv_flags(a, b, factor))
     return out
+
+
+def _asv_flags(a, b, factor):
+    # asv compare's own decision on the same per-process samples, either direction.
+    from asv.commands.compare import _is_result_better
+    from asv_runner.statistics import compute_stats
+
+    (va, sa), (vb, sb) = compute_stats(a, 1), compute_stats(b, 1)
+    return _is_result_better(vb, va, (sb, b), (sa, a), factor) or _is_result_better(va, vb, (sa, a), (sb, b), factor)
 
 
 def render(results: dict[str, ClassResult], *, trials: int, factor: float, confidence: float, command: str) -> str:
@@ -189,7 +194,8 @@ def render(results: dict[str, ClassResult], *, trials: int, factor: float, confi
         effects = ", ".join(
             f"{v}: {statistics.median(r.measured[v]):.3f}" for v in EFFECTS if r.measured[v]
         )
-        rows.append([cls, str(r.false_within), str(r.false_across_report), str(r.false_across_asv),
+        rows.append([cls, str(r.false_within), str(r.false_within_asv), str(r.false_across_report),
+                     str(r.false_across_asv),
                      str(r.detected["plus5pct"]), str(r.detected["plus10pct"]), effects or "-"])
     text = [
         "# Calibration on the real benchmarks",
@@ -199,7 +205,8 @@ def render(results: dict[str, ClassResult], *, trials: int, factor: float, confi
         f"{factor} with {100 * confidence:g}% intervals (`perflab.significance`). Rates carry 95%"
         " Clopper-Pearson intervals.",
         "",
-        tabulate(rows, headers=["class", "identical flagged, one run", "identical flagged across runs (report)",
+        tabulate(rows, headers=["class", "identical flagged, one run (report)", "one run (asv rule)",
+                                "identical flagged across runs (report)",
                                 "across runs (asv compare)", "+5% detected", "+10% detected",
                                 "measured effect (median ratio)"], tablefmt="github"),
         "",
