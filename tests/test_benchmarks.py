@@ -23,8 +23,11 @@ def _classes():
         module = importlib.import_module(f"benchmarks.{name}")
         for cls_name, cls in vars(module).items():
             # asv, too, ignores private names (shared bases such as _SolveJVP).
-            if not cls_name.startswith("_") and inspect.isclass(cls) and cls.__module__ == module.__name__ and any(
-                m.startswith(PREFIXES) for m in dir(cls)
+            if (
+                not cls_name.startswith("_")
+                and inspect.isclass(cls)
+                and cls.__module__ == module.__name__
+                and any(m.startswith(PREFIXES) for m in dir(cls))
             ):
                 yield f"{name}.{cls_name}", cls
 
@@ -90,7 +93,10 @@ def test_benchmark_runs_once(name, method):
 
 
 # Variants whose cells skip on this machine for a reason that is the machine's, not the grid's.
-MACHINE_SKIPS = {"cuda_graph": "needs CUDA", "compiled": "torch.compile on CPU runs only with PERFLAB_MEANFLOW_COMPILE=1"}
+MACHINE_SKIPS = {
+    "cuda_graph": "needs CUDA",
+    "compiled": "torch.compile on CPU runs only with PERFLAB_MEANFLOW_COMPILE=1",
+}
 INTERLEAVED = sorted(n for n, cls in CLASSES.items() if _interleaved(cls))
 
 
@@ -130,8 +136,11 @@ def test_interleaved_tracks_hand_asv_one_sample_per_process(name):
     cls = CLASSES[name]
     head = next(itertools.product(*cls.params[:-1]))
     params = (*head, cls.baseline)
-    cache = {"values": {_interleave.key(op, params): [1.0, 2.0, 4.0] for op in cls.operations},
-             "skipped": {}, "processes": 3}
+    cache = {
+        "values": {_interleave.key(op, params): [1.0, 2.0, 4.0] for op in cls.operations},
+        "skipped": {},
+        "processes": 3,
+    }
     obj = cls()
     obj.setup(cache, *params)
     tracks = [m for m in dir(cls) if m.startswith("track_")]
@@ -169,8 +178,9 @@ def test_measured_cell_interleaves_and_injects(monkeypatch):
         order.append("slow")
         clock.t += 1e-5
 
-    values = _interleave.measure({"fast": fast, "slow": slow}, rounds=8, target=1e-3,
-                                 twins={"slow10": ("slow", 0.10)}, seed=1)
+    values = _interleave.measure(
+        {"fast": fast, "slow": slow}, rounds=8, target=1e-3, twins={"slow10": ("slow", 0.10)}, seed=1
+    )
     assert values["fast"] == pytest.approx(1e-6, rel=0.01)
     assert values["slow"] == pytest.approx(1e-5, rel=0.01)
     assert values["slow10"] / values["slow"] == pytest.approx(1.10, rel=0.005)
@@ -227,7 +237,10 @@ def test_asv_config_is_valid():
 def test_asv_check_lists_no_errors():
     out = subprocess.run(
         [sys.executable, "-m", "asv", "check", "--python=same"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     text = out.stdout + out.stderr
     assert out.returncode == 0, text
@@ -239,7 +252,9 @@ def test_asv_build_command_builds_a_wheel_with_the_extension(tmp_path):
     # compiled Cython extension, and the sdist route (MANIFEST.in) the .pyx.
     out = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     (wheel,) = tmp_path.glob("perflab-*.whl")
@@ -276,8 +291,14 @@ def test_thread_pools_in_effect_are_pinned():
         "import benchmarks, numpy, threadpoolctl\n"
         "print(sorted({p['num_threads'] for p in threadpoolctl.threadpool_info()}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                         env={k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[1]", out.stdout
 

@@ -41,7 +41,9 @@ def _reference(solver, op, b, top, tb):
 
 
 def _rounded(tree, dtype):
-    return None if tree is None else jax.tree_util.tree_map(lambda a: np.asarray(np.asarray(a, dtype), np.float64), tree)
+    return (
+        None if tree is None else jax.tree_util.tree_map(lambda a: np.asarray(np.asarray(a, dtype), np.float64), tree)
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -60,8 +62,9 @@ def test_matches_scipy_and_finite_differences(solver, n, dtype, tangents, rng):
     # Central finite differences of scipy's solve, in float64.
     h = 1e-6
     top_, tb_ = (jax.tree_util.tree_map(np.zeros_like, op) if top is None else top), (np.zeros(n) if tb is None else tb)
-    fd = (_scipy_solve(solver, _shift(op, top_, h), b + h * tb_)
-          - _scipy_solve(solver, _shift(op, top_, -h), b - h * tb_)) / (2 * h)
+    fd = (
+        _scipy_solve(solver, _shift(op, top_, h), b + h * tb_) - _scipy_solve(solver, _shift(op, top_, -h), b - h * tb_)
+    ) / (2 * h)
     np.testing.assert_allclose(tx, fd, rtol=max(TOL[dtype]["rtol"], 1e-6), atol=max(TOL[dtype]["atol"], 1e-8))
 
 
@@ -81,7 +84,11 @@ def test_vmap_batches_inside_one_call(solver, rng):
     # Shared operator, batched right-hand sides (and nested vmap): the kernel broadcasts.
     op, _, top, _ = problems[0]
     bs = jnp.asarray(np.stack([p[1] for p in problems]).reshape(2, 2, 10))
-    nested = jax.vmap(jax.vmap(lambda b: ls.linear_solve_jvp(solver, _cast(op, np.float64), b, _cast(top, np.float64), b, variant="ffi")))
+    nested = jax.vmap(
+        jax.vmap(
+            lambda b: ls.linear_solve_jvp(solver, _cast(op, np.float64), b, _cast(top, np.float64), b, variant="ffi")
+        )
+    )
     x, tx = jax.jit(nested)(bs)
     for i, j in np.ndindex(2, 2):
         b = np.asarray(bs[i, j])
@@ -97,7 +104,11 @@ def test_jacfwd_over_vector_and_operator(solver, rng):
     jac_b = jax.jacfwd(lambda v: ls.linear_solve(solver, jop, v, variant="ffi"))(jb)
     np.testing.assert_allclose(jac_b, np.linalg.inv(_dense(solver, op)), **TOL[np.float64])
     # Along one operator direction: jacfwd over a scalar t of A + t A'.
-    d = jax.jacfwd(lambda t: ls.linear_solve(solver, jax.tree_util.tree_map(lambda a, ta: a + t * ta, jop, _cast(top, np.float64)), jb, variant="ffi"))(0.0)
+    d = jax.jacfwd(
+        lambda t: ls.linear_solve(
+            solver, jax.tree_util.tree_map(lambda a, ta: a + t * ta, jop, _cast(top, np.float64)), jb, variant="ffi"
+        )
+    )(0.0)
     _, tx_ref = _reference(solver, op, b, top, None)
     np.testing.assert_allclose(d, tx_ref, **TOL[np.float64])
 
@@ -159,7 +170,9 @@ def test_singular_systems_give_nan_per_system():
     x = jax.vmap(lambda a: _ffi.ffi_solve("lu", a, jnp.ones(3)))(jnp.stack([good, sing]))
     assert np.all(np.asarray(x[0]) == 0.5) and np.isnan(np.asarray(x[1])).all()
     assert np.isnan(np.asarray(_ffi.ffi_solve("cholesky", -jnp.eye(3), jnp.ones(3)))).all()
-    assert np.isnan(np.asarray(_ffi.ffi_solve("tridiagonal", (jnp.zeros(2), jnp.zeros(3), jnp.zeros(2)), jnp.ones(3)))).all()
+    assert np.isnan(
+        np.asarray(_ffi.ffi_solve("tridiagonal", (jnp.zeros(2), jnp.zeros(3), jnp.zeros(2)), jnp.ones(3)))
+    ).all()
 
 
 def test_bad_input():

@@ -25,21 +25,16 @@ VENDOR_DIR = "vendor"
 CDN_FILES = {
     "https://code.jquery.com/jquery-3.3.1.min.js": "jquery-3.3.1.min.js",
     "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.min.js": "jquery.flot-0.8.3.js",
-    "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.time.min.js":
-        "jquery.flot.time-0.8.3.js",
-    "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.selection.min.js":
-        "jquery.flot.selection-0.8.3.js",
-    "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.categories.min.js":
-        "jquery.flot.categories-0.8.3.js",
-    "https://cdn.jsdelivr.net/npm/flot-orderbars@1.0.0/js/jquery.flot.orderBars.js":
-        "jquery.flot.orderBars-1.0.0.js",
-    "https://cdnjs.cloudflare.com/ajax/libs/stupidtable/1.0.1/stupidtable.min.js":
-        "stupidtable-1.1.3.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.time.min.js": "jquery.flot.time-0.8.3.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.selection.min.js": "jquery.flot.selection-0.8.3.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.categories.min.js": (
+        "jquery.flot.categories-0.8.3.js"
+    ),
+    "https://cdn.jsdelivr.net/npm/flot-orderbars@1.0.0/js/jquery.flot.orderBars.js": "jquery.flot.orderBars-1.0.0.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/stupidtable/1.0.1/stupidtable.min.js": "stupidtable-1.1.3.min.js",
     "https://cdnjs.cloudflare.com/ajax/libs/blueimp-md5/2.19.0/js/md5.min.js": "md5-2.19.0.min.js",
-    "https://cdn.jsdelivr.net/npm/bootstrap@3.1.1/dist/js/bootstrap.min.js":
-        "bootstrap-3.1.1.min.js",
-    "https://cdn.jsdelivr.net/npm/bootstrap@3.1.1/dist/css/bootstrap.min.css":
-        "bootstrap-3.1.1.min.css",
+    "https://cdn.jsdelivr.net/npm/bootstrap@3.1.1/dist/js/bootstrap.min.js": "bootstrap-3.1.1.min.js",
+    "https://cdn.jsdelivr.net/npm/bootstrap@3.1.1/dist/css/bootstrap.min.css": "bootstrap-3.1.1.min.css",
 }
 _TAG = re.compile(r"<(script|link)\b[^>]*>", re.IGNORECASE)
 _URL = re.compile(r'\b(src|href)="(https?://[^"]+)"')
@@ -79,7 +74,7 @@ def make_offline(html_dir: str) -> list[str]:
         with open(path, encoding="utf-8") as f:
             page = f.read()
 
-        def local(tag_match):
+        def local(tag_match, name=name):
             tag = tag_match.group(0)
             url = _URL.search(tag)
             if url is None or tag_match.group(1).lower() == "link" and "stylesheet" not in tag:
@@ -121,12 +116,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--config", default="asv.conf.json", help="asv configuration file")
-    parser.add_argument(
-        "--html-dir", help="the published directory (default: html_dir of --config)"
-    )
-    parser.add_argument(
-        "--no-publish", action="store_true", help="only rewrite an already published directory"
-    )
+    parser.add_argument("--html-dir", help="the published directory (default: html_dir of --config)")
+    parser.add_argument("--no-publish", action="store_true", help="only rewrite an already published directory")
     parser.set_defaults(func=run)
     return parser
 

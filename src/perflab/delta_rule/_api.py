@@ -94,9 +94,9 @@ def delta_rule(q, k, v, beta, *, variant: str = DELTA_RULE.default, chunk_size: 
     dims = check_inputs(q, k, v, beta)
     chunk_size = check_chunk_size(chunk_size, dims[2])
     if variant in JAX_VARIANTS:
-        from . import _jax
-
         import jax.numpy as jnp
+
+        from . import _jax
 
         q, k, v, beta = (jnp.asarray(x) for x in (q, k, v, beta))
         if variant == "jax_scan":

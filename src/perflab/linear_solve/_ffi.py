@@ -25,7 +25,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from . import _ffi_kernels
@@ -73,9 +72,12 @@ def check_platform(*arrays):
         None.
     """
     leaves = jax.tree_util.tree_leaves(arrays)
-    platforms = {d.platform for leaf in leaves
-                 if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer)
-                 for d in leaf.devices()}
+    platforms = {
+        d.platform
+        for leaf in leaves
+        if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer)
+        for d in leaf.devices()
+    }
     what = "an input array"
     if not platforms:  # tracers or numpy: they run where JAX's default backend is
         platforms, what = {jax.default_backend()}, "JAX's default backend"
@@ -168,8 +170,10 @@ def ffi_solve(solver, operator, vector):
 def _ffi_solve_jvp(solver, primals, tangents):
     operator, vector = primals
     t_operator, t_vector = tangents
-    op_zero = all(isinstance(t, SymbolicZero) for t in jax.tree_util.tree_leaves(
-        t_operator, is_leaf=lambda t: isinstance(t, SymbolicZero)))
+    op_zero = all(
+        isinstance(t, SymbolicZero)
+        for t in jax.tree_util.tree_leaves(t_operator, is_leaf=lambda t: isinstance(t, SymbolicZero))
+    )
     vec_zero = isinstance(t_vector, SymbolicZero)
     if op_zero and vec_zero:
         return ffi_solve(solver, operator, vector), jnp.zeros_like(vector)
@@ -180,8 +184,13 @@ def _ffi_solve_jvp(solver, primals, tangents):
         x, t_x = _jvp_call(f"perflab_{solver}_jvp_vector", len(ops) + 1)(*ops, vector, t_vector)
     else:
         t_operator = jax.tree_util.tree_map(
-            lambda o, t: jnp.zeros_like(o) if isinstance(t, SymbolicZero) else t, operator, t_operator,
-            is_leaf=lambda t: isinstance(t, SymbolicZero))
+            lambda o, t: jnp.zeros_like(o) if isinstance(t, SymbolicZero) else t,
+            operator,
+            t_operator,
+            is_leaf=lambda t: isinstance(t, SymbolicZero),
+        )
         ops = _operands(solver, operator)
-        x, t_x = _jvp_call(f"perflab_{solver}_jvp", len(ops) + 1)(*ops, vector, *_operands(solver, t_operator), t_vector)
+        x, t_x = _jvp_call(f"perflab_{solver}_jvp", len(ops) + 1)(
+            *ops, vector, *_operands(solver, t_operator), t_vector
+        )
     return x, t_x

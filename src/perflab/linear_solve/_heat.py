@@ -40,8 +40,11 @@ HEAT_JVP = _variants.register(
     "linear_solve",
     "heat_jvp",
     {
-        **{k: v + " (called at every time step: factorises at every step)" for k, v in SOLVE_JVP.variants.items()
-           if k != "cython"},
+        **{
+            k: v + " (called at every time step: factorises at every step)"
+            for k, v in SOLVE_JVP.variants.items()
+            if k != "cython"
+        },
         "cython": (
             "Thomas algorithm in Cython outside JAX, the factorisation hoisted out of the time loop: "
             "factorised once, one substitution per step for u and one for u'"
@@ -57,8 +60,7 @@ HEAT_JVP = _variants.register(
 )
 
 _ZERO_PIVOT_MSG = (
-    "heat equation: the Thomas factorisation met a zero pivot (set EQX_ON_ERROR=nan to get NaN "
-    "instead of this error)"
+    "heat equation: the Thomas factorisation met a zero pivot (set EQX_ON_ERROR=nan to get NaN instead of this error)"
 )
 
 
@@ -147,7 +149,10 @@ def _check(u0, kappa, steps, dt):
     if np.ndim(u0) != 1 or np.shape(u0)[0] < 2:
         raise ValueError(f"u0 must be 1-D with at least 2 grid points, got shape {np.shape(u0)}")
     if np.shape(kappa) != () or _checks._dtype_of(kappa, "kappa") != dtype:
-        raise TypeError(f"kappa must be a scalar of u0's dtype {dtype}, got shape {np.shape(kappa)}, dtype {getattr(kappa, 'dtype', None)}")
+        raise TypeError(
+            f"kappa must be a scalar of u0's dtype {dtype}, got shape {np.shape(kappa)}, "
+            f"dtype {getattr(kappa, 'dtype', None)}"
+        )
     if not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     if not dt > 0:

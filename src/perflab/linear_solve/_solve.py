@@ -57,7 +57,9 @@ SOLVE_JVP = _variants.register(
             "factorise once, tangent terms summed into one solve; b-only tangents solved with the "
             "primal as one multi-column solve"
         ),
-        "cython": "tridiagonal only: Thomas algorithm in Cython, outside JAX, factorisation shared by primal and tangent",
+        "cython": (
+            "tridiagonal only: Thomas algorithm in Cython, outside JAX, factorisation shared by primal and tangent"
+        ),
         "ffi": (
             "XLA FFI custom call into a C++ kernel over LAPACK: primal and JVP in one call, "
             "factorisation shared, batch looped inside the kernel; CPU only"
@@ -81,6 +83,7 @@ def _ffi_solve(solver, operator, vector):
     _ffi.check_platform(operator, vector)
     _ffi.check_forward_mode(operator, vector)
     return _check_finite(_ffi.ffi_solve(solver, operator, vector))
+
 
 _SINGULAR_MSG = (
     "linear solve produced a non-finite solution: the operator is singular, or not positive "
@@ -128,8 +131,10 @@ def _matvec(solver, operator, x):
 
 
 def _is_zero(tangent):
-    return all(isinstance(t, SymbolicZero) for t in jax.tree_util.tree_leaves(
-        tangent, is_leaf=lambda t: isinstance(t, SymbolicZero)))
+    return all(
+        isinstance(t, SymbolicZero)
+        for t in jax.tree_util.tree_leaves(tangent, is_leaf=lambda t: isinstance(t, SymbolicZero))
+    )
 
 
 def _materialise(tangent):

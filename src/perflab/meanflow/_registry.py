@@ -10,10 +10,19 @@ LOSS = register(
     {
         "naive": "separate forward with grad, then torch.func.jvp on the r != t samples (two model calls, host sync)",
         "primal_reuse": "torch.func.jvp on the r != t samples serves as their prediction; plain forward on the rest",
-        "full_batch": "one torch.func.jvp over the whole batch (tangent on t only moves h for r = t); no branch, no sync",
+        "full_batch": (
+            "one torch.func.jvp over the whole batch (tangent on t only moves h for r = t); "
+            "no branch, no sync"
+        ),
         "forward_ad": "as full_batch with torch.autograd.forward_ad dual tensors instead of torch.func.jvp",
-        "custom_jvp": "as forward_ad with hand-written JVP rules: GroupNorm reusing its forward statistics, conv skipping the zero weight tangent",
-        "stacked": "hybrid: detached JVP by an explicit tangent pass with primal and tangent stacked along the batch (one conv/Linear call of batch 2B), plus a normal forward",
+        "custom_jvp": (
+            "as forward_ad with hand-written JVP rules: GroupNorm reusing its forward "
+            "statistics, conv skipping the zero weight tangent"
+        ),
+        "stacked": (
+            "hybrid: detached JVP by an explicit tangent pass with primal and tangent "
+            "stacked along the batch (one conv/Linear call of batch 2B), plus a normal forward"
+        ),
         "cuda_graph": "hybrid: detached full-batch JVP replayed from a CUDA graph plus a normal forward (CUDA only)",
         "compiled": "hybrid: detached full-batch JVP through torch.compile plus a normal forward",
         "bf16": "as full_batch under bfloat16 autocast, with scaled_dot_product_attention where forward AD supports it",

@@ -136,8 +136,8 @@ def meanflow_loss(model: eqx.Module, x: jax.Array, t: jax.Array, r: jax.Array, e
         The scalar loss.
     """
     u, u_tgt = target(model, x, t, r, e)
-    l = jnp.square(u - u_tgt).reshape(u.shape[0], -1).sum(axis=1)
-    return jnp.mean(l / jax.lax.stop_gradient(jnp.power(l + eps, p)))
+    err = jnp.square(u - u_tgt).reshape(u.shape[0], -1).sum(axis=1)
+    return jnp.mean(err / jax.lax.stop_gradient(jnp.power(err + eps, p)))
 
 
 def fm_loss(model: eqx.Module, x: jax.Array, t: jax.Array, e: jax.Array) -> jax.Array:

@@ -155,8 +155,8 @@ class MeanFlowLoss:
 
     def _reduce(self, u, u_tgt):
         u = u.to(u_tgt.dtype)
-        l = (u - u_tgt).square().flatten(1).sum(dim=1)
-        return (l / (l.detach() + self.eps).pow(self.p)).mean()
+        err = (u - u_tgt).square().flatten(1).sum(dim=1)
+        return (err / (err.detach() + self.eps).pow(self.p)).mean()
 
     def loss(self, x: torch.Tensor, t: torch.Tensor, r: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """The loss for given data, times and noise; differentiable in the model's parameters.

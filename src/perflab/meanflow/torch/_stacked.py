@@ -169,7 +169,9 @@ def _dit(net: DiT, s, t, h):
     b2 = s.shape[0]
     g = c.image_size // c.patch
     emb = _time(net.time, t, h)
-    x = _bias_on_primal(_conv(net.patch_embed, s).flatten(2).transpose(1, 2).contiguous(), net.pos_embed, net.pos_embed.shape)
+    x = _bias_on_primal(
+        _conv(net.patch_embed, s).flatten(2).transpose(1, 2).contiguous(), net.pos_embed, net.pos_embed.shape
+    )
     for block in net.blocks:
         x = _dit_block(block, x, emb)
     shift, scale = _linear(net.ada_out, _silu(emb))[:, None].chunk(2, dim=-1)
@@ -178,8 +180,9 @@ def _dit(net: DiT, s, t, h):
     return x.permute(0, 5, 1, 3, 2, 4).reshape(b2, c.channels, c.image_size, c.image_size)
 
 
-def stacked_jvp(net: nn.Module, z: torch.Tensor, t: torch.Tensor, h: torch.Tensor,
-                tz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def stacked_jvp(
+    net: nn.Module, z: torch.Tensor, t: torch.Tensor, h: torch.Tensor, tz: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The denoiser's value and JVP along (tz, 1, 1) on (z, t, h), without autograd.
 
     The tangent of t and of h = t - r is 1 (r carries none), as in the MeanFlow target.
