@@ -22,8 +22,10 @@ import itertools
 import math
 import os
 import statistics
+import sys
 import time
 import timeit
+import types
 import zlib
 
 from . import _companions, _interleave
@@ -126,6 +128,7 @@ class InterleavedBenchmark:
         for name, (numerator, denominator, unit) in cls.ratios.items():
             if f"track_{name}" not in vars(cls):
                 setattr(cls, f"track_{name}", _ratio_method(numerator, denominator, unit))
+        cls.setup_cache = _class_setup_cache(cls)
         for name, fn in list(vars(cls).items()):
             if name.startswith("track_") and callable(fn):
                 fn.baseline = cls.baseline
@@ -179,12 +182,13 @@ class InterleavedBenchmark:
                 )
         return {"values": values, "skipped": skipped}
 
-    def setup_cache(self):
+    def _measure_all(self):
+        # Becomes each subclass's `setup_cache` (see `_class_setup_cache`).
         cls = type(self)
         processes = 1 if _interleave.quick() else self.processes
         return _interleave.run_processes(cls.__module__, cls.__qualname__, processes, self.timeout * 10)
 
-    setup_cache.timeout = 3600
+    _measure_all.timeout = 3600
 
     def setup(self, cache, *params):
         names = [_interleave.key(operation, params) for operation in self.operations]
@@ -218,6 +222,21 @@ class InterleavedBenchmark:
         if num is None or den is None:
             return math.nan
         return {"samples": [a / b for a, b in zip(num, den)], "number": 1}
+
+
+def _class_setup_cache(cls):
+    # asv keys a setup_cache by "<module without its package>:<first line>" and runs it once per
+    # key per run, handing the result to every class that shares the key: an inherited
+    # setup_cache would hand one class's measurements to all. So each class gets its own copy
+    # of the function, owned by a module named after the class ("bench_x.Cls"), registered in
+    # sys.modules at import, in every process that imports the suite.
+    base = InterleavedBenchmark._measure_all
+    owner = f"{cls.__module__}.{cls.__qualname__}"
+    sys.modules.setdefault(owner, types.ModuleType(owner))
+    fn = types.FunctionType(base.__code__, base.__globals__, "setup_cache", base.__defaults__, base.__closure__)
+    fn.__module__, fn.__qualname__ = owner, f"{cls.__qualname__}.setup_cache"
+    fn.timeout = base.timeout
+    return fn
 
 
 def _samples_method(operation):

@@ -332,3 +332,11 @@ def test_relative_error_sees_a_wrong_answer():
     assert relative_error(np.array([1.0, 2.0]), np.array([1.0, 2.2])) == pytest.approx(0.2 / 2.2)
     with pytest.raises(ValueError, match="arrays"):
         relative_error((np.ones(1),), (np.ones(1), np.ones(1)))
+
+
+def test_every_interleaved_class_has_its_own_setup_cache():
+    # asv runs one setup_cache per key and shares its result among the classes with that key.
+    from asv_runner.benchmarks._base import get_setup_cache_key
+
+    keys = {name: get_setup_cache_key(CLASSES[name].setup_cache) for name in INTERLEAVED}
+    assert len(set(keys.values())) == len(keys), keys
