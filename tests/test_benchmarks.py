@@ -340,3 +340,35 @@ def test_every_interleaved_class_has_its_own_setup_cache():
 
     keys = {name: get_setup_cache_key(CLASSES[name].setup_cache) for name in INTERLEAVED}
     assert len(set(keys.values())) == len(keys), keys
+
+
+@pytest.mark.parametrize("name", INTERLEAVED)
+def test_registered_variants_compile_to_different_programs(name):
+    # At the smallest benchmarked cell, no two registered variants of the class's main
+    # operation may compile to one program (then a variant switch benchmarks the same code
+    # twice), unless the registry declares the pair, with its reason.
+    from benchmarks import _companions, _interleave
+    from perflab import variants
+
+    cls = CLASSES[name]
+    study = name.split(".")[0].removeprefix("bench_")
+    ops = []
+    if study != "calibration":
+        ops = [op for op in variants.for_study(study) if set(op.names) & set(cls.params[-1])]
+    head = next(itertools.product(*cls.params[:-1]))
+    registered = {v for op in ops for v in op.names}
+    programs = {}
+    for variant in cls.params[-1]:
+        twin = variant == _interleave.CONTROL or variant in _interleave.INJECTED
+        if twin or (variant not in registered and study != "calibration"):
+            continue  # the control and injected twins run the baseline's program on purpose
+        try:
+            call = cls().build(cls.operations[0], *head, variant)
+        except NotImplementedError:
+            continue
+        if getattr(call, "compiled", None) is not None:
+            programs[variant] = _companions.hlo_fingerprint(call.compiled.as_text())
+    for a, b in itertools.combinations(sorted(programs), 2):
+        if programs[a] == programs[b]:
+            reasons = [op.expected_same_program(a, b) for op in ops]
+            assert any(reasons), f"{name}: {a} and {b} compile to the same program at {head} and no registry says why"

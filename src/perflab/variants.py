@@ -23,6 +23,9 @@ class Operation:
         default: the variant used when the caller names none.
         baseline: the variant reports treat as BEFORE.
         optimised: the variant reports treat as AFTER.
+        same_program: {frozenset({a, b}): reason} for variant pairs that are expected to
+            compile to the same program at some benchmarked size (a test fails on any other
+            pair that does).
     """
 
     study: str
@@ -31,6 +34,11 @@ class Operation:
     default: str
     baseline: str = "before"
     optimised: str = "after"
+    same_program: Mapping[frozenset, str] = dataclasses.field(default_factory=dict)
+
+    def expected_same_program(self, a: str, b: str) -> str | None:
+        """Why variants `a` and `b` are expected to compile to one program, or ``None``."""
+        return self.same_program.get(frozenset((a, b)))
 
     def check(self, variant: str, *, argument: str = "variant") -> str:
         """Return `variant` if it is registered, else raise a `ValueError` listing the choices.
@@ -66,6 +74,7 @@ def register(
     default: str,
     baseline: str = "before",
     optimised: str = "after",
+    same_program: Mapping[tuple[str, str], str] | None = None,
 ) -> Operation:
     """Declare the variants of an operation and return its `Operation` record.
 
@@ -76,6 +85,8 @@ def register(
         default: the variant used when the caller names none.
         baseline: the variant shown as BEFORE in reports.
         optimised: the variant shown as AFTER in reports.
+        same_program: (a, b) -> the reason the two variants are expected to compile to the
+            same program at some benchmarked size.
 
     Returns:
         The registered `Operation`.
@@ -83,7 +94,12 @@ def register(
     for role, value in (("default", default), ("baseline", baseline), ("optimised", optimised)):
         if value not in variants:
             raise ValueError(f"{role}={value!r} is not among the variants {list(variants)}")
-    op = Operation(study, name, dict(variants), default, baseline, optimised)
+    pairs = {}
+    for (a, b), reason in (same_program or {}).items():
+        if a not in variants or b not in variants:
+            raise ValueError(f"same_program names {a!r} and {b!r}; expected variants among {list(variants)}")
+        pairs[frozenset((a, b))] = reason
+    op = Operation(study, name, dict(variants), default, baseline, optimised, pairs)
     _REGISTRY[(study, name)] = op
     return op
 
