@@ -20,6 +20,7 @@ from perflab.__main__ import main
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "data" / "asv_results"
 GRAPH = "bench_linear_solve.LinearSolveJVP.time_jvp"
+CATEGORIES = "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.categories.min.js"
 
 
 @pytest.fixture(scope="module")
@@ -111,41 +112,139 @@ _INK = """canvas => {
 }"""
 
 
-def test_dashboard_draws_a_graph_without_javascript_errors(server, tmp_path):
+@pytest.fixture(scope="module")
+def chromium():
+    """Headless Chromium through playwright; skips (or fails in CI) when either is missing."""
     playwright = pytest.importorskip(
         "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
     )
-    chromium = _chromium()
-    if chromium is None:
+    executable = _chromium()
+    if executable is None:
         # CI installs Chromium and sets PERFLAB_REQUIRE_BROWSER=1: there a missing browser is a
         # failed install, not a reason to skip.
         if os.environ.get("PERFLAB_REQUIRE_BROWSER") == "1":
             pytest.fail("PERFLAB_REQUIRE_BROWSER=1 but no Chromium executable was found")
         pytest.skip("no Chromium executable (apt-get install chromium, or set PERFLAB_CHROMIUM)")
-    errors = []
     with playwright.sync_playwright() as p:
         # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
-        page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
-        page.goto(f"{server}/index.html")
-        page.wait_for_selector(f"[id='summarygrid-{GRAPH}'] canvas.flot-base", timeout=30_000)
-        assert "failed to load" not in page.inner_text("body")
-
-        page.goto(f"{server}/index.html#{GRAPH}")
-        canvas = page.wait_for_selector("#main-graph canvas.flot-base", timeout=30_000)
-        page.wait_for_timeout(500)
-        width, height = canvas.evaluate("c => [c.width, c.height]")
-        assert width > 300 and height > 200
-        ink, colours = canvas.evaluate(_INK)
-        assert ink > 1000 and colours > 3, (ink, colours)  # axes plus coloured series
-        legend = page.locator("#main-graph .legend td.legendLabel").all_inner_texts()
-        assert legend and all("variant-" in label for label in legend)
-
-        shot = Path(os.environ.get("PERFLAB_SCREENSHOT_DIR", tmp_path)) / "dashboard.png"
-        shot.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(shot))
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def page(chromium):
+    """A fresh page; `page.errors` collects page errors and console errors."""
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    page.errors = []
+    page.on("pageerror", lambda e: page.errors.append(f"pageerror: {e}"))
+    page.on(
+        "console",
+        lambda m: page.errors.append(f"console: {m.text}") if m.type == "error" else None,
+    )
+    yield page
+    page.close()
+
+
+def _screenshot(page, tmp_path, name):
+    shot = Path(os.environ.get("PERFLAB_SCREENSHOT_DIR", tmp_path)) / name
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
-    assert errors == []
+
+
+def test_dashboard_draws_a_graph_without_javascript_errors(server, page, tmp_path):
+    page.goto(f"{server}/index.html")
+    page.wait_for_selector(f"[id='summarygrid-{GRAPH}'] canvas.flot-base", timeout=30_000)
+    assert "failed to load" not in page.inner_text("body")
+
+    page.goto(f"{server}/index.html#{GRAPH}")
+    canvas = page.wait_for_selector("#main-graph canvas.flot-base", timeout=30_000)
+    page.wait_for_timeout(500)
+    width, height = canvas.evaluate("c => [c.width, c.height]")
+    assert width > 300 and height > 200
+    ink, colours = canvas.evaluate(_INK)
+    assert ink > 1000 and colours > 3, (ink, colours)  # axes plus coloured series
+    legend = page.locator("#main-graph .legend td.legendLabel").all_inner_texts()
+    assert legend and all("variant-" in label for label in legend)
+    _screenshot(page, tmp_path, "dashboard.png")
+    assert page.errors == []
+
+
+def test_category_bars_plugin_loads_after_orderbars(published):
+    page = (published / "index.html").read_text()
+    order = [
+        page.index(f'"vendor/{dashboard.CDN_FILES[CATEGORIES]}"'),
+        page.index(f'"vendor/{dashboard.ORDERBARS}"'),
+        page.index(f'<script src="{dashboard.CATEGORY_BARS}"></script>'),
+        page.index('src="graphdisplay.js"'),
+    ]
+    assert order == sorted(order)
+    assert page.count(dashboard.CATEGORY_BARS) == 1
+    assert (published / dashboard.CATEGORY_BARS).stat().st_size > 1000
+
+
+def test_make_offline_twice_adds_the_plugin_once(published, tmp_path):
+    html = tmp_path / "html"
+    shutil.copytree(published, html)
+    before = (html / "index.html").read_text()
+    assert dashboard.make_offline(str(html)) == []
+    assert (html / "index.html").read_text() == before
+
+
+# Each bar the plot holds, where flot puts it: [series, category label, x and y of the bar's
+# middle in canvas pixels, the colour there]. The x is flot's own (after the bar-ordering
+# plugins), so a bar flot cannot place (NaN) reads as not drawn.
+_BARS = """() => {
+    const plot = $('#main-graph').data('plot');
+    const canvas = document.querySelector('#main-graph canvas.flot-base');
+    const ctx = canvas.getContext('2d');
+    const ratio = canvas.width / $(canvas).width();
+    const off = plot.getPlotOffset();
+    const labels = {};
+    for (const [label, index] of Object.entries(plot.getAxes().xaxis.categories || {})) {
+        labels[index] = label;
+    }
+    const bars = [];
+    plot.getData().forEach((s, k) => {
+        const pts = s.datapoints.points, ps = s.datapoints.pointsize;
+        s.data.forEach((raw, j) => {
+            if (raw[1] === null) return;
+            const x = pts[j * ps], y = pts[j * ps + 1];
+            const cx = Math.round((off.left + s.xaxis.p2c(x)) * ratio);
+            const cy = Math.round((off.top + s.yaxis.p2c(y / 2)) * ratio);
+            const p = Number.isFinite(cx) && Number.isFinite(cy)
+                ? Array.from(ctx.getImageData(cx, cy, 1, 1).data) : null;
+            bars.push([k, raw[0], x, p]);
+        });
+    });
+    return {bars: bars, series: plot.getData().length,
+            ticks: $('#main-graph .flot-x-axis .flot-tick-label').map(
+                (i, e) => $(e).text()).get()};
+}"""
+
+
+def test_variant_view_draws_a_bar_per_variant(server, page, tmp_path):
+    # asv's graph of a string parameter: bars on a category axis, one per series and variant.
+    page.goto(f"{server}/index.html#{GRAPH}?x-axis=variant")
+    canvas = page.wait_for_selector("#main-graph canvas.flot-base", timeout=30_000)
+    page.wait_for_timeout(500)
+    variants = json.loads((RESULTS / "benchmarks.json").read_text())[GRAPH]["params"][2]
+    variants = [v.strip("'") for v in variants]
+    drawn = page.evaluate(_BARS)
+    assert drawn["ticks"] == variants, drawn["ticks"]  # every variant, in the suite's order
+    assert drawn["series"] >= 2  # the case that drew nothing: several series side by side
+    bars = drawn["bars"]
+    assert {variant for _, variant, _, _ in bars} == set(variants)
+    not_drawn = [bar for bar in bars if bar[3] is None or bar[3][3] == 0 or min(bar[3][:3]) > 250]
+    assert not not_drawn, not_drawn  # every bar's middle is inked
+    for variant in variants:
+        here = sorted((x, k) for k, v, x, _ in bars if v == variant)
+        # side by side: each series at its own x, the colours of neighbouring bars differ
+        assert len({x for x, _ in here}) == len(here), (variant, here)
+        colours = {tuple(p) for _, v, _, p in bars if v == variant}
+        assert len(colours) == len(here), (variant, colours)
+    ink, colours = canvas.evaluate(_INK)
+    assert ink > 20_000 and colours > drawn["series"], (ink, colours)
+    _screenshot(page, tmp_path, "dashboard-variant.png")
+    assert page.errors == []

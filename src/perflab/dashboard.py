@@ -6,6 +6,13 @@ CDNs; without network access (CI, the GPU machine, air-gapped clusters) the page
 libraries (kept in `perflab/_www/`) next to the page and points every CDN reference at them.
 An `index.html` referring to a CDN file not known here is an error, so a newer asv that adds a
 dependency is noticed instead of leaving a half-working page.
+
+It also mends asv's graph of a string parameter (`#bench?x-axis=variant`, the view that compares
+variants): asv 0.6.6 draws it as bars on flot's category axis, ordered side by side by
+flot-orderbars 1.0.0, which measures the axis from the raw labels, gets NaN and draws nothing
+once two or more series are shown (with the CDN too). perflab's own flot plugin
+(`perflab/_www/perflab.flot.categorybars.js`), loaded right after orderBars, places those bars
+instead; the third-party files stay unmodified.
 """
 
 from __future__ import annotations
@@ -38,6 +45,12 @@ CDN_FILES = {
 }
 _TAG = re.compile(r"<(script|link)\b[^>]*>", re.IGNORECASE)
 _URL = re.compile(r'\b(src|href)="(https?://[^"]+)"')
+ORDERBARS = "jquery.flot.orderBars-1.0.0.js"
+CATEGORY_BARS = "perflab.flot.categorybars.js"
+_ORDERBARS_TAG = re.compile(
+    r'<script\b[^>]*"' + re.escape(f"{VENDOR_DIR}/{ORDERBARS}") + r'"[^>]*>\s*</script>',
+    re.IGNORECASE,
+)
 # Subresource-integrity hashes name the CDN's minified builds; the local copies are verified by
 # being shipped in the package instead.
 _CDN_ATTRS = re.compile(r'\s+(integrity|crossorigin|referrerpolicy)="[^"]*"')
@@ -49,6 +62,9 @@ class DashboardError(_asv.PerflabError):
 
 def make_offline(html_dir: str) -> list[str]:
     """Point the published pages in `html_dir` at local copies of their CDN files.
+
+    A page that loads flot-orderbars also gets perflab's category-bars plugin right after it
+    (see the module docstring), copied next to the page.
 
     Arguments:
         html_dir: the directory `asv publish` wrote.
@@ -92,6 +108,12 @@ def make_offline(html_dir: str) -> list[str]:
             return _CDN_ATTRS.sub("", tag)
 
         rewritten = _TAG.sub(local, page)
+        if CATEGORY_BARS not in rewritten:
+            rewritten, added = _ORDERBARS_TAG.subn(
+                lambda m: f'{m.group(0)}\n    <script src="{CATEGORY_BARS}"></script>', rewritten
+            )
+            if added:
+                shutil.copyfile(www / CATEGORY_BARS, os.path.join(html_dir, CATEGORY_BARS))
         if rewritten != page:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(rewritten)
