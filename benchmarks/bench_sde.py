@@ -165,11 +165,11 @@ class EnsembleSimulation(InterleavedBenchmark):
     param_names = ["n_traj", "n_steps", "variant"]
     operations = ("simulate", "bound")
     baseline = BASELINE
-    # The slowest cells (auto, diffrax at 1000 x 10000) take ~0.5-1 s a call and a process
-    # compiles 34 programs (cheap from the persistent cache, a minute cold): with a 20 ms
-    # measurement those cells are one call per measurement, and 3 rounds x 4 processes keep the
-    # whole class to a few minutes on the shared 2-core machine while still giving asv four
-    # process-level samples to compare.
+    # The slowest cells take 0.2-1.5 s a call (auto, diffrax and every bound at 1000 x 10000),
+    # and a process compiles 34 programs (seconds from the persistent cache, minutes cold) and
+    # measures 74 callables: with 20 ms measurements (one call for the slow cells) and 3
+    # rounds a process takes ~75 s, so 4 processes (four samples per cell for asv) keep the
+    # class near five minutes on the shared 2-core machine.
     processes = 4
     rounds_per_process = 3
     measurement_time = 0.02
@@ -228,8 +228,8 @@ class RNGBound(InterleavedBenchmark):
     param_names = ["n_traj", "n_steps", "variant"]
     operations = ("normals",)
     baseline = BASELINE_RNG
-    # One draw is well under 0.2 s at every size: 5 rounds of 20 ms measurements in 4 processes
-    # is a few seconds of timing per process, the rest is JAX start-up.
+    # A draw takes 1 ms to 0.35 s: 5 rounds of 20 ms measurements are ~12 s per process, JAX
+    # start-up included, so 4 processes stay under a minute.
     processes = 4
     rounds_per_process = 5
     measurement_time = 0.02
@@ -326,10 +326,11 @@ class ParameterSweep(InterleavedBenchmark):
     param_names = ["variant"]
     operations = ("sweep",)
     baseline = BASELINE
-    # One cell of 10 callables, each ~10-100 ms a call: 5 processes x 5 rounds of 50 ms
-    # measurements is well under a minute of timing; the processes are the unit of noise.
+    # One cell of 9 callables, 5-100 ms a call: a 50 ms measurement is one to ten calls, and
+    # 7 rounds are ~4 s of timing per process next to ~8 s of start-up and compilation, so 5
+    # processes (more samples for the one cell the class has) stay near a minute.
     processes = 5
-    rounds_per_process = 5
+    rounds_per_process = 7
     measurement_time = 0.05
 
     def build(self, operation, variant):

@@ -112,13 +112,13 @@ class ApplyShardingRules(InterleavedBenchmark):
     param_names = ["layers", "devices", "variant"]
     operations = ("apply",)
     baseline = BASELINE
-    # `loop` at 24 layers takes ~1 s a call (and path_map ~10 ms at 4 layers): a 20 ms
-    # measurement is one call for the slow cells and a few for the fast ones, and 3 rounds in
-    # 4 processes bound the slowest cell (loop + control) to ~10 s of calls per process, so
-    # the class (each process also builds three models and nine sets of sharded copies) stays
-    # within a few minutes on the shared 2-core machine.
+    # `loop` at 24 layers takes 0.5-1 s a call, path_map well under 1 ms: a 20 ms measurement
+    # is one call for the slow cells and tens for the fast ones. 5 rounds in 4 processes keep
+    # the slowest cell (loop + control) near 10 s per process, and one process (three models,
+    # nine sets of sharded copies, 36 callables) near 40 s, so the class stays within about
+    # three minutes on the shared 2-core machine.
     processes = 4
-    rounds_per_process = 3
+    rounds_per_process = 5
     measurement_time = 0.02
     timeout = 900
 
@@ -180,11 +180,11 @@ class ShardModel(InterleavedBenchmark):
     param_names = ["layers", "devices", "variant"]
     operations = ("shard",)
     baseline = BASELINE
-    # A call transfers every matched weight (~0.7 GB at 24 layers) on top of the surgery, so
-    # the deep cells take up to a few seconds a call: one call per measurement (20 ms target),
-    # 3 rounds in 4 processes keep the class within a few minutes.
+    # A call transfers every matched weight (~0.7 GB at 24 layers) on top of the surgery:
+    # 40 ms to 0.7 s a call, so a 20 ms measurement is one call, and 5 rounds in 4 processes
+    # (about 30 s each) keep the class within about two minutes.
     processes = 4
-    rounds_per_process = 3
+    rounds_per_process = 5
     measurement_time = 0.02
     timeout = 900
 
