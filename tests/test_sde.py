@@ -463,7 +463,12 @@ def test_registered_and_benchmarked():
     params = dict(zip(bench_sde.EnsembleSimulation.param_names, bench_sde.EnsembleSimulation.params))
     assert bench_sde.EnsembleSimulation.param_names == ["n_traj", "n_steps", "variant"]
     assert params["n_traj"] == [100, 1000] and params["n_steps"] == [1000, 10000]
-    assert set(op.names) == set(params["variant"])
+    # The variant list also holds the benchmark's control twin (and, under PERFLAB_INJECT=1, the
+    # injected twins) of the baseline, which must be the registry's.
+    from benchmarks._interleave import CONTROL, INJECTED
+
+    assert set(op.names) == set(params["variant"]) - {CONTROL, *INJECTED}
+    assert bench_sde.EnsembleSimulation.baseline == bench_sde.ParameterSweep.baseline == op.baseline
 
 
 # ---------------------------------------------------------------------------------------------
