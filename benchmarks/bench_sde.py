@@ -10,17 +10,22 @@ chunk, `sde.scan_chunk`'s, which keeps at least `sde.MIN_CHUNKS` outer iteration
 benchmarked size: their noise is drawn inside the scan. The adaptive policy, which draws all the
 noise up front for small problems, is its own variant (time_major_adaptive). Every class records
 the chunk used (`track_chunk`, steps of noise per draw) next to its times. Every derived rate
-uses the median, the statistic asv reports for the `time_` benchmarks.
+uses the per-process medians the interleaved measurement keeps (one statistic everywhere).
+
+The classes that compare variants (EnsembleSimulation, RNGBound, ParameterSweep) are
+`InterleavedBenchmark`s: the variants of a cell are measured interleaved in several fresh
+processes, one asv sample per process. Memory stays asv-native (`EnsembleSimulationMemory`,
+`LongRun`): asv's peakmem needs a process per cell.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
-import statistics
-import timeit
+import math
 
-from .common import Benchmark, CostlySetupBenchmark, interleaved_ratio, jit_compile, require, skip
+from ._interleave import CONTROL, injected_variants
+from .common import Benchmark, CostlySetupBenchmark, InterleavedBenchmark, jit_compile, require, skip
 
 VARIANTS = [
     "pregen",
@@ -124,20 +129,85 @@ def _bound_call(n_traj, n_steps, impl):
     return jit_compile(draw, key)
 
 
-def _one_call_seconds(call):
-    return timeit.timeit(call, number=1)
+# The variant parameter of the comparing classes: the study's variants, the benchmark's control
+# twin of the baseline, and (calibration only) the injected-slowdown twins. The baseline is the
+# registry's (`perflab.sde.SIMULATE.baseline`), written out so that importing the suite does not
+# start JAX; tests/test_sde.py checks that the two agree.
+BASELINE = "pregen"
+BASELINE_RNG = "threefry"
 
 
-def _median_time(call, budget=0.3):
-    # The median, as asv reports for time_simulate: a rate from the minimum would read faster
-    # than the time next to it.
-    once = _one_call_seconds(call)
-    number = max(1, min(20, int(budget / max(once, 1e-6))))
-    return statistics.median([once] + timeit.repeat(call, number=1, repeat=number))
+def _generator(variant):
+    return "rbg" if variant == "time_major_rbg" else "threefry"
 
 
-class EnsembleSimulation(CostlySetupBenchmark):
-    """OU ensemble, paths (n_traj, n_steps) in float32 from one key, per variant."""
+def _per_process_rate(cache, operation, params, work):
+    """`work` / seconds per call, one value per process (the per-process medians the cache
+    holds: one statistic everywhere, the one the `track_` times carry); NaN where not measured."""
+    from ._interleave import key
+
+    seconds = cache["values"].get(key(operation, params))
+    if seconds is None:
+        return math.nan
+    return {"samples": [work / t for t in seconds], "number": 1}
+
+
+class EnsembleSimulation(InterleavedBenchmark):
+    """OU ensemble, paths (n_traj, n_steps) in float32 from one key, per variant.
+
+    Two operations per cell, interleaved in each process: `simulate` (the variant from a key to
+    its paths) and `bound` (drawing the same n_traj x n_steps normals alone with the variant's
+    generator). `track_rng_bound` is their ratio process by process. diffrax_vbt is measured at
+    100 x 1000 only (skipped with the reason elsewhere: ~2 s per call beyond).
+    """
+
+    params = [[100, 1000], [1000, 10000], [*VARIANTS, CONTROL, *injected_variants()]]
+    param_names = ["n_traj", "n_steps", "variant"]
+    operations = ("simulate", "bound")
+    baseline = BASELINE
+    # The slowest cells take 0.2-1.5 s a call (auto, diffrax and every bound at 1000 x 10000),
+    # and a process compiles 34 programs (seconds from the persistent cache, minutes cold) and
+    # measures 74 callables: with 20 ms measurements (one call for the slow cells) and 3
+    # rounds a process takes ~75 s, so 4 processes (four samples per cell for asv) keep the
+    # class near five minutes on the shared 2-core machine.
+    processes = 4
+    rounds_per_process = 3
+    measurement_time = 0.02
+    timeout = 900
+
+    def build(self, operation, n_traj, n_steps, variant):
+        _check_variant(variant, n_traj, n_steps)
+        if operation == "bound":
+            return _bound_call(n_traj, n_steps, _generator(variant))
+        return _simulate_call(n_traj, n_steps, variant)
+
+    def track_simulate(self, cache, n_traj, n_steps, variant):
+        return self.samples(cache, "simulate", (n_traj, n_steps, variant))
+
+    track_simulate.unit = "seconds"
+
+    def track_steps_per_second(self, cache, n_traj, n_steps, variant):
+        return _per_process_rate(cache, "simulate", (n_traj, n_steps, variant), n_traj * n_steps)
+
+    track_steps_per_second.unit = "traj-steps/s"
+
+    def track_rng_bound(self, cache, n_traj, n_steps, variant):
+        # time(draw the same normals alone, same generator) / time(variant), both measured
+        # interleaved in each process, so that machine load hits both alike.
+        return self.ratio(cache, "bound", "simulate", (n_traj, n_steps, variant))
+
+    track_rng_bound.unit = "fraction of PRNG bound"
+
+    def track_chunk(self, cache, n_traj, n_steps, variant):
+        # Deterministic (the rule, not a measurement): the control and injected twins run the
+        # baseline's code, so they report its chunk.
+        return _chunk_used(n_traj, n_steps, variant if variant in VARIANTS else self.baseline)
+
+    track_chunk.unit = "steps"
+
+
+class EnsembleSimulationMemory(CostlySetupBenchmark):
+    """Peak memory of one `EnsembleSimulation` call (asv's own peakmem: a process per cell)."""
 
     params = [[100, 1000], [1000, 10000], VARIANTS]
     param_names = ["n_traj", "n_steps", "variant"]
@@ -146,44 +216,32 @@ class EnsembleSimulation(CostlySetupBenchmark):
         _check_variant(variant, n_traj, n_steps)
         self.call = _simulate_call(n_traj, n_steps, variant)
 
-    def time_simulate(self, n_traj, n_steps, variant):
-        self.call()
-
     def peakmem_simulate(self, n_traj, n_steps, variant):
         self.call()
 
-    def track_steps_per_second(self, n_traj, n_steps, variant):
-        return n_traj * n_steps / _median_time(self.call)
 
-    track_steps_per_second.unit = "traj-steps/s"
+class RNGBound(InterleavedBenchmark):
+    """The time to draw n_traj * n_steps float32 standard normals in one call, per generator
+    (the `variant` parameter is the generator; the baseline is threefry, JAX's default)."""
 
-    def track_chunk(self, n_traj, n_steps, variant):
-        return _chunk_used(n_traj, n_steps, variant)
+    params = [[100, 1000], [1000, 10000], ["threefry", "rbg", CONTROL, *injected_variants()]]
+    param_names = ["n_traj", "n_steps", "variant"]
+    operations = ("normals",)
+    baseline = BASELINE_RNG
+    # A draw takes 1 ms to 0.35 s: 5 rounds of 20 ms measurements are ~12 s per process, JAX
+    # start-up included, so 4 processes stay under a minute.
+    processes = 4
+    rounds_per_process = 5
+    measurement_time = 0.02
 
-    track_chunk.unit = "steps"
-
-    def track_rng_bound(self, n_traj, n_steps, variant):
-        # Fraction of the PRNG bound reached: time(draw the same normals alone, same generator) /
-        # time(variant), interleaved in one process so that machine load hits both alike.
-        bound = _bound_call(n_traj, n_steps, "rbg" if variant == "time_major_rbg" else "threefry")
-        once = _one_call_seconds(self.call)
-        return interleaved_ratio(bound, self.call, rounds=max(3, min(15, int(1.5 / once))), target=0.01)
-
-    track_rng_bound.unit = "fraction of PRNG bound"
-
-
-class RNGBound(CostlySetupBenchmark):
-    """The time to draw n_traj * n_steps float32 standard normals in one call, per generator."""
-
-    params = [[100, 1000], [1000, 10000], ["threefry", "rbg"]]
-    param_names = ["n_traj", "n_steps", "impl"]
-
-    def setup(self, n_traj, n_steps, impl):
+    def build(self, operation, n_traj, n_steps, variant):
         _study()
-        self.call = _bound_call(n_traj, n_steps, impl)
+        return _bound_call(n_traj, n_steps, variant)
 
-    def time_normals(self, n_traj, n_steps, impl):
-        self.call()
+    def track_normals(self, cache, n_traj, n_steps, variant):
+        return self.samples(cache, "normals", (n_traj, n_steps, variant))
+
+    track_normals.unit = "seconds"
 
 
 LONG_VARIANTS = ["pregen", "chunked", "time_major_chunked", "diffrax"]
@@ -261,20 +319,31 @@ def _sweep_call(variant):
     return jit_compile(sweep, *args)
 
 
-class ParameterSweep(CostlySetupBenchmark):
+class ParameterSweep(InterleavedBenchmark):
     """32 OU parameter sets x 100 trajectories x 1,000 steps, vmapped over the parameters."""
 
-    params = [SWEEP_VARIANTS]
+    params = [[*SWEEP_VARIANTS, CONTROL, *injected_variants()]]
     param_names = ["variant"]
+    operations = ("sweep",)
+    baseline = BASELINE
+    # One cell of 9 callables, 5-100 ms a call: a 50 ms measurement is one to ten calls, and
+    # 7 rounds are ~4 s of timing per process next to ~8 s of start-up and compilation, so 5
+    # processes (more samples for the one cell the class has) stay near a minute.
+    processes = 5
+    rounds_per_process = 7
+    measurement_time = 0.05
 
-    def setup(self, variant):
+    def build(self, operation, variant):
         _check_variant(variant, SWEEP_TRAJ, SWEEP_STEPS)
-        self.call = _sweep_call(variant)
+        return _sweep_call(variant)
 
-    def time_sweep(self, variant):
-        self.call()
+    def track_sweep(self, cache, variant):
+        return self.samples(cache, "sweep", (variant,))
 
-    def track_chunk(self, variant):
-        return _chunk_used(SWEEP_TRAJ, SWEEP_STEPS, variant)
+    track_sweep.unit = "seconds"
+
+    def track_chunk(self, cache, variant):
+        # Deterministic; the control and injected twins report the baseline's chunk.
+        return _chunk_used(SWEEP_TRAJ, SWEEP_STEPS, variant if variant in SWEEP_VARIANTS else self.baseline)
 
     track_chunk.unit = "steps"

@@ -1,18 +1,20 @@
 """Study 4: applying tensor-parallel sharding rules to a BERT-like equinox model.
 
-`time_apply` times the tree surgery only, in wall-clock time: the study's goals are judged on
-it. `time_apply_thread_cpu` is the same call in the CPU time of the calling thread only
-(`time.thread_time`), a secondary figure. The model, the mesh and the matches (each carrying
-its replacement leaf, already `device_put` on its `NamedSharding`) are built once per process
-outside the timer, as the study's claim specified. `ShardModel.time_shard` times the whole
-`shard_model` call instead: matching, the `device_put` transfers and the surgery.
+`ApplyShardingRules.track_apply` times the tree surgery only, in wall-clock time: the study's
+goals are judged on it. `ApplyShardingRulesThreadCPU.time_apply_thread_cpu` is the same call in
+the CPU time of the calling thread only (`time.thread_time`), a secondary figure. The model, the
+mesh and the matches (each carrying its replacement leaf, already `device_put` on its
+`NamedSharding`) are built once per process outside the timer, as the study's claim specified.
+`ShardModel.track_shard` times the whole `shard_model` call instead: matching, the `device_put`
+transfers and the surgery. The comparing classes are `InterleavedBenchmark`s (variants of a cell
+interleaved in several fresh processes, one asv sample per process).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
-import statistics
 import time
 
 # Host devices for the 2/4/8-way meshes. XLA reads the flag when JAX's backend starts, which
@@ -22,7 +24,8 @@ _FLAG = "--xla_force_host_platform_device_count"
 if _FLAG not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" {_FLAG}=8").strip()
 
-from .common import CostlySetupBenchmark, require, skip  # noqa: E402
+from ._interleave import CONTROL, injected_variants  # noqa: E402
+from .common import CostlySetupBenchmark, InterleavedBenchmark, require, skip  # noqa: E402
 
 LAYERS = [4, 12, 24]
 DEVICES = [2, 4, 8]
@@ -64,27 +67,89 @@ def _matches(layers, devices):
     return matches
 
 
-def _per_call_seconds(fn, *, budget=0.25, most=20):
-    fn()
-    start = time.perf_counter()
-    fn()
-    once = time.perf_counter() - start
-    times = [once]
-    for _ in range(min(most, int(budget / max(once, 1e-9))) - 1):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+# The variant parameter of the comparing classes: the study's variants, the control twin of the
+# baseline and (calibration only) the injected-slowdown twins. The baseline is the registry's
+# (`perflab.tree_transforms.APPLY.baseline`), written out so that importing the suite does not
+# start JAX.
+BASELINE = "loop"
+COMPARED = [*VARIANTS, CONTROL, *injected_variants()]
 
 
-class ApplyShardingRules(CostlySetupBenchmark):
-    """Swap every matched weight of a BERT-like model (hidden 768) for its sharded copy."""
+def _apply_call(layers, devices, variant):
+    tt = _study()
+    tt.APPLY.check(variant)
+    model, matches = _model(layers), _matches(layers, devices)
+    return lambda: tt.apply_matches(model, matches, variant=variant)
+
+
+def _shard_call(layers, devices, variant):
+    import jax
+
+    tt = _study()
+    tt.APPLY.check(variant)
+    model, mesh = _model(layers), _mesh(devices)
+    _matches(layers, devices)  # the first device_put of each shape is slower: warm it
+    return lambda: jax.block_until_ready(tt.shard_model(model, mesh, variant=variant))
+
+
+def _release(layers):
+    """Drop the cached models and matches of other depths: a process measures every cell, and
+    keeping the 4-, 12- and 24-layer models with a sharded copy per mesh would hold ~4 GB."""
+    if getattr(_release, "layers", None) != layers:
+        _model.cache_clear()
+        _matches.cache_clear()
+        _release.layers = layers
+
+
+class ApplyShardingRules(InterleavedBenchmark):
+    """Swap every matched weight of a BERT-like model (hidden 768) for its sharded copy.
+
+    `track_apply` is the tree surgery alone, in wall-clock time (the study's goals are judged on
+    it); `track_time_per_layer` is the same per-process times divided by the depth.
+    """
+
+    params = [LAYERS, DEVICES, COMPARED]
+    param_names = ["layers", "devices", "variant"]
+    operations = ("apply",)
+    baseline = BASELINE
+    # `loop` at 24 layers takes 0.5-1 s a call, path_map well under 1 ms: a 20 ms measurement
+    # is one call for the slow cells and tens for the fast ones. 5 rounds in 4 processes keep
+    # the slowest cell (loop + control) near 10 s per process, and one process (three models,
+    # nine sets of sharded copies, 36 callables) near 40 s, so the class stays within about
+    # three minutes on the shared 2-core machine.
+    processes = 4
+    rounds_per_process = 5
+    measurement_time = 0.02
+    timeout = 900
+
+    def build(self, operation, layers, devices, variant):
+        _release(layers)
+        return _apply_call(layers, devices, variant)
+
+    def track_apply(self, cache, layers, devices, variant):
+        return self.samples(cache, "apply", (layers, devices, variant))
+
+    track_apply.unit = "seconds"
+
+    def track_time_per_layer(self, cache, layers, devices, variant):
+        from ._interleave import key
+
+        seconds = cache["values"].get(key("apply", (layers, devices, variant)))
+        if seconds is None:
+            return math.nan
+        return {"samples": [1e3 * t / layers for t in seconds], "number": 1}
+
+    track_time_per_layer.unit = "ms/layer"
+
+
+class ApplyShardingRulesThreadCPU(CostlySetupBenchmark):
+    """`apply_matches` in the CPU time of the calling thread, and the number of replacements:
+    asv-native (a process per cell), since the interleaved measurement times wall clock only."""
 
     params = [LAYERS, DEVICES, VARIANTS]
     param_names = ["layers", "devices", "variant"]
-    # `loop` at 24 layers takes ~1-5 s per call, and each process spends several seconds
-    # building the model and its sharded copies: few samples and one round keep a recorded run
-    # of all 27 cases near a quarter of an hour on a shared 2-core machine.
+    # Each process spends several seconds building the model and its sharded copies, and
+    # `loop` at 24 layers takes ~1 s a call: no warm-up, one round, few samples.
     warmup_time = 0.0
     timeout = 600
 
@@ -94,15 +159,12 @@ class ApplyShardingRules(CostlySetupBenchmark):
         self.model = _model(layers)
         self.matches = _matches(layers, devices)
 
-    def time_apply(self, layers, devices, variant):
-        self.tt.apply_matches(self.model, self.matches, variant=variant)
-
     def time_apply_thread_cpu(self, layers, devices, variant):
         self.tt.apply_matches(self.model, self.matches, variant=variant)
 
     # CPU time of this thread alone: process_time also counted JAX's and XLA's other threads
     # (61 ms of CPU against 31 ms of wall clock for the 4-layer loop), so it was neither the
-    # surgery's work nor a wall time. Secondary: the goals are judged on time_apply.
+    # surgery's work nor a wall time. Secondary: the goals are judged on ApplyShardingRules.track_apply.
     time_apply_thread_cpu.timer = time.thread_time
 
     def track_matches(self, layers, devices, variant):
@@ -110,31 +172,27 @@ class ApplyShardingRules(CostlySetupBenchmark):
 
     track_matches.unit = "replacements"
 
-    def track_time_per_layer(self, layers, devices, variant):
-        seconds = _per_call_seconds(
-            lambda: self.tt.apply_matches(self.model, self.matches, variant=variant)
-        )
-        return 1e3 * seconds / layers
 
-    track_time_per_layer.unit = "ms/layer"
-
-
-class ShardModel(CostlySetupBenchmark):
+class ShardModel(InterleavedBenchmark):
     """The whole `shard_model` call: match the rules, `device_put` each leaf, apply."""
 
-    params = [LAYERS, [2], VARIANTS]
+    params = [LAYERS, [2], COMPARED]
     param_names = ["layers", "devices", "variant"]
-    warmup_time = 0.0
-    timeout = 600
+    operations = ("shard",)
+    baseline = BASELINE
+    # A call transfers every matched weight (~0.7 GB at 24 layers) on top of the surgery:
+    # 40 ms to 0.7 s a call, so a 20 ms measurement is one call, and 5 rounds in 4 processes
+    # (about 30 s each) keep the class within about two minutes.
+    processes = 4
+    rounds_per_process = 5
+    measurement_time = 0.02
+    timeout = 900
 
-    def setup(self, layers, devices, variant):
-        self.tt = _study()
-        self.tt.APPLY.check(variant)
-        self.model = _model(layers)
-        self.mesh = _mesh(devices)
-        _matches(layers, devices)  # the first device_put of each shape is slower: warm it
+    def build(self, operation, layers, devices, variant):
+        _release(layers)
+        return _shard_call(layers, devices, variant)
 
-    def time_shard(self, layers, devices, variant):
-        import jax
+    def track_shard(self, cache, layers, devices, variant):
+        return self.samples(cache, "shard", (layers, devices, variant))
 
-        jax.block_until_ready(self.tt.shard_model(self.model, self.mesh, variant=variant))
+    track_shard.unit = "seconds"

@@ -246,6 +246,8 @@ def _benchmarked_settings():
     for n_traj in grid["n_traj"]:
         for n_steps in grid["n_steps"]:
             for v in grid["variant"]:
+                if v not in b.VARIANTS:
+                    continue  # the control (and injected) twins run the baseline's code
                 if v == "diffrax_vbt" and n_traj * n_steps > b.VBT_MAX_TRAJ_STEPS:
                     continue  # the benchmark skips it there
                 out.append(("EnsembleSimulation", n_traj, n_steps, v, "path"))
@@ -275,7 +277,9 @@ def _track_chunk(cls, n_traj, n_steps, variant, output):
     obj = getattr(b, cls)()
     args = {"EnsembleSimulation": (n_traj, n_steps, variant), "LongRun": (variant, output),
             "ParameterSweep": (variant,)}[cls]
-    return obj.track_chunk(*args)  # needs no setup: it reads the rule, not the compiled call
+    # No setup: it reads the rule, not a timing; the interleaved classes take asv's cache first.
+    cache = (None,) if cls in ("EnsembleSimulation", "ParameterSweep") else ()
+    return obj.track_chunk(*cache, *args)
 
 
 @pytest.mark.parametrize("cls,n_traj,n_steps,variant,output", BENCHMARKED,
@@ -463,7 +467,12 @@ def test_registered_and_benchmarked():
     params = dict(zip(bench_sde.EnsembleSimulation.param_names, bench_sde.EnsembleSimulation.params))
     assert bench_sde.EnsembleSimulation.param_names == ["n_traj", "n_steps", "variant"]
     assert params["n_traj"] == [100, 1000] and params["n_steps"] == [1000, 10000]
-    assert set(op.names) == set(params["variant"])
+    # The variant list also holds the benchmark's control twin (and, under PERFLAB_INJECT=1, the
+    # injected twins) of the baseline, which must be the registry's.
+    from benchmarks._interleave import CONTROL, INJECTED
+
+    assert set(op.names) == set(params["variant"]) - {CONTROL, *INJECTED}
+    assert bench_sde.EnsembleSimulation.baseline == bench_sde.ParameterSweep.baseline == op.baseline
 
 
 # ---------------------------------------------------------------------------------------------
