@@ -134,6 +134,7 @@ class InterleavedBenchmark:
                 fn.baseline = cls.baseline
                 fn.control = _interleave.CONTROL
                 fn.paired_processes = True
+                fn.processes = cls.processes
 
     def build(self, operation: str, *params):
         """The warm callable of `operation` at `params` (the variant last); see the class doc."""

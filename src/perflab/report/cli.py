@@ -14,6 +14,8 @@ from .. import _asv
 from .._asv import ReportError
 from . import check, spec
 from .compare import DEFAULT_FACTOR
+from .cost import class_costs, render_costs
+from .locate import load_run
 from .render import FORMATS, RENDERERS
 from .tables import DEFAULT_BENCHMARK, build_report
 
@@ -107,6 +109,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "recorded commit, or that do not regenerate byte for byte; exit 1 if any"
         ),
     )
+    studies.add_argument(
+        "--cost",
+        action="store_true",
+        help="the wall time and processes per benchmark class of a recorded run (docs/reports/suite_cost.md)",
+    )
     out = parser.add_argument_group("output")
     out.add_argument(
         "--format", choices=FORMATS, default="text",
@@ -146,6 +153,11 @@ def run(args: argparse.Namespace) -> int:
         return _check(args, results_dir)
     if args.study:
         return _study(args, results_dir)
+    if args.cost:
+        run = load_run(results_dir, machine=args.machine, commit=args.commit, env=args.env)
+        command = getattr(args, "command_line", None) or "python -m perflab report --cost"
+        _write(render_costs(run, class_costs(run), command), args.output)
+        return 0
     command = getattr(args, "command_line", None) or "python -m perflab report"
     try:
         report = build_report(
