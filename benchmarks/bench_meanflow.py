@@ -259,7 +259,7 @@ class MeanFlowStep(_MeanFlowClass):
     param_names = ["model", "ratio", "variant"]
     operations = ("step",)
     baseline = BASELINE
-    # 54 step callables per process (about a minute each): one process fewer keeps the run short.
+    # 54 step callables make a process last about a minute: one process fewer keeps the run short.
     processes = 3
 
     def build(self, operation, model, ratio, variant):
