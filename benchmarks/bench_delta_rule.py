@@ -13,17 +13,28 @@ BLAS is pinned to one thread by `common`, torch gets `torch.set_num_threads(1)`,
 kernels `num_threads=1`. XLA keeps its own intra-op pool (its flags are read once per process
 when the backend starts and would leak into every other suite's benchmarks in a shared process);
 `DeltaRuleCores` records how many cores each variant really kept busy, so the report shows it.
+
+Classes that compare variants (`DeltaRule`, `MatmulPeak`) are `InterleavedBenchmark`s: each cell's
+variants are measured interleaved in each of a few fresh processes, asv records one sample per
+process, and every derived figure (GFLOP/s, fraction of peak) is computed process by process from
+the same per-process medians, so time, rate and fraction are one statistic of the same
+measurements. Memory and cores, one number per process, stay asv-native (`DeltaRuleMemory`,
+`DeltaRuleCores`, `MatmulCores`).
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import os
 import statistics
 import time
 
 import numpy as np
 
-from .common import Benchmark, interleaved_ratio, jit_compile, require, skip
+from . import _interleave
+from ._interleave import CONTROL, injected_variants
+from .common import Benchmark, InterleavedBenchmark, compile_cache_dir, jit_compile, require, skip
 
 CONFIGS = {"small": (1, 12, 4, 64), "medium": (2, 12, 8, 128), "large": (4, 12, 16, 256)}
 VARIANTS = [
@@ -86,6 +97,11 @@ def _call(config, variant):
             *jax.device_put(args),
         )
     if variant.startswith("torch"):
+        if variant == "torch_compiled":
+            # Every measuring process compiles afresh (20-60 s here): inductor's on-disk cache
+            # lets all but the first one reuse the generated kernels. Inductor reads the
+            # variable when it first needs its cache, after this.
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", compile_cache_dir("torch"))
         torch = _torch()
         tensors = [torch.from_numpy(x) for x in args]
 
@@ -99,15 +115,6 @@ def _call(config, variant):
 
     call()
     return call
-
-
-def _median_time(fn, calls):
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 @functools.lru_cache(maxsize=None)
@@ -129,35 +136,70 @@ def _matmul(framework, size):
     return call
 
 
-class DeltaRule(Benchmark):
-    """The delta-rule forward pass per config and variant: time, GFLOP/s, fraction of peak."""
+BASELINE = "jax_scan"  # the registry's baseline (perflab.delta_rule.DELTA_RULE)
 
-    params = [["small", "medium", "large"], VARIANTS]
+
+def _per_process(values, fn):
+    """asv's result form of `InterleavedBenchmark.samples`/`ratio` with `fn` applied to every
+    per-process value (NaN, not measured, passes through)."""
+    if not isinstance(values, dict):
+        return values
+    return {"samples": [fn(v) for v in values["samples"]], "number": 1}
+
+
+class DeltaRule(InterleavedBenchmark):
+    """The delta-rule forward pass per config and variant: time, GFLOP/s, fraction of peak.
+
+    Each cell also measures numpy's one-thread float32 PEAK_SIZE matmul, interleaved with the
+    variants in the same process: the fraction of peak is a per-process ratio, so the process's
+    speed (25-100% apart between processes here) cancels.
+    """
+
+    params = [["small", "medium", "large"], [*VARIANTS, CONTROL, *injected_variants()]]
     param_names = ["config", "variant"]
-    # The large config's slowest variants take seconds per call: few samples, one round.
-    rounds = 1
-    repeat = (3, 7, 4.0)
+    operations = ("forward", "matmul")
+    baseline = BASELINE
+    # A process spends most of its time building (imports, XLA compiles, torch_compiled's 20-60 s
+    # inductor compile) and the large config's calls take 0.15-0.6 s: a measurement is one call
+    # of the slow cells, five interleaved rounds add only seconds, and three processes keep the
+    # asv run within a few minutes on the shared 2-core machine.
+    processes = 3
+    rounds_per_process = 5
+    measurement_time = 0.05
     timeout = 600
 
-    def setup(self, config, variant):
-        if variant.startswith("torch"):
-            _torch()
-        self.call = _call(config, variant)
+    def build(self, operation, config, variant):
+        call = _call(config, variant)  # a variant that cannot run skips both operations
+        return call if operation == "forward" else _matmul("numpy", PEAK_SIZE)
 
-    def time_forward(self, config, variant):
-        self.call()
+    def track_forward(self, cache, config, variant):
+        return self.samples(cache, "forward", (config, variant))
 
-    def track_gflops(self, config, variant):
-        """Useful FLOPs of the recurrent form (6 d^2 per token and head) / median time."""
-        return _flops(config) / _median_time(self.call, 3) / 1e9
+    track_forward.unit = "seconds"
+
+    def track_gflops(self, cache, config, variant):
+        """Useful FLOPs of the recurrent form (6 d^2 per token and head) / time, per process."""
+        times = self.samples(cache, "forward", (config, variant))
+        return _per_process(times, lambda t: _flops(config) / t / 1e9)
 
     track_gflops.unit = "GFLOP/s"
 
-    def track_peak_fraction(self, config, variant):
-        """GFLOP/s as a fraction of numpy's one-thread float32 matmul, timed interleaved."""
-        peak = _matmul("numpy", PEAK_SIZE)
-        ratio = interleaved_ratio(peak, self.call, rounds=5)  # t(matmul) / t(variant)
-        return ratio * _flops(config) / (2 * PEAK_SIZE**3)
+    def track_peak_fraction(self, cache, config, variant):
+        """GFLOP/s as a fraction of the matmul's, per process: t(matmul) / t(variant) x FLOP ratio.
+
+        The matmul is the same call under every variant's name; per process its time is the
+        median over all of the cell's names (not only this variant's), so every variant of a
+        process, the control included, is divided by one and the same peak, measured about
+        eight times as often as one name's.
+        """
+        times = self.samples(cache, "forward", (config, variant))
+        names = [_interleave.key("matmul", (config, v)) for v in self.params[-1] if v not in _interleave.INJECTED]
+        peaks = [cache["values"][name] for name in names if name in cache["values"]]
+        if not isinstance(times, dict) or not peaks:
+            return math.nan
+        peak = [statistics.median(per_process) for per_process in zip(*peaks)]
+        scale = _flops(config) / (2 * PEAK_SIZE**3)
+        return {"samples": [p / t * scale for p, t in zip(peak, times["samples"])], "number": 1}
 
     track_peak_fraction.unit = "fraction"
 
@@ -200,27 +242,49 @@ class DeltaRuleMemory(_LargeConfig):
         self.call()
 
 
-class MatmulPeak(Benchmark):
+MATMUL_SIZES = [1024, 2048]
+FRAMEWORKS = ["numpy", "torch", "jax"]
+
+
+class MatmulPeak(InterleavedBenchmark):
     """This machine's float32 matmul throughput: the scale for the delta-rule GFLOP/s.
 
     numpy (OpenBLAS) and torch run on one thread, as every delta-rule variant does; JAX's matmul
-    runs on XLA's own pool (see `track_cores`), shown for scale.
+    runs on XLA's own pool (see `MatmulCores`), shown for scale.
     """
 
     # The framework is the "variant" of the matmul, so reports pair frameworks like variants.
-    params = [["numpy", "torch", "jax"], [1024, 2048]]
-    param_names = ["variant", "size"]
-    rounds = 1
+    params = [MATMUL_SIZES, [*FRAMEWORKS, CONTROL, *injected_variants()]]
+    param_names = ["size", "variant"]
+    operations = ("matmul",)
+    baseline = "numpy"  # DeltaRule's peak fraction is against numpy's matmul
+    # 10-120 ms per call and nothing slow to build: a 0.1 s measurement (several calls of the
+    # 1024 matmul), five rounds and four processes still take under a minute.
+    processes = 4
+    rounds_per_process = 5
+    measurement_time = 0.1
 
-    def setup(self, variant, size):
-        self.call = _matmul(variant, size)
+    def build(self, operation, size, variant):
+        return _matmul(variant, size)
 
-    def track_gflops(self, variant, size):
-        return 2 * size**3 / _median_time(self.call, 5) / 1e9
+    def track_gflops(self, cache, size, variant):
+        times = self.samples(cache, "matmul", (size, variant))
+        return _per_process(times, lambda t: 2 * size**3 / t / 1e9)
 
     track_gflops.unit = "GFLOP/s"
 
-    def track_cores(self, variant, size):
+
+class MatmulCores(Benchmark):
+    """Cores each framework's matmul keeps busy (XLA runs on its own thread pool)."""
+
+    params = [MATMUL_SIZES, FRAMEWORKS]
+    param_names = ["size", "variant"]
+    rounds = 1
+
+    def setup(self, size, variant):
+        self.call = _matmul(variant, size)
+
+    def track_cores(self, size, variant):
         return _cores(self.call)
 
     track_cores.unit = "cores"

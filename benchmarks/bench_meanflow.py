@@ -11,10 +11,14 @@ at one. Cross-framework absolute times are therefore not like for like; the goal
 within each framework.
 
 Classes, each over only the combinations that can run (the framework follows from the variant
-name: ``jax`` is the JAX/equinox loss, every other name a PyTorch one):
+name: ``jax`` is the JAX/equinox loss, every other name a PyTorch one). All of them compare
+variants, so all are `InterleavedBenchmark`s: the variants of a cell are measured interleaved in
+each of a few fresh processes, one asv sample per process, and every ratio is taken process by
+process between two operations measured in the same process. Each variant list ends with the
+``control`` twin of the baseline (and, under PERFLAB_INJECT=1, the calibration twins).
 
 - ``MeanFlowStep`` (model, ratio, variant): the training step of each loss variant.
-- ``MeanFlowOverhead`` (model, variant): MeanFlow step over FM step, interleaved, ratio 0.25.
+- ``MeanFlowOverhead`` (model, variant): MeanFlow step over FM step, per process, ratio 0.25.
 - ``JVPCost`` (model, variant = JVP code): du/dt alone, one row per distinct JVP code (``func_jvp`` is the
   ``torch.func.jvp`` that naive, primal_reuse and full_batch share), and JVP over forward.
 - ``Forward`` and ``FMStep`` (model, variant = forward or FM-step code): the forward and the
@@ -35,7 +39,8 @@ import os
 
 import numpy as np
 
-from .common import Benchmark, block, interleaved_ratio, jit_compile, require, skip
+from ._interleave import CONTROL, injected_variants
+from .common import InterleavedBenchmark, block, compile_cache_dir, jax_x64, jit_compile, require, skip
 
 MODELS = ["unet", "dit"]
 RATIOS = ["0", "0.25", "1.0"]
@@ -66,6 +71,10 @@ FORWARDS = {"eager": "full_batch", "bf16": "bf16", "compiled": "compiled", "cuda
 # The flow-matching step (the comparison's denominator) exists in float32, under bfloat16
 # autocast and in JAX; no variant changes it otherwise.
 FM_STEPS = {"eager": "full_batch", "bf16": "bf16", "jax": "jax"}
+# The registry's baseline is naive (the seed's loss); in the per-code classes its row is the code
+# naive runs: the shared func_jvp JVP, the eager forward and the float32 FM step.
+BASELINE = "naive"
+TWINS = [CONTROL, *injected_variants()]
 
 
 def _torch():
@@ -105,6 +114,11 @@ def _check(variant):
         # Measured compile times are in docs/meanflow.md ("Claims re-tested").
         skip("torch.compile of the JVP takes minutes per process on a 2-core CPU (UNet and DiT), beyond "
              "asv's timeout; set PERFLAB_MEANFLOW_COMPILE=1 to run it")
+    if variant == "compiled":
+        # Every measuring process compiles afresh: inductor's on-disk cache lets all but the first
+        # one (on this machine and torch version) reuse the generated kernels. Inductor reads the
+        # variable when it first needs its cache, after this.
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", compile_cache_dir("torch"))
 
 
 @functools.lru_cache(maxsize=None)
@@ -172,16 +186,6 @@ def _torch_case(model, size, ratio, variant):
 
 
 # -- JAX ----------------------------------------------------------------------------------
-def _persistent_cache():
-    # XLA takes minutes to compile these programs on the loaded 2-core CPU and asv runs every
-    # benchmark in a fresh process: keep compiled executables on disk between processes.
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", os.environ.get(
-        "PERFLAB_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "perflab-jax")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-
-
 @functools.lru_cache(maxsize=None)
 def _jax_inputs(model, size, ratio):
     import equinox as eqx
@@ -201,7 +205,10 @@ def _jax_call(model, size, ratio, kind):
     import equinox as eqx
     import jax
 
-    _persistent_cache()
+    # XLA takes minutes per program here and every measuring process compiles: the persistent
+    # compilation cache that jax_x64() turns on serves all but the first. JAX decides whether
+    # to use the cache at its first compilation, which model initialisation would otherwise be.
+    jax_x64()
     mj, params, static, x, e, t, r, z, v = _jax_inputs(model, size, ratio)
     if kind == "step":
         def step(p, x, t, r, e):
@@ -231,92 +238,117 @@ def _calls(variant, model, ratio, kinds):
     return {k: calls[k] for k in kinds}
 
 
-class MeanFlowStep(Benchmark):
+class _MeanFlowClass(InterleavedBenchmark):
+    # Calls take 2-100 ms (DiT forward to UNet step on the "cpu" models), and a process spends
+    # most of its life importing and compiling (XLA: up to minutes per program when the cache is
+    # cold). A 50 ms measurement is one call of the slow cells (long against timer and dispatch
+    # noise) and a few dozen of the fast ones; five interleaved rounds give a per-process median;
+    # four processes are the process-level samples. Each class's asv run then stays within a
+    # few minutes on the shared 2-core machine.
+    processes = 4
+    rounds_per_process = 5
+    measurement_time = 0.05
+    # One measuring process's build (cold XLA cache: 1-3 minutes per program) must fit.
+    timeout = 300
+
+
+class MeanFlowStep(_MeanFlowClass):
     """One training step (loss + backward) of the MeanFlow loss, per variant and r != t ratio."""
 
-    params = [MODELS, RATIOS, VARIANTS]
+    params = [MODELS, RATIOS, [*VARIANTS, *TWINS]]
     param_names = ["model", "ratio", "variant"]
-    rounds = 1
-    repeat = (2, 5, 3.0)
+    operations = ("step",)
+    baseline = BASELINE
+    # 54 step callables make a process last about a minute: one process fewer keeps the run short.
+    processes = 3
 
-    def setup(self, model, ratio, variant):
-        self.step = _calls(variant, model, ratio, ["step"])["step"]
+    def build(self, operation, model, ratio, variant):
+        return _calls(variant, model, ratio, [operation])[operation]
 
-    def time_step(self, model, ratio, variant):
-        self.step()
+    def track_step(self, cache, model, ratio, variant):
+        return self.samples(cache, "step", (model, ratio, variant))
+
+    track_step.unit = "seconds"
 
 
-class MeanFlowOverhead(Benchmark):
-    """MeanFlow step over flow-matching step, interleaved in one process, at ratio 0.25.
+class MeanFlowOverhead(_MeanFlowClass):
+    """MeanFlow step over flow-matching step, per process, at ratio 0.25.
 
     Per loss variant (the step differs with each); the denominator is the FM step in the same
-    precision and framework (bfloat16 autocast for bf16, JAX for jax, float32 eager for the rest).
+    precision and framework (bfloat16 autocast for bf16, JAX for jax, float32 eager for the rest),
+    measured interleaved with the step in the same process, so the process's offset cancels.
     """
 
-    params = [MODELS, VARIANTS]
+    params = [MODELS, [*VARIANTS, *TWINS]]
     param_names = ["model", "variant"]
-    rounds = 1
-    repeat = (2, 5, 3.0)
+    operations = ("step", "fm_step")
+    baseline = BASELINE
 
-    def setup(self, model, variant):
-        self.calls = _calls(variant, model, "0.25", ["step", "fm_step"])
+    def build(self, operation, model, variant):
+        return _calls(variant, model, "0.25", [operation])[operation]
 
-    def track_overhead_vs_fm(self, model, variant):
-        return interleaved_ratio(self.calls["step"], self.calls["fm_step"], rounds=7, target=0.0)
+    def track_overhead_vs_fm(self, cache, model, variant):
+        return self.ratio(cache, "step", "fm_step", (model, variant))
 
     track_overhead_vs_fm.unit = "ratio"
 
 
-class JVPCost(Benchmark):
+class JVPCost(_MeanFlowClass):
     """du/dt alone (no grad, whole batch, ratio 0.25), one row per distinct JVP code.
 
-    `track_jvp_over_forward` divides by the forward of the same variant (same precision and
-    compilation), interleaved in one process.
+    `track_jvp_over_forward` divides, process by process, by the forward of the same variant
+    (same precision and compilation) measured interleaved in the same process.
     """
 
-    params = [MODELS, list(JVPS)]
+    params = [MODELS, [*JVPS, *TWINS]]
     # The JVP code is this class's "variant": reports pair the values of a parameter of that name.
     param_names = ["model", "variant"]
-    rounds = 1
-    repeat = (2, 5, 3.0)
+    operations = ("jvp", "forward")
+    baseline = "func_jvp"  # naive's JVP code
 
-    def setup(self, model, variant):
-        self.calls = _calls(JVPS[variant], model, "0.25", ["forward", "jvp"])
+    def build(self, operation, model, variant):
+        return _calls(JVPS[variant], model, "0.25", [operation])[operation]
 
-    def time_jvp(self, model, variant):
-        self.calls["jvp"]()
+    def track_jvp(self, cache, model, variant):
+        return self.samples(cache, "jvp", (model, variant))
 
-    def track_jvp_over_forward(self, model, variant):
-        return interleaved_ratio(self.calls["jvp"], self.calls["forward"], rounds=7, target=0.0)
+    track_jvp.unit = "seconds"
+
+    def track_jvp_over_forward(self, cache, model, variant):
+        return self.ratio(cache, "jvp", "forward", (model, variant))
 
     track_jvp_over_forward.unit = "ratio"
 
 
-class Forward(Benchmark):
+class Forward(_MeanFlowClass):
     """The model's prediction alone (no grad), one row per distinct forward code."""
 
-    params = [MODELS, list(FORWARDS)]
+    params = [MODELS, [*FORWARDS, *TWINS]]
     param_names = ["model", "variant"]
-    rounds = 1
-    repeat = (2, 5, 3.0)
+    operations = ("forward",)
+    baseline = "eager"  # naive's forward
 
-    def setup(self, model, variant):
-        self.forward = _calls(FORWARDS[variant], model, "0.25", ["forward"])["forward"]
+    def build(self, operation, model, variant):
+        return _calls(FORWARDS[variant], model, "0.25", [operation])[operation]
 
-    def time_forward(self, model, variant):
-        self.forward()
+    def track_forward(self, cache, model, variant):
+        return self.samples(cache, "forward", (model, variant))
+
+    track_forward.unit = "seconds"
 
 
-class FMStep(Benchmark):
+class FMStep(_MeanFlowClass):
     """The standard flow-matching step (loss + backward, h = 0): the MeanFlow step's yardstick."""
 
-    params = [MODELS, list(FM_STEPS)]
+    params = [MODELS, [*FM_STEPS, *TWINS]]
     param_names = ["model", "variant"]
-    rounds = 1
-    repeat = (2, 5, 3.0)
+    operations = ("fm_step",)
+    baseline = "eager"  # naive's FM step
 
-    def setup(self, model, variant):
-        self.fm_step = _calls(FM_STEPS[variant], model, "0.25", ["fm_step"])["fm_step"]
+    def build(self, operation, model, variant):
+        return _calls(FM_STEPS[variant], model, "0.25", [operation])[operation]
 
-    def time_fm_step(self, model, variant):
-        self.fm_step()
+    def track_fm_step(self, cache, model, variant):
+        return self.samples(cache, "fm_step", (model, variant))
+
+    track_fm_step.unit = "seconds"
