@@ -51,7 +51,18 @@ RATIOS = ["0", "0.25", "1.0"]
 #
 # The MeanFlow loss, per variant: the variants differ in their loss code (which samples go
 # through the JVP, which AD machinery), so each is timed as a training step.
-VARIANTS = ["naive", "primal_reuse", "full_batch", "forward_ad", "custom_jvp", "stacked", "cuda_graph", "compiled", "bf16", "jax"]
+VARIANTS = [
+    "naive",
+    "primal_reuse",
+    "full_batch",
+    "forward_ad",
+    "custom_jvp",
+    "stacked",
+    "cuda_graph",
+    "compiled",
+    "bf16",
+    "jax",
+]
 # The JVP alone: one row per distinct JVP code. naive, primal_reuse and full_batch all compute
 # du/dt with the same full-batch torch.func.jvp (MeanFlowLoss.jvp), so they share one row named
 # after that code, timed through full_batch. Name -> the MeanFlowLoss variant that runs it.
@@ -112,8 +123,10 @@ def _check(variant):
         skip("cuda_graph needs a CUDA device")
     if variant == "compiled" and not torch.cuda.is_available() and not os.environ.get("PERFLAB_MEANFLOW_COMPILE"):
         # Measured compile times are in docs/meanflow.md ("Claims re-tested").
-        skip("torch.compile of the JVP takes minutes per process on a 2-core CPU (UNet and DiT), beyond "
-             "asv's timeout; set PERFLAB_MEANFLOW_COMPILE=1 to run it")
+        skip(
+            "torch.compile of the JVP takes minutes per process on a 2-core CPU (UNet and DiT), beyond "
+            "asv's timeout; set PERFLAB_MEANFLOW_COMPILE=1 to run it"
+        )
     if variant == "compiled":
         # Every measuring process compiles afresh: inductor's on-disk cache lets all but the first
         # one (on this machine and torch version) reuse the generated kernels. Inductor reads the
@@ -129,7 +142,12 @@ def _data(model, size):
     shape = (batch, config.channels, config.image_size, config.image_size)
     x, e = rng.normal(size=shape), rng.normal(size=shape)
     s = 1.0 / (1.0 + np.exp(-(-0.4 + rng.normal(size=(2, batch)))))
-    return x.astype(np.float32), e.astype(np.float32), s.max(axis=0).astype(np.float32), s.min(axis=0).astype(np.float32)
+    return (
+        x.astype(np.float32),
+        e.astype(np.float32),
+        s.max(axis=0).astype(np.float32),
+        s.min(axis=0).astype(np.float32),
+    )
 
 
 def _times(model, size, ratio):
@@ -211,20 +229,27 @@ def _jax_call(model, size, ratio, kind):
     jax_x64()
     mj, params, static, x, e, t, r, z, v = _jax_inputs(model, size, ratio)
     if kind == "step":
+
         def step(p, x, t, r, e):
             return eqx.filter_value_and_grad(mj.meanflow_loss)(eqx.combine(p, static), x, t, r, e)
+
         return jit_compile(step, params, x, t, r, e)
     if kind == "fm_step":
+
         def fm_step(p, x, t, e):
             return eqx.filter_value_and_grad(mj.fm_loss)(eqx.combine(p, static), x, t, e)
+
         return jit_compile(fm_step, params, x, t, e)
     if kind == "forward":
+
         def forward(p, z, t, r):
             return jax.vmap(eqx.combine(p, static))(z, t, t - r)
+
         return jit_compile(forward, params, z, t, r)
 
     def jvp(p, z, t, r, v):
         return mj.jvp(eqx.combine(p, static), z, t, r, v)[1]
+
     return jit_compile(jvp, params, z, t, r, v)
 
 

@@ -124,9 +124,9 @@ def test_every_variant_builds_and_runs_at_the_smallest_cell(name):
                 call()
             break
         else:
-            if built in MACHINE_SKIPS:
-                pytest.skip(f"{built}: {MACHINE_SKIPS[built]}")
-            pytest.fail(f"{name}: variant {variant!r} builds in no cell: {reasons[:2]}")
+            # A variant this machine cannot run (MACHINE_SKIPS) is left out; the others go on.
+            if built not in MACHINE_SKIPS:
+                pytest.fail(f"{name}: variant {variant!r} builds in no cell: {reasons[:2]}")
 
 
 @pytest.mark.parametrize("name", INTERLEAVED)

@@ -99,10 +99,14 @@ def test_rectangular_heads_and_edge_lengths(variant, rng):
 def test_jax_variants_jit_and_differ(rng):
     args = tuple(jnp.asarray(x) for x in _inputs(rng, seq=20))
     fns = {v: (lambda *a, v=v: dr.delta_rule(*a, variant=v, chunk_size=8)) for v in ("jax_scan", "jax_chunked")}
-    np.testing.assert_allclose(jax.jit(fns["jax_scan"])(*args), jax.jit(fns["jax_chunked"])(*args), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        jax.jit(fns["jax_scan"])(*args), jax.jit(fns["jax_chunked"])(*args), rtol=1e-10, atol=1e-12
+    )
     counts = {v: primitive_counts(f, *args) for v, f in fns.items()}
     assert counts["jax_scan"]["triangular_solve"] == 0 and counts["jax_chunked"]["triangular_solve"] == 1
-    lengths = {v: [e.params["length"] for e in primitive_eqns(jax.make_jaxpr(f)(*args).jaxpr, "scan")] for v, f in fns.items()}
+    lengths = {
+        v: [e.params["length"] for e in primitive_eqns(jax.make_jaxpr(f)(*args).jaxpr, "scan")] for v, f in fns.items()
+    }
     # The per-token scan steps 20 times; the chunked one 3 times (20 tokens padded to 24).
     assert lengths == {"jax_scan": [20], "jax_chunked": [3]}
 
@@ -214,7 +218,9 @@ def test_empty_sequence_is_rejected(variant, rng):
     if variant.startswith("torch"):
         torch = pytest.importorskip("torch", reason="the torch variants need torch (the 'torch' extra)")
         args = [torch.from_numpy(x) for x in args]
-    with pytest.raises(ValueError, match=r"seq \(axis 2 of q, k, v and beta\) must be >= 1 token, got q \(1, 2, 0, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"seq \(axis 2 of q, k, v and beta\) must be >= 1 token, got q \(1, 2, 0, 4\)"
+    ):
         dr.delta_rule(*args, variant=variant)
 
 

@@ -12,11 +12,11 @@ from perflab import variants
 # torch is the optional dependency (the ``torch`` extra); the study's own modules are imported
 # plainly, so that a broken perflab.meanflow.torch or .jax fails here instead of skipping.
 torch = pytest.importorskip("torch", reason="the PyTorch half of the study needs torch (the 'torch' extra)")
+from torch.autograd import forward_ad as fwAD  # noqa: E402
+
 import perflab.meanflow.jax as mj  # noqa: E402
 import perflab.meanflow.torch as mt  # noqa: E402
 from perflab.meanflow.convert import torch_to_equinox  # noqa: E402
-
-from torch.autograd import forward_ad as fwAD  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (cuda_graph captures CUDA graphs)")
@@ -52,8 +52,12 @@ def _loss_and_grads(net, variant, x, t, r, e, **kw):
 # model keeps the module fast, and the DiT exercises the same code path.
 @pytest.mark.parametrize(
     "model,variant",
-    [(m, v) for v in [v for v in EAGER if v != "naive"] + ["compiled"] for m in ("unet", "dit")
-     if (m, v) != ("unet", "compiled")],
+    [
+        (m, v)
+        for v in [v for v in EAGER if v != "naive"] + ["compiled"]
+        for m in ("unet", "dit")
+        if (m, v) != ("unet", "compiled")
+    ],
 )
 def test_variant_matches_naive(model, variant):
     dtype = torch.float32 if variant in ("bf16", "compiled") else torch.float64
@@ -146,7 +150,9 @@ def test_jax_matches_torch_with_copied_weights(model):
     jloss, jgrads = eqx_value_and_grad(enet, jx)
     np.testing.assert_allclose(float(jloss), float(loss), rtol=1e-10)
     first = "conv_in" if model == "unet" else "patch_embed"
-    np.testing.assert_allclose(getattr(jgrads, first).weight, getattr(net, first).weight.grad.numpy(), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(
+        getattr(jgrads, first).weight, getattr(net, first).weight.grad.numpy(), rtol=1e-8, atol=1e-12
+    )
 
 
 def eqx_value_and_grad(enet, args):

@@ -19,6 +19,8 @@ IN_SCAN = list(sde.IN_SCAN_CHUNKED)
 def _chunk_kw(variant, chunk):
     # time_major_adaptive picks its own chunk (an explicit one is an error); the rest take one.
     return {} if variant == "time_major_adaptive" else dict(chunk=chunk)
+
+
 DT = 0.01
 STATES = {"scalar": (), "vector": (3,)}
 DTYPES = [jnp.float32, jnp.float64]
@@ -40,8 +42,18 @@ def _sim(variant, key, x0, n_traj, n_steps, **kw):
 def _sim_fn(variant, n_traj, n_steps, kw):
     def run(key, x0):
         params = sde.ou_params(theta=1.5, mu=0.5, sigma=0.4, dtype=x0.dtype)
-        return sde.simulate(sde.ou_drift, sde.ou_diffusion, x0, params, key, dt=DT, n_traj=n_traj,
-                            n_steps=n_steps, variant=variant, **dict(kw))
+        return sde.simulate(
+            sde.ou_drift,
+            sde.ou_diffusion,
+            x0,
+            params,
+            key,
+            dt=DT,
+            n_traj=n_traj,
+            n_steps=n_steps,
+            variant=variant,
+            **dict(kw),
+        )
 
     return jax.jit(run)
 
@@ -57,15 +69,18 @@ def _numpy_em(x0, zs, theta=1.5, mu=0.5, sigma=0.4, dt=DT):
     return out
 
 
-@pytest.mark.parametrize("state,dtype", [("scalar", jnp.float32), ("vector", jnp.float64)], ids=["scalar-f32", "vector-f64"])
+@pytest.mark.parametrize(
+    "state,dtype", [("scalar", jnp.float32), ("vector", jnp.float64)], ids=["scalar-f32", "vector-f64"]
+)
 @pytest.mark.parametrize("variant", NOISE)
 def test_same_noise_gives_the_pregen_path(variant, state, dtype, key):
     # 230 steps with chunk 100: two full chunks and a remainder chunk.
     x0 = _x0(STATES[state], dtype)
     n_traj, n_steps = 7, 230
     got = _sim(variant, key, x0, n_traj, n_steps, **_chunk_kw(variant, 100))
-    zs = sde.ensemble_noise(key, n_traj=n_traj, n_steps=n_steps, shape=x0.shape, dtype=dtype,
-                            variant=variant, **_chunk_kw(variant, 100))
+    zs = sde.ensemble_noise(
+        key, n_traj=n_traj, n_steps=n_steps, shape=x0.shape, dtype=dtype, variant=variant, **_chunk_kw(variant, 100)
+    )
     assert zs.shape == (n_traj, n_steps) + x0.shape and zs.dtype == dtype
     _, loop = sde.make_sde(DT, sde.ou_drift, sde.ou_diffusion)
     params = sde.ou_params(theta=1.5, mu=0.5, sigma=0.4, dtype=dtype)
@@ -92,22 +107,38 @@ def test_time_major_fed_pregen_noise_gives_the_pregen_path(key):
     np.testing.assert_allclose(path, pregen, rtol=2e-6, atol=2e-6)
     np.testing.assert_allclose(path, _numpy_em(x0, zs), rtol=1e-5, atol=1e-5)
     # Fed other noise, the paths differ: the comparison above can fail.
-    other = _ensemble._chunk_loop(jnp.full((n_traj,), x0), n_steps, 100, lambda c, size: -draw(c, size),
-                                  advance, True, 1)
+    other = _ensemble._chunk_loop(
+        jnp.full((n_traj,), x0), n_steps, 100, lambda c, size: -draw(c, size), advance, True, 1
+    )
     assert not np.allclose(jnp.moveaxis(other, 0, 1), pregen, rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.parametrize("state,dtype", [("scalar", jnp.float64), ("vector", jnp.float32)], ids=["scalar-f64", "vector-f32"])
+@pytest.mark.parametrize(
+    "state,dtype", [("scalar", jnp.float64), ("vector", jnp.float32)], ids=["scalar-f64", "vector-f32"]
+)
 def test_diffrax_fed_the_same_noise_gives_the_pregen_path(state, dtype, key):
     x0 = _x0(STATES[state], dtype)
     zs = sde.ensemble_noise(key, n_traj=4, n_steps=120, shape=x0.shape, dtype=dtype, variant="pregen")
     params = sde.ou_params(theta=1.5, mu=0.5, sigma=0.4, dtype=dtype)
-    got = diffrax_simulate(sde.ou_drift, sde.ou_diffusion, x0, params, key, dt=DT, n_traj=4, n_steps=120,
-                           brownian="diffrax", keep_path=True, noise=zs)
+    got = diffrax_simulate(
+        sde.ou_drift,
+        sde.ou_diffusion,
+        x0,
+        params,
+        key,
+        dt=DT,
+        n_traj=4,
+        n_steps=120,
+        brownian="diffrax",
+        keep_path=True,
+        noise=zs,
+    )
     want = _sim("pregen", key, x0, 4, 120)
     assert got.dtype == dtype
     # diffrax forms the increment from its own time grid: equal up to a few roundings.
-    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == jnp.float32 else 1e-12, atol=1e-5 if dtype == jnp.float32 else 1e-12)
+    np.testing.assert_allclose(
+        got, want, rtol=1e-5 if dtype == jnp.float32 else 1e-12, atol=1e-5 if dtype == jnp.float32 else 1e-12
+    )
 
 
 @pytest.mark.parametrize("variant", ALL)
@@ -275,21 +306,25 @@ def _track_chunk(cls, n_traj, n_steps, variant, output):
     from benchmarks import bench_sde as b
 
     obj = getattr(b, cls)()
-    args = {"EnsembleSimulation": (n_traj, n_steps, variant), "LongRun": (variant, output),
-            "ParameterSweep": (variant,)}[cls]
+    args = {
+        "EnsembleSimulation": (n_traj, n_steps, variant),
+        "LongRun": (variant, output),
+        "ParameterSweep": (variant,),
+    }[cls]
     # No setup: it reads the rule, not a timing; the interleaved classes take asv's cache first.
     cache = (None,) if cls in ("EnsembleSimulation", "ParameterSweep") else ()
     return obj.track_chunk(*cache, *args)
 
 
-@pytest.mark.parametrize("cls,n_traj,n_steps,variant,output", BENCHMARKED,
-                         ids=["-".join(map(str, s)) for s in BENCHMARKED])
+@pytest.mark.parametrize(
+    "cls,n_traj,n_steps,variant,output", BENCHMARKED, ids=["-".join(map(str, s)) for s in BENCHMARKED]
+)
 def test_benchmarked_variants_draw_where_their_names_say(cls, n_traj, n_steps, variant, output):
     # Traced exactly as the benchmark calls it (same sizes, same chunk argument): would fail if
     # an in-scan variant drew its noise before a one-iteration outer scan.
     loops, outside = _loop_summary(_benchmarked_jaxpr(cls, n_traj, n_steps, variant, output))
     chunk = _track_chunk(cls, n_traj, n_steps, variant, output)
-    (kind, length, body), = loops  # one outermost loop in every variant
+    ((kind, length, body),) = loops  # one outermost loop in every variant
     if variant in IN_SCAN:
         assert length == n_steps // chunk >= sde.MIN_CHUNKS and n_steps % chunk == 0
         assert body["random_bits"] == 1 and body["scan"] == 1  # a draw, then the step scan
@@ -319,14 +354,22 @@ def test_variants_take_different_code_paths(key):
     from benchmarks import bench_sde as b
 
     n_traj, n_steps = 100, 1000
-    summary = {v: _loop_summary(_benchmarked_jaxpr("EnsembleSimulation", n_traj, n_steps, v, "path"))
-               for v in b.VARIANTS}
-    impls = {v: _wrap_impls(jax.make_jaxpr(b.simulate_fn(n_traj, n_steps, v, "path"))(key).jaxpr)
-             for v in b.VARIANTS}
+    summary = {
+        v: _loop_summary(_benchmarked_jaxpr("EnsembleSimulation", n_traj, n_steps, v, "path")) for v in b.VARIANTS
+    }
+    impls = {v: _wrap_impls(jax.make_jaxpr(b.simulate_fn(n_traj, n_steps, v, "path"))(key).jaxpr) for v in b.VARIANTS}
     fingerprint = {
-        v: (loops[0][0], loops[0][1], loops[0][2]["scan"], loops[0][2]["random_bits"],
-            loops[0][2]["random_split"], loops[0][2]["random_fold_in"], outside["random_bits"],
-            outside["random_split"] > 0, any("rbg" in i for i in impls[v]))
+        v: (
+            loops[0][0],
+            loops[0][1],
+            loops[0][2]["scan"],
+            loops[0][2]["random_bits"],
+            loops[0][2]["random_split"],
+            loops[0][2]["random_fold_in"],
+            outside["random_bits"],
+            outside["random_split"] > 0,
+            any("rbg" in i for i in impls[v]),
+        )
         for v, (loops, outside) in summary.items()
     }
     assert fingerprint["pregen"][:2] == ("scan", n_steps) and fingerprint["pregen"][6] == 1
@@ -443,8 +486,17 @@ def test_parameter_sweep_under_vmap_equals_one_by_one(key):
 
     def run(theta):
         params = {"theta": theta, "mu": jnp.float32(0.5), "sigma": jnp.float32(0.3)}
-        return sde.simulate(sde.ou_drift, sde.ou_diffusion, jnp.float32(1.0), params, key, dt=DT,
-                            n_traj=4, n_steps=50, variant="time_major_chunked")
+        return sde.simulate(
+            sde.ou_drift,
+            sde.ou_diffusion,
+            jnp.float32(1.0),
+            params,
+            key,
+            dt=DT,
+            n_traj=4,
+            n_steps=50,
+            variant="time_major_chunked",
+        )
 
     swept = jax.vmap(run)(thetas)
     for i, theta in enumerate(thetas):
@@ -478,9 +530,18 @@ def test_registered_and_benchmarked():
 # ---------------------------------------------------------------------------------------------
 # Bad input: clear errors naming the argument, at trace time.
 
+
 def _bad(**overrides):
-    args = dict(drift=sde.ou_drift, diffusion=sde.ou_diffusion, x0=jnp.float32(1.0),
-                params=sde.ou_params(), key=jax.random.key(0), dt=0.01, n_traj=3, n_steps=5)
+    args = dict(
+        drift=sde.ou_drift,
+        diffusion=sde.ou_diffusion,
+        x0=jnp.float32(1.0),
+        params=sde.ou_params(),
+        key=jax.random.key(0),
+        dt=0.01,
+        n_traj=3,
+        n_steps=5,
+    )
     args.update(overrides)
     drift, diffusion, x0, params, key = (args.pop(k) for k in ("drift", "diffusion", "x0", "params", "key"))
     return sde.simulate(drift, diffusion, x0, params, key, **args)

@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import perflab.tree_transforms as tt
 from perflab import variants
@@ -302,8 +303,9 @@ def test_registry():
 
 
 def test_cpu_time_benchmark_counts_one_thread_only():
-    from benchmarks import bench_tree_transforms as b
     import time
+
+    from benchmarks import bench_tree_transforms as b
 
     cls = b.ApplyShardingRulesThreadCPU
     assert not hasattr(cls, "time_apply_cpu")
