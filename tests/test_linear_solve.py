@@ -421,3 +421,22 @@ def test_registry_lists_every_variant():
     assert set(heat.names) == set(op.names) | {"factor_once"}
     assert (heat.baseline, heat.optimised) == (op.baseline, op.optimised)
     assert "hoist" in heat.variants["cython"] and "once" in heat.variants["factor_once"]
+
+
+@pytest.mark.parametrize("variant", ["separate_solves", "fused", "lineax", "ffi"])
+def test_cholesky_refuses_a_non_symmetric_operator(variant):
+    a = np.eye(4) + np.triu(np.ones((4, 4)), 1)  # one triangle: cholesky would read half of it
+    with pytest.raises(ValueError, match="operator for solver='cholesky' must be symmetric"):
+        ls.linear_solve("cholesky", jnp.asarray(a), jnp.ones(4), variant=variant)
+    with pytest.raises(ValueError, match="t_operator for solver='cholesky' must be symmetric"):
+        ls.linear_solve_jvp("cholesky", jnp.eye(4) * 2, jnp.ones(4), jnp.asarray(a), jnp.ones(4), variant=variant)
+
+
+@pytest.mark.parametrize("solver", ["tridiagonal", "lu", "cholesky"])
+def test_nan_in_the_vector_is_named_not_called_singular(solver):
+    operator = (jnp.zeros(3), 2 * jnp.ones(4), jnp.zeros(3)) if solver == "tridiagonal" else 2 * jnp.eye(4)
+    b = jnp.asarray([1.0, np.nan, 0.0, 0.0])
+    with pytest.raises(ValueError, match=r"vector holds NaN or inf \(first at index 1\)"):
+        ls.linear_solve(solver, operator, b)
+    with pytest.raises(ValueError, match=r"t_vector holds NaN or inf"):
+        ls.linear_solve_jvp(solver, operator, jnp.ones(4), None, b)

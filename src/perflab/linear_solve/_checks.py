@@ -69,3 +69,38 @@ def check_tangents(solver, operator, t_operator, t_vector, n, dtype):
             )
     if t_vector is not None:
         check_vector(t_vector, n, dtype, argument="t_vector")
+
+
+def _concrete(x):
+    # Values can be checked only outside a trace; under jit the finite-solution check of the
+    # solve (eqx.error_if) is what remains.
+    import jax
+
+    leaves = jax.tree_util.tree_leaves(x)
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves)
+
+
+def check_values(solver, operator, vector, t_operator=None, t_vector=None):
+    """Reject non-finite inputs and, for cholesky, a non-symmetric operator (or tangent), when the
+    values are known (outside a trace). A cholesky solve reads one triangle only, so a
+    non-symmetric matrix would silently be solved as another (symmetrised) matrix."""
+    for argument, x in (("vector", vector), ("t_vector", t_vector)):
+        if x is not None and _concrete(x):
+            bad = np.flatnonzero(~np.isfinite(np.asarray(x)))
+            if bad.size:
+                raise ValueError(f"{argument} holds NaN or inf (first at index {bad[0]}); expected finite values")
+    for argument, a in (("operator", operator), ("t_operator", t_operator)):
+        if a is None or not _concrete(a):
+            continue
+        bands = [np.asarray(b) for b in (a if solver == "tridiagonal" else (a,))]
+        if any(not np.all(np.isfinite(b)) for b in bands):
+            raise ValueError(f"{argument} holds NaN or inf; expected finite values")
+        if solver == "cholesky":
+            m = bands[0]
+            asym = float(np.max(np.abs(m - m.T))) if m.size else 0.0
+            scale = float(np.max(np.abs(m))) if m.size else 0.0
+            if asym > 1e3 * np.finfo(m.dtype).eps * max(scale, 1.0):
+                raise ValueError(
+                    f"{argument} for solver='cholesky' must be symmetric: max |A - A^T| = {asym:.3g} "
+                    f"(max |A| = {scale:.3g}); use solver='lu' for a general matrix"
+                )

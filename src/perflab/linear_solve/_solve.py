@@ -87,7 +87,8 @@ def _ffi_solve(solver, operator, vector):
 
 _SINGULAR_MSG = (
     "linear solve produced a non-finite solution: the operator is singular, or not positive "
-    "definite for solver='cholesky' (set EQX_ON_ERROR=nan to get NaN instead of this error)"
+    "definite for solver='cholesky', or an input holds NaN or inf (set EQX_ON_ERROR=nan to get "
+    "NaN instead of this error)"
 )
 
 
@@ -258,6 +259,7 @@ def linear_solve(solver: str, operator, vector, *, variant: str | None = None):
     variant = SOLVE_JVP.check(SOLVE_JVP.default if variant is None else variant)
     n, dtype = _checks.check_operator(solver, operator)
     _checks.check_vector(vector, n, dtype)
+    _checks.check_values(solver, operator, vector)
     if variant == "lineax":
         return _lineax_solve(solver, tuple(operator) if solver == "tridiagonal" else operator, vector)
     if variant == "cython":
@@ -306,6 +308,7 @@ def linear_solve_jvp(
     n, dtype = _checks.check_operator(solver, operator)
     _checks.check_vector(vector, n, dtype)
     _checks.check_tangents(solver, operator, t_operator, t_vector, n, dtype)
+    _checks.check_values(solver, operator, vector, t_operator, t_vector)
 
     if solver == "tridiagonal":
         operator = tuple(operator)
