@@ -188,14 +188,43 @@ class BatchedLinearSolveJVP(InterleavedBenchmark):
         return np.stack(xs), np.stack(x_dots)
 
 
-@functools.lru_cache(maxsize=None)
-def _heat_call(steps, grid, wrt, variant):
-    _check_variant("tridiagonal", variant)
-    ls = _study()
+def _heat_problem(grid, wrt):
     x = np.linspace(0.0, 1.0, grid + 2)[1:-1]
     u0, kappa = np.sin(np.pi * x) + 0.5 * np.sin(3 * np.pi * x), np.float64(1.0)
     t_u0 = np.cos(np.pi * x) if wrt == "initial" else None
     t_kappa = np.float64(1.0) if wrt == "diffusivity" else None
+    return u0, kappa, t_u0, t_kappa
+
+
+HEAT_DT = 1e-4  # heat_jvp's default time step, which every variant is called with
+
+
+def _heat_reference(steps, grid, wrt):
+    """(u, u_dot) by scipy's banded solve step after step; u_dot exactly for u0 (the map is
+    linear), by central differences in kappa for the diffusivity."""
+    from scipy.linalg import solve_banded
+
+    u0, kappa, t_u0, _ = _heat_problem(grid, wrt)
+
+    def run(u, k):
+        r = k * HEAT_DT * (grid + 1) ** 2
+        ab = np.zeros((3, grid))
+        ab[0, 1:], ab[1], ab[2, :-1] = -r, 1 + 2 * r, -r
+        for _ in range(steps):
+            u = solve_banded((1, 1), ab, u)
+        return u
+
+    if wrt == "initial":
+        return run(u0, kappa), run(t_u0, kappa)
+    h = 1e-6
+    return run(u0, kappa), (run(u0, kappa + h) - run(u0, kappa - h)) / (2 * h)
+
+
+@functools.lru_cache(maxsize=None)
+def _heat_call(steps, grid, wrt, variant):
+    _check_variant("tridiagonal", variant)
+    ls = _study()
+    u0, kappa, t_u0, t_kappa = _heat_problem(grid, wrt)
     if variant == "cython":
         return lambda: ls.heat_jvp(u0, kappa, t_u0, t_kappa, steps=steps, variant="cython")
     import jax
@@ -219,3 +248,6 @@ class HeatEquation(InterleavedBenchmark):
 
     def build(self, operation, steps, grid, wrt, variant):
         return _heat_call(steps, grid, wrt, variant)
+
+    def reference(self, operation, steps, grid, wrt):
+        return _heat_reference(steps, grid, wrt)
