@@ -23,6 +23,24 @@ def _xla_ffi_include():
     return include
 
 
+def _write_build_info():
+    # The commit a wheel is built from, for perflab.provenance (an installed wheel has no git
+    # checkout to ask). An editable install asks its checkout instead, so nothing stale is read.
+    import subprocess
+
+    def git(*args):
+        out = subprocess.run(["git", *args], capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    path = os.path.join("src", "perflab", "_build_info.py")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(f"# Written by setup.py when the package was built.\nCOMMIT = {commit!r}\nDIRTY = {dirty!r}\n")
+
+
+_write_build_info()
+
 extensions = [
     Extension(
         "perflab.linear_solve._thomas",

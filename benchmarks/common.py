@@ -186,8 +186,11 @@ class InterleavedBenchmark:
     def _measure_all(self):
         # Becomes each subclass's `setup_cache` (see `_class_setup_cache`).
         cls = type(self)
+        provenance = _provenance()
         processes = 1 if _interleave.quick() else self.processes
-        return _interleave.run_processes(cls.__module__, cls.__qualname__, processes, self.timeout * 10)
+        cache = _interleave.run_processes(cls.__module__, cls.__qualname__, processes, self.timeout * 10)
+        cache["provenance"] = provenance
+        return cache
 
     _measure_all.timeout = 3600
 
@@ -223,6 +226,17 @@ class InterleavedBenchmark:
         if num is None or den is None:
             return math.nan
         return {"samples": [a / b for a, b in zip(num, den)], "number": 1}
+
+
+def _provenance():
+    # A recorded run must have timed the commit asv labels it with (ASV_COMMIT): checked
+    # before anything is measured. Commits that predate perflab.provenance cannot say.
+    try:
+        from perflab import provenance
+    except ImportError:
+        return None
+    code = provenance.check(os.environ.get("ASV_COMMIT"))
+    return {"commit": code.commit, "dirty": code.dirty, "source": code.source}
 
 
 def _class_setup_cache(cls):

@@ -372,3 +372,16 @@ def test_registered_variants_compile_to_different_programs(name):
         if programs[a] == programs[b]:
             reasons = [op.expected_same_program(a, b) for op in ops]
             assert any(reasons), f"{name}: {a} and {b} compile to the same program at {head} and no registry says why"
+
+
+def test_provenance_refuses_a_run_labelled_with_another_commit(monkeypatch):
+    from perflab import provenance
+
+    code = provenance.installed()
+    assert code.commit and code.source.startswith("git checkout")
+    other = "0" * 40
+    with pytest.raises(provenance.ProvenanceError, match="recorded as commit 00000000, but the installed perflab"):
+        provenance.check(other)
+    monkeypatch.setenv(provenance.ALLOW_ENV, "a deliberate test")
+    assert provenance.check(other).commit == code.commit
+    assert provenance.check(None) == code  # not an asv run: nothing to compare
