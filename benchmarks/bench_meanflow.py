@@ -4,10 +4,9 @@ Sizes: the ``"cpu"`` models (16x16 images, batch 8) everywhere except where CUDA
 where the ``"gpu"`` models (CIFAR-size, batch 64) run; ``PERFLAB_MEANFLOW_SIZE=cpu|gpu``
 overrides. Parameter values are the same on every machine.
 
-Threads: ``benchmarks/common.py`` pins OMP/MKL to one thread and torch follows it; XLA's CPU
+Threads: ``benchmarks/_env.py`` pins OMP/MKL to one thread and torch follows it; XLA's CPU
 client keeps its own pool. A two-thread torch on the shared 2-core machine spins OMP threads
-against other processes (measurements in docs/meanflow.md, "Threads and sizes"), so torch stays
-at one. Cross-framework absolute times are therefore not like for like; the goals are ratios
+against other processes (docs/meanflow.md, "Threads and sizes"), so torch stays at one. Cross-framework absolute times are therefore not like for like; the goals are ratios
 within each framework.
 
 Classes, each over only the combinations that can run (the framework follows from the variant
@@ -122,7 +121,7 @@ def _check(variant):
     if variant == "cuda_graph" and not torch.cuda.is_available():
         skip("cuda_graph needs a CUDA device")
     if variant == "compiled" and not torch.cuda.is_available() and not os.environ.get("PERFLAB_MEANFLOW_COMPILE"):
-        # Measured compile times are in docs/meanflow.md ("Claims re-tested").
+        # Why it is skipped: docs/meanflow.md, "Claims re-tested".
         skip(
             "torch.compile of the JVP takes minutes per process on a 2-core CPU (UNet and DiT), beyond "
             "asv's timeout; set PERFLAB_MEANFLOW_COMPILE=1 to run it"
