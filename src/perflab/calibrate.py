@@ -269,7 +269,8 @@ def run_trials(
         }
         _run([sys.executable, "-m", "asv", "machine", "--yes", "--machine", "calibrate"], run_env, "asv machine")
         for i in range(trials):
-            results_dir = os.path.join(keep or tmp, f"trial{i}")
+            # Absolute: asv resolves a relative results_dir against the config's own folder.
+            results_dir = os.path.abspath(os.path.join(keep or tmp, f"trial{i}"))
             conf = os.path.join(tmp, f"asv{i}.json")
             with open(conf, "w", encoding="utf-8") as fh:
                 json.dump(_asv_config(config, results_dir), fh)
