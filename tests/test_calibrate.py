@@ -55,10 +55,13 @@ def test_empty_results_folder_is_a_clear_error(tmp_path):
 
 def test_real_trials_in_a_fresh_home(tmp_path):
     # A home where asv never ran: calibrate makes its own machine file.
-    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "PERFLAB_CACHE_DIR": str(tmp_path / "cache")}
+    # The trials are labelled HEAD; a developer's uncommitted edits are deliberate here.
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "PERFLAB_CACHE_DIR": str(tmp_path / "cache"),
+           "PERFLAB_PROVENANCE_REASON": "the test suite calibrates the working tree"}
     out = tmp_path / "cal.md"
     done = subprocess.run(
-        [sys.executable, "-m", "perflab", "calibrate", "--trials", "2", "-b", "Calibration\\.", "-o", str(out)],
+        [sys.executable, "-m", "perflab", "calibrate", "--trials", "2", "-b", "Calibration\\.", "-o", str(out),
+         "--keep", str(tmp_path / "kept")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr
@@ -66,6 +69,12 @@ def test_real_trials_in_a_fresh_home(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| Calibration"))
     # Two trials: two control pairs within runs; 4 cells (twins excluded) x 1 pair across runs.
     assert re.search(r"\| \d/2 \(", row) and "/4 (" in row, row
+    # The kept trials judge again to the same table.
+    again = tmp_path / "again.md"
+    cmd = [sys.executable, "-m", "perflab", "calibrate", "--from", str(tmp_path / "kept"), "-o", str(again)]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert again.read_text().split("## Minimum")[1] == text.split("## Minimum")[1]
 
 
 def test_failed_asv_run_carries_asv_output(tmp_path):
@@ -77,3 +86,11 @@ def test_failed_asv_run_carries_asv_output(tmp_path):
     assert done.returncode == 2
     assert "calibrate: error: --bench" in done.stderr
     assert len(done.stderr.strip().splitlines()) > 1, "asv's own output must follow the error line"
+
+
+def test_judging_kept_trials_needs_them(tmp_path):
+    with pytest.raises(calibrate.CalibrationError, match="--from: no folder"):
+        calibrate.judge_kept(str(tmp_path / "none"))
+    (tmp_path / "trial0").mkdir()
+    with pytest.raises(calibrate.CalibrationError, match="1 trial folder"):
+        calibrate.judge_kept(str(tmp_path))
