@@ -229,14 +229,50 @@ class InterleavedBenchmark:
 
 
 def _provenance():
-    # A recorded run must have timed the commit asv labels it with (ASV_COMMIT): checked
-    # before anything is measured. Commits that predate perflab.provenance cannot say.
+    # A recorded run must have timed the commit asv labels it with: checked before anything is
+    # measured. Commits that predate perflab.provenance cannot say.
     try:
         from perflab import provenance
     except ImportError:
         return None
-    code = provenance.check(os.environ.get("ASV_COMMIT"))
+    code = provenance.check(_labelled_commit())
     return {"commit": code.commit, "dirty": code.dirty, "source": code.source}
+
+
+def _labelled_commit():
+    # asv sets ASV_COMMIT for the environments it builds; for `--python=same` it does not, and
+    # the label is the `--set-commit-hash` value of the asv command that started this process
+    # (up the process tree: forkserver, then asv). Resolved with git in the project's folder.
+    label = os.environ.get("ASV_COMMIT") or _set_commit_hash_argument()
+    if not label:
+        return None
+    import subprocess
+
+    where = os.environ.get("ASV_CONF_DIR") or os.getcwd()
+    out = subprocess.run(["git", "-C", where, "rev-parse", "--verify", f"{label}^{{commit}}"],
+                         capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else label
+
+
+def _set_commit_hash_argument():
+    pid = os.getpid()
+    for _ in range(8):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                args = [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
+            with open(f"/proc/{pid}/stat") as fh:
+                parent = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+        for i, arg in enumerate(args):
+            if arg == "--set-commit-hash" and i + 1 < len(args):
+                return args[i + 1]
+            if arg.startswith("--set-commit-hash="):
+                return arg.split("=", 1)[1]
+        if parent <= 1:
+            return None
+        pid = parent
+    return None
 
 
 def _class_setup_cache(cls):
