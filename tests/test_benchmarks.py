@@ -385,3 +385,26 @@ def test_provenance_refuses_a_run_labelled_with_another_commit(monkeypatch):
     monkeypatch.setenv(provenance.ALLOW_ENV, "a deliberate test")
     assert provenance.check(other).commit == code.commit
     assert provenance.check(None) == code  # not an asv run: nothing to compare
+
+
+def test_recording_a_run_under_another_commit_fails(tmp_path):
+    # `asv run --python=same --set-commit-hash X` with X not the installed commit: the measuring
+    # code refuses before it measures, and asv shows why.
+    from perflab import calibrate
+
+    head = subprocess.run(["git", "rev-parse", "HEAD~1"], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("a shallow clone has no HEAD~1")
+    conf = tmp_path / "asv.json"
+    conf.write_text(json.dumps(calibrate._asv_config(str(ROOT / "asv.conf.json"), str(tmp_path / "results"))))
+    env = {k: v for k, v in os.environ.items() if k != "PERFLAB_PROVENANCE_REASON"}
+    env["HOME"] = str(tmp_path)
+    subprocess.run([sys.executable, "-m", "asv", "machine", "--yes", "--machine", "t"], env=env, cwd=ROOT, check=True,
+                   capture_output=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "asv", "run", "--python=same", "--machine", "t", "--show-stderr", "--config", str(conf),
+         "--set-commit-hash", head.stdout.strip(), "-b", "Calibration.track_workload$"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    text = out.stdout + out.stderr
+    assert "failed" in text and f"recorded as commit {head.stdout.strip()[:8]}, but the installed perflab" in text, text
