@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from scipy import stats as _stats
 
 DEFAULT_FACTOR = 1.05
-DEFAULT_CONFIDENCE = 0.99
+DEFAULT_CONFIDENCE = 0.95
 
 
 @dataclasses.dataclass(frozen=True)
