@@ -403,7 +403,7 @@ def test_recording_a_run_under_another_commit_fails(tmp_path):
                    capture_output=True)
     out = subprocess.run(
         [sys.executable, "-m", "asv", "run", "--python=same", "--machine", "t", "--show-stderr", "--config", str(conf),
-         "--set-commit-hash", head.stdout.strip(), "-b", "Calibration.track_workload$"],
+         "--set-commit-hash", head.stdout.strip(), "-b", "Calibration.track_workload"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     text = out.stdout + out.stderr

@@ -12,7 +12,7 @@ rule (`perflab.significance`):
   `plus5pct` / `plus10pct` vs the baseline flagged slower = a detection;
 - across runs: every cell of trial i against the same cell of trial i+1 (identical code) with
   the report's unpaired rule and with asv compare's own rule at the same factor: any flag is
-  false;
+  false; and how far such cells drift between two runs;
 - per cell, the minimum detectable effect of the paired comparison (the factor, or the
   interval's half-width where wider).
 
@@ -139,7 +139,8 @@ def judge(trials: Sequence[Recorded], factor: float, confidence: float) -> dict[
     Arguments:
         trials: the recorded trials, in order.
         factor: the smallest ratio flagged.
-        confidence: the interval's level.
+        confidence: the level of the paired (within-run) intervals; across runs the report's
+            unpaired rule keeps its own level (`significance.UNPAIRED_CONFIDENCE`).
 
     Returns:
         Class name -> `ClassResult`.
@@ -171,7 +172,7 @@ def judge(trials: Sequence[Recorded], factor: float, confidence: float) -> dict[
             if not b or variant in EFFECTS:
                 continue
             result = out.setdefault(_class_of(key[0]), ClassResult())
-            verdict = significance.compare(a, b, paired=False, factor=factor, confidence=confidence)
+            verdict = significance.compare(a, b, paired=False, factor=factor)
             result.false_across_report.add(verdict.changed)
             result.false_across_asv.add(_asv_flags(a, b, factor))
     return out
@@ -186,8 +187,37 @@ def _asv_flags(a, b, factor):
     return _is_result_better(vb, va, (sb, b), (sa, a), factor) or _is_result_better(va, vb, (sa, a), (sb, b), factor)
 
 
+def cross_run_drift(trials: Sequence[Recorded]) -> list[tuple[str, float]]:
+    """Quantiles of max(r, 1/r), r = one timed cell's median in a trial over the next trial's.
+
+    Arguments:
+        trials: the trials, in order.
+
+    Returns:
+        (label, ratio) for the median, 90th, 95th and 99th percentiles; empty without pairs.
+    """
+    ratios = []
+    for first, second in zip(trials, trials[1:]):
+        for key, a in first.cells.items():
+            b = second.cells.get(key)
+            if b and first.benchmarks[key[0]].get("unit") == "seconds":
+                r = statistics.median(b) / statistics.median(a)
+                ratios.append(max(r, 1 / r))
+    if len(ratios) < 2:
+        return []
+    cuts = statistics.quantiles(ratios, n=100, method="inclusive")
+    return [("median", statistics.median(ratios)), ("90th percentile", cuts[89]),
+            ("95th percentile", cuts[94]), ("99th percentile", cuts[98])]
+
+
 def render(
-    by_level: dict[float, dict[str, ClassResult]], *, trials: int, factor: float, command: str, commit: str = ""
+    by_level: dict[float, dict[str, ClassResult]],
+    *,
+    trials: int,
+    factor: float,
+    command: str,
+    commit: str = "",
+    trials_for_drift: Sequence[Recorded] = (),
 ) -> str:
     """The calibration as Markdown: a summary table per confidence level (the first is the
     report's), then each cell's minimum detectable effect at the first level."""
@@ -213,9 +243,22 @@ def render(
             f"## Verdicts with {100 * level:g}% intervals",
             "",
             tabulate(rows, headers=["class", "identical flagged, one run (report)", "one run (asv rule)",
-                                    "identical flagged across runs (report)", "across runs (asv compare)",
+                                    "identical flagged across runs (report, unpaired rule)",
+                                    "across runs (asv compare)",
                                     "+5% detected", "+10% detected", "measured effect (median ratio)"],
                      tablefmt="github"),
+        ]
+    drift = cross_run_drift(trials_for_drift) if trials_for_drift else []
+    if drift:
+        quantiles = ", ".join(f"{label} {value:.3f}" for label, value in drift)
+        text += [
+            "",
+            "## Identical code, two runs apart",
+            "",
+            f"The ratio of a cell's median time in one trial to the next (identical code), over every "
+            f"timed cell: {quantiles}. Processes of one run share the run's offset, which is why the "
+            f"report judges cells of two runs (unpaired) at {100 * significance.UNPAIRED_CONFIDENCE:g}% "
+            "and variants of one run (paired) at the level of the first table.",
         ]
     text += [
         "",
@@ -363,7 +406,8 @@ def run(args: argparse.Namespace) -> int:
     levels = args.confidence or [significance.DEFAULT_CONFIDENCE]
     by_level = {level: judge(trials, args.factor, level) for level in levels}
     command = getattr(args, "command_line", "python -m perflab calibrate")
-    text = render(by_level, trials=len(trials), factor=args.factor, command=command, commit=trials[0].commit)
+    text = render(by_level, trials=len(trials), factor=args.factor, command=command, commit=trials[0].commit,
+                  trials_for_drift=trials)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as fh:
             fh.write(text)

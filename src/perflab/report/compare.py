@@ -21,6 +21,7 @@ from .. import significance
 # docs/reports/calibration.md measures the false positives and detection rates at this factor.
 DEFAULT_FACTOR = significance.DEFAULT_FACTOR
 CONFIDENCE = significance.DEFAULT_CONFIDENCE
+UNPAIRED_CONFIDENCE = significance.UNPAIRED_CONFIDENCE
 
 FASTER, SLOWER, NOISE, MISSING, UNTESTED = "faster", "slower", "noise", "n/a", "untested"
 NOISE_MARK = "~ within noise"
@@ -30,10 +31,11 @@ UNTESTED_MARK = "n=1, not tested"
 def describe(factor: float) -> str:
     """What the marks mean under `judge`, for report headers."""
     return (
-        f"\"{NOISE_MARK}\" marks a pair whose {CONFIDENCE:.0%} interval of the ratio includes 1 or "
-        f"whose ratio is within a factor of {factor:g}; the interval is over processes (one sample "
-        "per process), paired process by process for variants measured interleaved in the same "
-        f"processes. \"{UNTESTED_MARK}\" marks a pair with a single value on a side"
+        f"\"{NOISE_MARK}\" marks a pair whose interval of the ratio includes 1 or whose ratio is "
+        f"within a factor of {factor:g}; the interval is over processes (one sample per process): "
+        f"{CONFIDENCE:.0%}, paired process by process, for variants measured interleaved in the same "
+        f"processes, else Welch's at {UNPAIRED_CONFIDENCE:.1%}. \"{UNTESTED_MARK}\" marks a pair "
+        "with a single value on a side"
     )
 
 
@@ -128,7 +130,7 @@ def judge(
         return MISSING, None
     b, a = _values(before), _values(after)
     paired = before.paired_group is not None and before.paired_group == after.paired_group and len(a) == len(b)
-    verdict = significance.compare(b, a, paired=paired, factor=factor, confidence=CONFIDENCE)
+    verdict = significance.compare(b, a, paired=paired, factor=factor)
     if not verdict.tested:
         return UNTESTED, verdict
     if not verdict.changed:
