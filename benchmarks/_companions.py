@@ -75,6 +75,10 @@ def describe(call, operation: str, params, reference) -> dict[str, float]:
         put("fingerprint", hlo_fingerprint(compiled.as_text()))
         put("compile", getattr(call, "compile_seconds", None))
         result = call()
+    elif getattr(call, "torch_compiled", False):
+        # torch.compile'd code refuses to run under a dispatch mode (and is poisoned for later
+        # calls by trying), so it has no op-level fingerprint or flop count, only its error.
+        result = call()
     elif "torch" in sys.modules:
         result, flops, ops = _torch_trace(call)
         if ops:

@@ -108,6 +108,8 @@ def _call(config, variant):
         def call():
             return dr.delta_rule(*tensors, variant=variant, chunk_size=ALGO_CHUNK)
 
+        call.torch_compiled = variant == "torch_compiled"  # read by the companions
+
     else:
 
         def call():

@@ -6,8 +6,9 @@ overrides. Parameter values are the same on every machine.
 
 Threads: ``benchmarks/_env.py`` pins OMP/MKL to one thread and torch follows it; XLA's CPU
 client keeps its own pool. A two-thread torch on the shared 2-core machine spins OMP threads
-against other processes (docs/meanflow.md, "Threads and sizes"), so torch stays at one. Cross-framework absolute times are therefore not like for like; the goals are ratios
-within each framework.
+against other processes (docs/meanflow.md, "Threads and sizes"), so torch stays at one.
+Cross-framework absolute times are therefore not like for like; the goals are ratios within
+each framework.
 
 Classes, each over only the combinations that can run (the framework follows from the variant
 name: ``jax`` is the JAX/equinox loss, every other name a PyTorch one). All of them compare
@@ -199,6 +200,7 @@ def _torch_case(model, size, ratio, variant):
     }
     for fn in calls.values():
         fn()
+        fn.torch_compiled = variant == "compiled"  # read by the companions
     return calls
 
 

@@ -105,7 +105,7 @@ def test_every_variant_builds_and_runs_at_the_smallest_cell(name):
     # Each variant of the class at its first (smallest) cell where it exists: built, compiled
     # and called once, the path `setup_cache`'s processes take; nothing may skip but for a
     # reason of this machine's.
-    from benchmarks import _interleave
+    from benchmarks import _companions, _interleave
 
     cls = CLASSES[name]
     obj = cls()
@@ -120,8 +120,10 @@ def test_every_variant_builds_and_runs_at_the_smallest_cell(name):
             except NotImplementedError as err:
                 reasons.append(str(err))
                 continue
-            for call in calls:
+            for operation, call in zip(cls.operations, calls):
                 call()
+                # The companions run the callable under torch's dispatch modes too.
+                _companions.describe(call, operation, (*head, variant), lambda: None)
             break
         else:
             # A variant this machine cannot run (MACHINE_SKIPS) is left out; the others go on.
