@@ -258,6 +258,12 @@ def _samples_text(tables):
     if not counts:
         return "1 value (no samples or statistics recorded)"
     text = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    if all(c.paired_group for c in cells):
+        # The interleaved classes: one sample per measuring process.
+        return (
+            text + " processes, one sample each (the median of that process's interleaved rounds); "
+            "the median of the samples shown"
+        )
     text += " timings"
     if numbers:
         calls = str(numbers[0]) if len(numbers) == 1 else f"{numbers[0]}-{numbers[-1]}"
