@@ -410,3 +410,10 @@ def test_recording_a_run_under_another_commit_fails(tmp_path):
     )
     text = out.stdout + out.stderr
     assert "failed" in text and f"recorded as commit {head.stdout.strip()[:8]}, but the installed perflab" in text, text
+
+
+def test_this_test_session_runs_with_pinned_pools():
+    # conftest.py imports benchmarks._env before numpy: the session's own BLAS pools are pinned.
+    import threadpoolctl
+
+    assert {p["num_threads"] for p in threadpoolctl.threadpool_info()} == {1}
