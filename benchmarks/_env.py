@@ -5,6 +5,7 @@ by `tests/conftest.py`, so numpy, BLAS, torch and XLA all start with the same se
 """
 
 import os
+import sys
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # Host CPU devices for the 2/4/8-way meshes of the sharding study. XLA reads the flag when JAX's
@@ -20,6 +21,15 @@ def apply() -> None:
     """
     for var in THREAD_VARIABLES:
         os.environ.setdefault(var, "1")
+    if "numpy" in sys.modules:
+        # Something loaded BLAS before us (under pytest, a plugin imports numpy before
+        # conftest.py): its pool has read the variables already, so pin the live pools too.
+        try:
+            import threadpoolctl
+        except ImportError:  # not in asv's environments, where nothing loads numpy first
+            threadpoolctl = None
+        if threadpoolctl is not None:
+            threadpoolctl.threadpool_limits(int(os.environ["OPENBLAS_NUM_THREADS"]))
     if _DEVICES_FLAG not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" {_DEVICES_FLAG}={HOST_DEVICES}").strip()
 

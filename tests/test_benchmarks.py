@@ -416,4 +416,5 @@ def test_this_test_session_runs_with_pinned_pools():
     # conftest.py imports benchmarks._env before numpy: the session's own BLAS pools are pinned.
     import threadpoolctl
 
-    assert {p["num_threads"] for p in threadpoolctl.threadpool_info()} == {1}
+    pools = threadpoolctl.threadpool_info()
+    assert {p["num_threads"] for p in pools} == {1}, [(p["internal_api"], p["filepath"], p["num_threads"]) for p in pools]
