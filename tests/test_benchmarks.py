@@ -417,4 +417,5 @@ def test_this_test_session_runs_with_pinned_pools():
     import threadpoolctl
 
     pools = threadpoolctl.threadpool_info()
-    assert {p["num_threads"] for p in pools} == {1}, [(p["internal_api"], p["filepath"], p["num_threads"]) for p in pools]
+    seen = [(p["internal_api"], p["filepath"], p["num_threads"]) for p in pools]
+    assert {p["num_threads"] for p in pools} == {1}, seen
