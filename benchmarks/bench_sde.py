@@ -167,12 +167,15 @@ class EnsembleSimulation(InterleavedBenchmark):
     baseline = BASELINE
     # The slowest cells take 0.2-1.5 s a call (auto, diffrax and every bound at 1000 x 10000),
     # and a process compiles 34 programs (seconds from the persistent cache, minutes cold) and
-    # measures 74 callables: with 20 ms measurements (one call for the slow cells) and 3
-    # rounds a process takes ~75 s, so 4 processes (four samples per cell for asv) keep the
-    # class near five minutes on the shared 2-core machine.
-    processes = 4
-    rounds_per_process = 3
-    measurement_time = 0.02
+    # measures 74 callables. With 3 rounds of 20 ms (two or three calls of the 7-10 ms cells at
+    # 100 x 10000 and 1000 x 1000) in 4 processes, identical pairs of those cells differed by up
+    # to 25% and an injected 10% slowdown was found in 18 of 32 trials (docs/reports/
+    # calibration.md). 60 ms measurements (six or more calls of those cells; still one call of
+    # the slow cells) in 5 rounds and 5 processes cut that spread; the class costs more suite
+    # time for it (docs/reports/suite_cost.md).
+    processes = 5
+    rounds_per_process = 5
+    measurement_time = 0.06
     timeout = 900
 
     def build(self, operation, n_traj, n_steps, variant):

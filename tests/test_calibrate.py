@@ -38,6 +38,17 @@ def test_identical_code_is_not_flagged_and_effects_are(rng):
     assert np.median(result.measured["plus10pct"]) == pytest.approx(1.10, rel=0.02)
 
 
+def test_significance_alone_is_counted_beside_the_rule(rng):
+    # A true 3% slowdown with tight processes: the interval excludes 1 every time, yet the
+    # estimate never passes the 1.05 factor, so the rule flags none of them.
+    trials = [trial(rng, plus5=1.03, offset=0.01, inner=0.002) for _ in range(4)]
+    result = calibrate.judge(trials, 1.05, 0.95)["Cls"]
+    assert result.detected["plus5pct"].hits == 0
+    assert (result.significant["plus5pct"].hits, result.significant["plus5pct"].total) == (8, 8)
+    # Identical code: the interval excludes 1 about 5% of the time and the rule flags none.
+    assert result.false_within.hits == 0
+
+
 def test_a_broken_control_is_counted_as_a_false_positive(rng):
     trials = [trial(rng, control=1.2) for _ in range(3)]
     assert calibrate.judge(trials, 1.05, 0.99)["Cls"].false_within.hits == 6

@@ -61,6 +61,11 @@ class Verdict:
     factor: float
 
     @property
+    def significant(self) -> bool:
+        """Whether the interval excludes a ratio of 1, whatever the size of the effect."""
+        return self.tested and (self.low > 1 or self.high < 1)
+
+    @property
     def half_width(self) -> float:
         """Half the interval's width in log space, as a ratio (1.03 means +-3%); NaN if untested."""
         if not self.tested:
