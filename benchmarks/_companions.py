@@ -7,6 +7,22 @@ compiled executable: XLA's own cost analysis and the optimised HLO are read from
 that run torch ops are run once under `torch.utils.flop_counter.FlopCounterMode` and a dispatch
 recorder whose op sequence is the fingerprint. Other callables (Cython, numpy) have no cost or
 fingerprint: those cells read n/a.
+
+Compile time: XLA's lower-and-compile time for `jit_compile` callables; for `torch.compile`
+callables (marked ``torch_compiled``) and CUDA-graph captures, the time their first call took
+beyond a steady call (`common.first_call_compile`), measured when the variant is built and
+attached as ``compile_seconds``. Eager torch, Cython and numpy callables compile nothing: n/a.
+
+Numerical error: a class's `reference(operation, *head)` gives, for a cell, either
+
+- the expected output (arrays, tensors, or a tuple/list/dict of them), compared by
+  `relative_error`, or
+- an `ErrorOf`: a function of the callable's output that returns the error itself, for outputs
+  that do not compare element by element (a Monte Carlo ensemble against analytic moments, a
+  model pytree whose leaves are compared one by one) or a reference that applies to some of a
+  cell's variants only (it returns ``None`` for the others: n/a), or
+- ``None``: the class has no reference for that operation (n/a); so does a `reference` that
+  skips (raises NotImplementedError: a commit whose study lacks what the reference needs).
 """
 
 from __future__ import annotations
@@ -26,6 +42,44 @@ METRICS = {
     "compile": "seconds to compile",
     "error": "relative error",
 }
+
+
+
+class ErrorOf:
+    """A reference given as a function of the output: ``ErrorOf(fn)(result)`` is the error.
+
+    Arguments:
+        fn: ``result -> float | None``; None where the reference does not apply to this
+            output (that cell's error reads n/a).
+        description: what `fn` measures, for readers of the class that returns it.
+    """
+
+    def __init__(self, fn, description: str = ""):
+        self.fn, self.description = fn, description
+
+    def __call__(self, result):
+        return self.fn(result)
+
+    def __repr__(self):
+        return f"ErrorOf({self.description or self.fn!r})"
+
+
+def error_of(result, expected):
+    """The recorded error of `result` against what a class's `reference` returned.
+
+    Arguments:
+        result: the callable's output.
+        expected: an `ErrorOf`, the expected output, or None.
+
+    Returns:
+        The error (a float), or None where there is no reference.
+    """
+    if expected is None:
+        return None
+    if isinstance(expected, ErrorOf):
+        return expected(result)
+    return relative_error(result, expected)
+
 
 _METADATA = re.compile(r",? ?metadata=\{[^}]*\}")
 
@@ -76,7 +130,8 @@ def describe(call, operation: str, params, reference) -> dict[str, float]:
         call: the warm, blocking callable (returns its output).
         operation: its operation name.
         params: the cell's parameters, the variant last.
-        reference: zero-argument callable giving the study's reference output, or ``None``.
+        reference: zero-argument callable giving the study's reference for this cell: the
+            expected output, an `ErrorOf`, or ``None`` (see the module's doc).
 
     Returns:
         metric key -> value, for the metrics this callable has.
@@ -98,18 +153,24 @@ def describe(call, operation: str, params, reference) -> dict[str, float]:
         result = call()
     elif getattr(call, "torch_compiled", False):
         # torch.compile'd code refuses to run under a dispatch mode (and is poisoned for later
-        # calls by trying), so it has no op-level fingerprint or flop count, only its error.
+        # calls by trying), so it has no op-level fingerprint or flop count: its first-call
+        # compile time (measured at build, `common.first_call_compile`) and its error.
+        put("compile", getattr(call, "compile_seconds", None))
         result = call()
     elif "torch" in sys.modules:
         result, flops, ops = _torch_trace(call)
         if ops:
             put("flops", flops)
             put("fingerprint", fingerprint_value(hashlib.sha256("\n".join(ops).encode()).hexdigest()))
+        # Eager torch compiles nothing; a CUDA-graph capture (GPU only) is its compile step.
+        put("compile", getattr(call, "compile_seconds", None))
     else:
         result = call()
-    expected = reference()
-    if expected is not None:
-        put("error", relative_error(result, expected))
+    try:
+        expected = reference()
+    except NotImplementedError:  # `skip`: no reference in this commit/environment (n/a)
+        expected = None
+    put("error", error_of(result, expected))
     return out
 
 

@@ -34,7 +34,15 @@ import numpy as np
 
 from . import _interleave
 from ._interleave import CONTROL, injected_variants
-from .common import Benchmark, InterleavedBenchmark, compile_cache_dir, jit_compile, require, skip
+from .common import (
+    Benchmark,
+    InterleavedBenchmark,
+    compile_cache_dir,
+    first_call_compile,
+    jit_compile,
+    require,
+    skip,
+)
 
 CONFIGS = {"small": (1, 12, 4, 64), "medium": (2, 12, 8, 128), "large": (4, 12, 16, 256)}
 VARIANTS = [
@@ -108,7 +116,10 @@ def _call(config, variant):
         def call():
             return dr.delta_rule(*tensors, variant=variant, chunk_size=ALGO_CHUNK)
 
-        call.torch_compiled = variant == "torch_compiled"  # read by the companions
+        if variant == "torch_compiled":
+            call.torch_compiled = True  # read by the companions
+            # The first call compiles (dynamo + inductor): its cost is the compile companion.
+            return first_call_compile(call)
 
     else:
 
@@ -120,10 +131,22 @@ def _call(config, variant):
 
 
 @functools.lru_cache(maxsize=None)
+def _reference(config):
+    """o of the study's numpy float64 per-token loop (`perflab.delta_rule._reference`) on the
+    config's inputs: the ground truth of every variant (0.1 s small, ~3 s large)."""
+    return require("perflab.delta_rule._reference").reference_delta_rule(*_inputs(config))[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _matmul_inputs(size):
+    rng = np.random.default_rng(0)
+    return tuple(rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+
+
+@functools.lru_cache(maxsize=None)
 def _matmul(framework, size):
     """A warm float32 size x size matmul in one framework."""
-    rng = np.random.default_rng(0)
-    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    a, b = _matmul_inputs(size)
     if framework == "numpy":
         call = functools.partial(np.matmul, a, b)
     elif framework == "torch":
@@ -136,6 +159,12 @@ def _matmul(framework, size):
         return jit_compile(lambda x, y: x @ y, *jax.device_put((a, b)))
     call()
     return call
+
+
+@functools.lru_cache(maxsize=None)
+def _matmul_reference(size):
+    a, b = _matmul_inputs(size)
+    return a.astype(np.float64) @ b.astype(np.float64)
 
 
 BASELINE = "jax_scan"  # the registry's baseline (perflab.delta_rule.DELTA_RULE)
@@ -174,10 +203,10 @@ class DeltaRule(InterleavedBenchmark):
         call = _call(config, variant)  # a variant that cannot run skips both operations
         return call if operation == "forward" else _matmul("numpy", PEAK_SIZE)
 
-    def track_forward(self, cache, config, variant):
-        return self.samples(cache, "forward", (config, variant))
-
-    track_forward.unit = "seconds"
+    def reference(self, operation, config):
+        """The forward against the study's numpy float64 loop; the matmul is the yardstick
+        (its error is `MatmulPeak`'s): none."""
+        return _reference(config) if operation == "forward" else None
 
     def track_gflops(self, cache, config, variant):
         """Useful FLOPs of the recurrent form (6 d^2 per token and head) / time, per process."""
@@ -268,6 +297,10 @@ class MatmulPeak(InterleavedBenchmark):
 
     def build(self, operation, size, variant):
         return _matmul(variant, size)
+
+    def reference(self, operation, size):
+        """The same product in numpy float64 (one-thread BLAS: 0.1 s at 1024, ~1 s at 2048)."""
+        return _matmul_reference(size)
 
     def track_gflops(self, cache, size, variant):
         times = self.samples(cache, "matmul", (size, variant))

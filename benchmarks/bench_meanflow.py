@@ -39,8 +39,18 @@ import os
 
 import numpy as np
 
+from ._companions import ErrorOf
 from ._interleave import CONTROL, injected_variants
-from .common import InterleavedBenchmark, block, compile_cache_dir, jax_x64, jit_compile, require, skip
+from .common import (
+    InterleavedBenchmark,
+    block,
+    compile_cache_dir,
+    first_call_compile,
+    jax_x64,
+    jit_compile,
+    require,
+    skip,
+)
 
 MODELS = ["unet", "dit"]
 RATIOS = ["0", "0.25", "1.0"]
@@ -193,15 +203,76 @@ def _torch_case(model, size, ratio, variant):
         return block(out)
 
     calls = {
+        "jvp": lambda: block(loss.jvp(z, t, r, v)),
+        "forward": lambda: block(loss.forward(z, t, r)),
         "step": step,
         "fm_step": fm_step,
-        "forward": lambda: block(loss.forward(z, t, r)),
-        "jvp": lambda: block(loss.jvp(z, t, r, v)),
     }
-    for fn in calls.values():
-        fn()
+    for kind, fn in calls.items():
         fn.torch_compiled = variant == "compiled"  # read by the companions
+        if variant in ("compiled", "cuda_graph") and kind in ("jvp", "forward"):
+            # The first call compiles (torch.compile) or captures (CUDA graph) the JVP's and
+            # the forward's programs, in this order: that cost is their compile companion.
+            first_call_compile(fn)
+        else:
+            fn()
+    if variant in ("compiled", "cuda_graph"):
+        # The step's only compiled program is the JVP (warm by now): its compile time is the
+        # JVP's. The FM step is eager under every variant: no compile time.
+        calls["step"].compile_seconds = calls["jvp"].compile_seconds
     return calls
+
+
+@functools.lru_cache(maxsize=None)
+def _torch_reference(model, size, ratio, kind):
+    """The naive variant's eager computation of `kind` in float64 (the same seeded weights,
+    cast; inputs the float32 ones, widened): `fm_loss` for the FM step, the model's forward,
+    and naive's `torch.func.jvp` (`MeanFlowLoss(variant="naive").jvp`) for du/dt."""
+    torch = _torch()
+    mt = require("perflab.meanflow.torch")
+    dev = next(_torch_model(model, size).parameters()).device
+    net = mt.make_model(model, size, device=dev, dtype=torch.float64)
+    x, e, t, r = (torch.from_numpy(a).to(dev, torch.float64) for a in _times(model, size, ratio))
+    loss = mt.MeanFlowLoss(net, variant="naive", ratio=float(ratio), check_times=False)
+    tb = t[:, None, None, None]
+    z, v = (1 - tb) * x + tb * e, e - x
+    with torch.no_grad():
+        if kind == "fm_step":
+            out = mt.fm_loss(net, x, t, e)
+        elif kind == "forward":
+            out = net(z, t, t - r)
+        elif kind == "jvp":
+            out = loss.jvp(z, t, r, v)
+        else:
+            raise ValueError(f"no float64 reference for {kind!r}")
+    return out.detach().cpu().numpy()
+
+
+def _reference(kind, model, ratio):
+    """`ErrorOf` a torch output against `_torch_reference` (relative error); JAX's model has its
+    own initialisation (other weights), so its outputs have no reference here: n/a.
+
+    None for the MeanFlow step: its output is the adaptively weighted loss (p = 1), the mean of
+    err / (err + 1e-3) over samples, which is 1 - O(1e-6) here whatever the prediction or the
+    target (a step at ratio 1.0 reads 8e-8 from the reference at 0.25): a recorded error would
+    certify wrong answers. The variants differ in du/dt, checked in `JVPCost`, and in the
+    forward, checked in `Forward`; the FM step (a plain mean squared error) is compared.
+    """
+    from ._companions import relative_error
+
+    if kind == "step":
+        return None
+    try:
+        expected = _torch_reference(model, _size(), ratio, kind)
+    except NotImplementedError:  # no torch here: the JAX rows have no reference either
+        return None
+
+    def error(result):
+        if not hasattr(result, "detach"):
+            return None
+        return relative_error(result, expected)
+
+    return ErrorOf(error, f"against the naive eager {kind} in float64")
 
 
 # -- JAX ----------------------------------------------------------------------------------
@@ -265,6 +336,9 @@ def _calls(variant, model, ratio, kinds):
 
 
 class _MeanFlowClass(InterleavedBenchmark):
+    # Error: every PyTorch output (FM loss, u or du/dt) against the naive variant's eager code
+    # in float64 (`_torch_reference`); the JAX rows read n/a (their weights are JAX's own), and
+    # so does the MeanFlow step (its weighted loss is ~1 whatever the answer: `_reference`).
     # Calls take 2-100 ms (DiT forward to UNet step on the "cpu" models), and a process spends
     # most of its life importing and compiling (XLA: up to minutes per program when the cache is
     # cold). A 50 ms measurement is one call of the slow cells (long against timer and dispatch
@@ -279,7 +353,11 @@ class _MeanFlowClass(InterleavedBenchmark):
 
 
 class MeanFlowStep(_MeanFlowClass):
-    """One training step (loss + backward) of the MeanFlow loss, per variant and r != t ratio."""
+    """One training step (loss + backward) of the MeanFlow loss, per variant and r != t ratio.
+
+    Error n/a: the step returns the adaptively weighted loss, ~1 whatever the answer (see
+    `_reference`); the variants' numerics are recorded in `JVPCost` and `Forward`.
+    """
 
     params = [MODELS, RATIOS, [*VARIANTS, *TWINS]]
     param_names = ["model", "ratio", "variant"]
@@ -291,10 +369,8 @@ class MeanFlowStep(_MeanFlowClass):
     def build(self, operation, model, ratio, variant):
         return _calls(variant, model, ratio, [operation])[operation]
 
-    def track_step(self, cache, model, ratio, variant):
-        return self.samples(cache, "step", (model, ratio, variant))
-
-    track_step.unit = "seconds"
+    def reference(self, operation, model, ratio):
+        return _reference(operation, model, ratio)
 
 
 class MeanFlowOverhead(_MeanFlowClass):
@@ -303,6 +379,7 @@ class MeanFlowOverhead(_MeanFlowClass):
     Per loss variant (the step differs with each); the denominator is the FM step in the same
     precision and framework (bfloat16 autocast for bf16, JAX for jax, float32 eager for the rest),
     measured interleaved with the step in the same process, so the process's offset cancels.
+    The FM step's error is recorded; the MeanFlow step's is n/a (see `MeanFlowStep`).
     """
 
     params = [MODELS, [*VARIANTS, *TWINS]]
@@ -312,6 +389,9 @@ class MeanFlowOverhead(_MeanFlowClass):
 
     def build(self, operation, model, variant):
         return _calls(variant, model, "0.25", [operation])[operation]
+
+    def reference(self, operation, model):
+        return _reference(operation, model, "0.25")
 
     def track_overhead_vs_fm(self, cache, model, variant):
         return self.ratio(cache, "step", "fm_step", (model, variant))
@@ -335,10 +415,8 @@ class JVPCost(_MeanFlowClass):
     def build(self, operation, model, variant):
         return _calls(JVPS[variant], model, "0.25", [operation])[operation]
 
-    def track_jvp(self, cache, model, variant):
-        return self.samples(cache, "jvp", (model, variant))
-
-    track_jvp.unit = "seconds"
+    def reference(self, operation, model):
+        return _reference(operation, model, "0.25")
 
     def track_jvp_over_forward(self, cache, model, variant):
         return self.ratio(cache, "jvp", "forward", (model, variant))
@@ -357,10 +435,8 @@ class Forward(_MeanFlowClass):
     def build(self, operation, model, variant):
         return _calls(FORWARDS[variant], model, "0.25", [operation])[operation]
 
-    def track_forward(self, cache, model, variant):
-        return self.samples(cache, "forward", (model, variant))
-
-    track_forward.unit = "seconds"
+    def reference(self, operation, model):
+        return _reference(operation, model, "0.25")
 
 
 class FMStep(_MeanFlowClass):
@@ -374,7 +450,5 @@ class FMStep(_MeanFlowClass):
     def build(self, operation, model, variant):
         return _calls(FM_STEPS[variant], model, "0.25", [operation])[operation]
 
-    def track_fm_step(self, cache, model, variant):
-        return self.samples(cache, "fm_step", (model, variant))
-
-    track_fm_step.unit = "seconds"
+    def reference(self, operation, model):
+        return _reference(operation, model, "0.25")

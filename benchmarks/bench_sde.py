@@ -24,6 +24,7 @@ import functools
 import importlib.util
 import math
 
+from ._companions import ErrorOf
 from ._interleave import CONTROL, injected_variants
 from .common import Benchmark, CostlySetupBenchmark, InterleavedBenchmark, jit_compile, require, skip
 
@@ -42,6 +43,8 @@ IN_SCAN_CHUNKED = ["chunked", "time_major_chunked", "time_major_rbg"]
 # The VirtualBrownianTree descends a tree every step: ~2 s at 1000 x 1000, so small sizes only.
 VBT_MAX_TRAJ_STEPS = 100 * 1000
 DT = 1e-3
+# The OU problem every class simulates (the sweep varies theta and sigma): x0, theta, mu, sigma.
+X0, THETA, MU, SIGMA = 1.0, 1.0, 0.5, 0.3
 
 
 def _study():
@@ -63,7 +66,8 @@ def _problem():
     import jax.numpy as jnp
 
     sde = _study()
-    return sde, jnp.float32(1.0), sde.ou_params(theta=1.0, mu=0.5, sigma=0.3, dtype=jnp.float32), jax.random.key(0)
+    params = sde.ou_params(theta=THETA, mu=MU, sigma=SIGMA, dtype=jnp.float32)
+    return sde, jnp.float32(X0), params, jax.random.key(0)
 
 
 def bench_chunk(n_traj, n_steps, variant):
@@ -137,6 +141,51 @@ BASELINE = "pregen"
 BASELINE_RNG = "threefry"
 
 
+def moments_error(finals, mean, var):
+    """Relative error of an ensemble's final-time sample moments against the analytic ones:
+    max(|mean_hat - mean| / |mean|, |var_hat - var| / var), the worst over parameter sets.
+
+    A Monte Carlo statistic, not a rounding error: for n trajectories its noise floor is about
+    sqrt(var / n) / |mean| for the mean and sqrt(2 / (n - 1)) for the variance (0.03 and 0.14 at
+    100 trajectories, 0.01 and 0.045 at 1000). Variants that draw their noise differently from
+    one key get different values below that floor (0.08-0.23 at 100 x 1000); a wrong drift,
+    diffusion, step or noise scale moves it far beyond it.
+
+    Arguments:
+        finals: (..., n_traj) final states, one row per parameter set.
+        mean, var: (...) analytic mean and variance (`sde.ou_moments` of the Euler chain).
+
+    Returns:
+        The error, a float.
+    """
+    import numpy as np
+
+    finals = np.asarray(finals, dtype=np.float64)
+    got_mean, got_var = finals.mean(axis=-1), finals.var(axis=-1, ddof=1)
+    mean, var = np.asarray(mean, np.float64), np.asarray(var, np.float64)
+    return float(max(np.max(np.abs(got_mean - mean) / np.abs(mean)), np.max(np.abs(got_var - var) / var)))
+
+
+def _ou_reference(n_steps, thetas=THETA, sigmas=SIGMA):
+    """`ErrorOf` the paths ``(..., n_traj, n_steps)``: `moments_error` of their final states
+    against the Euler-Maruyama chain's exact moments at t = n_steps * DT (`sde.ou_moments` with
+    dt, so the step's own bias is not counted as error)."""
+    sde = _study()
+    if not hasattr(sde, "ou_moments"):
+        skip("perflab.sde.ou_moments is not in this commit")
+    mean, var = sde.ou_moments(X0, thetas, MU, sigmas, n_steps * DT, dt=DT)
+    return ErrorOf(
+        lambda paths: moments_error(_last_step(paths), mean, var),
+        f"sample mean/variance at t={n_steps * DT:g} against the OU Euler chain's moments",
+    )
+
+
+def _last_step(paths):
+    import numpy as np
+
+    return np.asarray(paths)[..., -1]
+
+
 def _generator(variant):
     return "rbg" if variant == "time_major_rbg" else "threefry"
 
@@ -158,7 +207,9 @@ class EnsembleSimulation(InterleavedBenchmark):
     Two operations per cell, interleaved in each process: `simulate` (the variant from a key to
     its paths) and `bound` (drawing the same n_traj x n_steps normals alone with the variant's
     generator). `track_rng_bound` is their ratio process by process. diffrax_vbt is measured at
-    100 x 1000 only (skipped with the reason elsewhere: ~2 s per call beyond).
+    100 x 1000 only (skipped with the reason elsewhere: ~2 s per call beyond). The error of
+    `simulate` is `moments_error` (final-time sample moments against the OU Euler chain's);
+    `bound` has none.
     """
 
     params = [[100, 1000], [1000, 10000], [*VARIANTS, CONTROL, *injected_variants()]]
@@ -184,10 +235,9 @@ class EnsembleSimulation(InterleavedBenchmark):
             return _bound_call(n_traj, n_steps, _generator(variant))
         return _simulate_call(n_traj, n_steps, variant)
 
-    def track_simulate(self, cache, n_traj, n_steps, variant):
-        return self.samples(cache, "simulate", (n_traj, n_steps, variant))
-
-    track_simulate.unit = "seconds"
+    def reference(self, operation, n_traj, n_steps):
+        # The bound is a bare draw of normals: no study reference (n/a).
+        return _ou_reference(n_steps) if operation == "simulate" else None
 
     def track_steps_per_second(self, cache, n_traj, n_steps, variant):
         return _per_process_rate(cache, "simulate", (n_traj, n_steps, variant), n_traj * n_steps)
@@ -225,7 +275,11 @@ class EnsembleSimulationMemory(CostlySetupBenchmark):
 
 class RNGBound(InterleavedBenchmark):
     """The time to draw n_traj * n_steps float32 standard normals in one call, per generator
-    (the `variant` parameter is the generator; the baseline is threefry, JAX's default)."""
+    (the `variant` parameter is the generator; the baseline is threefry, JAX's default).
+
+    No reference (error n/a): a bare draw of random bits has no study result to compare with,
+    and a test of the generator's distribution is JAX's, not this study's.
+    """
 
     params = [[100, 1000], [1000, 10000], ["threefry", "rbg", CONTROL, *injected_variants()]]
     param_names = ["n_traj", "n_steps", "variant"]
@@ -240,11 +294,6 @@ class RNGBound(InterleavedBenchmark):
     def build(self, operation, n_traj, n_steps, variant):
         _study()
         return _bound_call(n_traj, n_steps, variant)
-
-    def track_normals(self, cache, n_traj, n_steps, variant):
-        return self.samples(cache, "normals", (n_traj, n_steps, variant))
-
-    track_normals.unit = "seconds"
 
 
 LONG_VARIANTS = ["pregen", "chunked", "time_major_chunked", "diffrax"]
@@ -307,7 +356,7 @@ def sweep_fn(variant):
     def sweep(key, thetas, sigmas):
         # One key for every parameter set (common random numbers): the noise is shared.
         def one(theta, sigma):
-            params = {"theta": theta, "mu": jnp.float32(0.5), "sigma": sigma}
+            params = {"theta": theta, "mu": jnp.float32(MU), "sigma": sigma}
             return sde.simulate(sde.ou_drift, sde.ou_diffusion, x0, params, key, dt=DT, n_traj=SWEEP_TRAJ,
                                 n_steps=SWEEP_STEPS, variant=variant, chunk=chunk)
 
@@ -340,10 +389,14 @@ class ParameterSweep(InterleavedBenchmark):
         _check_variant(variant, SWEEP_TRAJ, SWEEP_STEPS)
         return _sweep_call(variant)
 
-    def track_sweep(self, cache, variant):
-        return self.samples(cache, "sweep", (variant,))
+    def reference(self, operation):
+        """Each parameter set's final-time sample moments against its OU Euler chain's, the
+        worst of the 32 (`moments_error`)."""
+        import numpy as np
 
-    track_sweep.unit = "seconds"
+        thetas = np.linspace(0.5, 2.0, N_SETS, dtype=np.float32)
+        sigmas = np.linspace(0.1, 0.5, N_SETS, dtype=np.float32)
+        return _ou_reference(SWEEP_STEPS, thetas, sigmas)
 
     def track_chunk(self, cache, variant):
         # Deterministic; the control and injected twins report the baseline's chunk.

@@ -1,5 +1,6 @@
 """The asv suite: every benchmark collects, runs one call, and the asv configuration builds."""
 
+import functools
 import importlib
 import inspect
 import itertools
@@ -98,6 +99,20 @@ MACHINE_SKIPS = {
     "compiled": "torch.compile on CPU runs only with PERFLAB_MEANFLOW_COMPILE=1",
 }
 INTERLEAVED = sorted(n for n, cls in CLASSES.items() if _interleaved(cls))
+# The largest error each study's variants may show at the smallest cell against its reference:
+# float32 against float64 loops (delta rule, matmul, linear solves in float64), a Monte Carlo
+# statistic of 100 trajectories against the OU moments (sde: its noise floor is ~0.14), an exact
+# tree surgery, and bfloat16 autocast against float64 (meanflow).
+ERROR_TOLERANCE = {
+    "bench_calibration": 0.0,
+    "bench_linear_solve": 1e-6,
+    "bench_delta_rule": 1e-4,
+    "bench_sde": 0.5,
+    "bench_tree_transforms": 0.0,
+    "bench_meanflow": 0.1,
+}
+# (class, variant) whose error is n/a by design although the class has a reference.
+NO_ERROR = {(n, "jax") for n in INTERLEAVED if n.startswith("bench_meanflow.")}
 
 
 @pytest.mark.parametrize("name", INTERLEAVED)
@@ -122,8 +137,20 @@ def test_every_variant_builds_and_runs_at_the_smallest_cell(name):
                 continue
             for operation, call in zip(cls.operations, calls):
                 call()
-                # The companions run the callable under torch's dispatch modes too.
-                _companions.describe(call, operation, (*head, variant), lambda: None)
+                # The companions run the callable under torch's dispatch modes too, and compare
+                # its output with the class's reference, where it has one.
+                params = (*head, variant)
+                reference = functools.partial(obj.reference, operation, *head)
+                got = _companions.describe(call, operation, params, reference)
+                error = got.get(_interleave.key(f"error:{operation}", params))
+                if reference() is not None and (name, built) not in NO_ERROR:
+                    tolerance = ERROR_TOLERANCE[name.split(".")[0]]
+                    assert error is not None and 0 <= error <= tolerance, (name, operation, variant, error)
+                    print(f"error {name} {operation} {params}: {error:.3g}")
+                if getattr(call, "torch_compiled", False) or built == "cuda_graph":
+                    # Compiled or captured on its first call: the compile time is recorded.
+                    if operation != "fm_step":
+                        assert got.get(_interleave.key(f"compile:{operation}", params), -1) >= 0, (name, variant)
             break
         else:
             # A variant this machine cannot run (MACHINE_SKIPS) is left out; the others go on.
@@ -353,6 +380,145 @@ def test_relative_error_sees_a_wrong_answer():
     assert relative_error(np.array([1.0, 2.0]), np.array([1.0, 2.2])) == pytest.approx(0.2 / 2.2)
     with pytest.raises(ValueError, match="arrays"):
         relative_error((np.ones(1),), (np.ones(1), np.ones(1)))
+
+
+def test_error_of_reads_a_function_of_the_output():
+    import numpy as np
+
+    from benchmarks import _companions
+
+    assert _companions.error_of(np.ones(2), None) is None
+    assert _companions.error_of(np.ones(2), _companions.ErrorOf(lambda out: float(out.sum()))) == 2.0
+    assert _companions.error_of(np.ones(2), np.ones(2)) == 0
+    # An ErrorOf that does not apply to an output gives n/a: no error key is recorded.
+    got = _companions.describe(lambda: np.ones(2), "op", ("v",), lambda: _companions.ErrorOf(lambda out: None))
+    assert "error:op|v" not in got
+
+    def skipped():
+        raise NotImplementedError("this commit has no reference")
+
+    assert "error:op|v" not in _companions.describe(lambda: np.ones(2), "op", ("v",), skipped)
+
+
+def test_first_call_compile_records_the_first_call_beyond_a_steady_one():
+    import time
+
+    from benchmarks import _companions
+    from benchmarks.common import first_call_compile
+
+    calls = []
+
+    def call():
+        time.sleep(0.05 if not calls else 0.0)
+        calls.append(1)
+        return 1.0
+
+    call.torch_compiled = True
+    assert first_call_compile(call) is call and len(calls) == 2
+    assert 0.04 < call.compile_seconds < 1
+    got = _companions.describe(call, "op", ("v",), lambda: None)
+    assert got["compile:op|v"] == call.compile_seconds
+
+
+def test_delta_rule_reference_sees_a_wrong_answer():
+    import numpy as np
+
+    from benchmarks import _companions
+    from benchmarks.bench_delta_rule import DeltaRule, MatmulPeak, _inputs
+
+    obj = DeltaRule()
+    expected = obj.reference("forward", "small")
+    assert expected.shape == _inputs("small")[2].shape and obj.reference("matmul", "small") is None
+    out = obj.build("forward", "small", "cython")()
+    assert _companions.error_of(out, expected) < 1e-4
+    wrong = out.copy()
+    wrong[0, 3, 100] += 0.1 * abs(expected).max()
+    assert _companions.error_of(wrong, expected) > 0.05
+    # Linear attention, the recurrence without the delta term (S <- S + beta k^T v): a plausible
+    # wrong kernel.
+    q, k, v, beta = (x.astype(np.float64) for x in _inputs("small"))
+    scores = np.tril((q * 64**-0.5) @ (k * beta[..., None]).swapaxes(-1, -2))
+    assert _companions.error_of(scores @ v, expected) > 0.1
+    peak = MatmulPeak()
+    product = peak.build("matmul", 1024, "numpy")()
+    assert _companions.error_of(product, peak.reference("matmul", 1024)) < 1e-4
+    assert _companions.error_of(product * 1.01, peak.reference("matmul", 1024)) > 5e-3
+
+
+def test_sde_reference_sees_a_wrong_answer():
+    import numpy as np
+
+    from benchmarks import _companions
+    from benchmarks.bench_sde import EnsembleSimulation, ParameterSweep, RNGBound
+
+    obj = EnsembleSimulation()
+    assert obj.reference("bound", 100, 1000) is None and RNGBound().reference("normals", 100, 1000) is None
+    expected = obj.reference("simulate", 100, 1000)
+    paths = np.asarray(obj.build("simulate", 100, 1000, "pregen")())
+    right = _companions.error_of(paths, expected)
+    assert right < 0.5
+    # Twice the spread (a wrong diffusion, sigma * 2): the variance is 4x, error ~3.
+    final = paths[:, -1:]
+    wider = np.concatenate([paths[:, :-1], final.mean() + 2 * (final - final.mean())], axis=1)
+    assert _companions.error_of(wider, expected) > 2
+    # A mean shifted by half the long-run distance (a wrong drift).
+    assert _companions.error_of(paths + 0.3, expected) > 0.3
+    # The sweep: one of its 32 parameter sets wrong is enough.
+    sweep = ParameterSweep()
+    out = np.array(sweep.build("sweep", "pregen")())
+    assert _companions.error_of(out, sweep.reference("sweep")) < 0.5
+    out[0] = out[-1]  # set 0 (theta 0.5, sigma 0.1) carrying the last set's paths (2.0, 0.5)
+    assert _companions.error_of(out, sweep.reference("sweep")) > 2
+
+
+def test_tree_transforms_reference_sees_a_wrong_answer():
+    import jax
+    import numpy as np
+
+    from benchmarks import _companions
+    from benchmarks.bench_tree_transforms import ApplyShardingRules, ShardModel, _matches, _model
+
+    obj = ApplyShardingRules()
+    expected = obj.reference("apply", 4, 2)
+    result = obj.build("apply", 4, 2, "path_map")()
+    assert _companions.error_of(result, expected) == 0
+    shard = ShardModel()
+    assert _companions.error_of(shard.build("shard", 4, 2, "batched")(), shard.reference("shard", 4, 2)) == 0
+    # The unsharded model: right values, every matched leaf on one device.
+    assert _companions.error_of(_model(4), expected) == 1
+    # One matched leaf with a wrong value, sharded as it should be.
+    match = _matches(4, 2)[0]
+    bad = jax.device_put(match.replacement * 1.5, match.replacement.sharding)
+    wrong = jax.tree_util.tree_map(lambda leaf: bad if leaf is match.replacement else leaf, result)
+    assert _companions.error_of(wrong, expected) == pytest.approx(0.5, rel=1e-6)
+    assert np.isfinite(_companions.error_of(wrong, expected))
+    with pytest.raises(ValueError, match="tree differs"):
+        _companions.error_of([result], expected)
+
+
+def test_meanflow_reference_sees_a_wrong_answer():
+    pytest.importorskip("torch")
+    from benchmarks import _companions
+    from benchmarks.bench_meanflow import FMStep, JVPCost, MeanFlowStep
+
+    # The MeanFlow step's weighted loss is ~1 whatever the answer: no reference (n/a), and a
+    # step at another ratio would indeed read the same loss.
+    step = MeanFlowStep()
+    assert step.reference("step", "unet", "0.25") is None
+    one, other = (float(step.build("step", "unet", ratio, "naive")().detach()) for ratio in ("0.25", "1.0"))
+    assert abs(one - other) < 1e-4
+    fm = FMStep()
+    expected = fm.reference("fm_step", "unet")
+    loss = fm.build("fm_step", "unet", "eager")()
+    assert _companions.error_of(loss, expected) < 1e-4
+    assert _companions.error_of(loss * 1.01, expected) > 5e-3
+    jvp = JVPCost()
+    expected = jvp.reference("jvp", "unet")
+    dudt = jvp.build("jvp", "unet", "forward_ad")()
+    assert _companions.error_of(dudt, expected) < 1e-4
+    assert _companions.error_of(jvp.build("forward", "unet", "forward_ad")(), expected) > 0.1  # u is not du/dt
+    # The JAX rows have other weights: no reference applies (n/a), not a false error.
+    assert _companions.error_of(jvp.build("jvp", "unet", "jax")(), expected) is None
 
 
 def test_every_interleaved_class_has_its_own_setup_cache():
