@@ -161,13 +161,13 @@ struct Broadcast {
 };
 
 ffi::Error broadcast_of(const ffi::AnyBuffer& buf, int core_rank, int64_t core_size,
-                        const std::vector<int64_t>& batch, const std::string& what, Broadcast& b) {
+                        const std::vector<int64_t>& batch, int operand, Broadcast& b) {
   auto dims = buf.dimensions();
   int rank = static_cast<int>(dims.size());
   int lead = rank - core_rank;
   int out_rank = static_cast<int>(batch.size());
   if (lead < 0 || lead > out_rank) {
-    return ffi::Error::InvalidArgument("perflab ffi: bad rank of " + what);
+    return ffi::Error::InvalidArgument("perflab ffi: bad rank of operand " + std::to_string(operand));
   }
   b.strides.assign(out_rank, 0);
   int64_t stride = core_size;
@@ -176,7 +176,8 @@ ffi::Error broadcast_of(const ffi::AnyBuffer& buf, int core_rank, int64_t core_s
     int64_t size = dims[lead - k];
     int64_t out_size = batch[out_rank - k];
     if (size != 1 && size != out_size) {
-      return ffi::Error::InvalidArgument("perflab ffi: batch dimension mismatch in " + what);
+      return ffi::Error::InvalidArgument("perflab ffi: batch dimension mismatch in operand " +
+                                        std::to_string(operand));
     }
     b.strides[out_rank - k] = size == 1 ? 0 : stride;
     stride *= size;
@@ -199,14 +200,26 @@ void next_index(std::vector<int64_t>& index, const std::vector<int64_t>& batch) 
 
 enum class Kind { kSolve, kJvp, kJvpVector };
 
+template <typename T>
+bool all_finite(const T* x, int n) {
+  bool finite = true;
+  for (int i = 0; i < n; ++i) finite &= std::isfinite(x[i]);
+  return finite;
+}
+
 // Inputs, in order: the operator's buffers, b, [the operator tangent's buffers (kJvp)],
 // [b' (kJvp, kJvpVector)]. Outputs: x, [x' (kJvp, kJvpVector)].
 template <typename T, template <typename> class Solver>
 ffi::Error run(Kind kind, bool cholesky, ffi::RemainingArgs& args, ffi::RemainingRets& rets) {
   constexpr int nop = Solver<T>::kOperatorBuffers;
   const int n_in = nop + 1 + (kind == Kind::kJvp ? nop + 1 : kind == Kind::kJvpVector ? 1 : 0);
-  const int n_out = kind == Kind::kSolve ? 1 : 2;
-  if (static_cast<int>(args.size()) != n_in || static_cast<int>(rets.size()) != n_out) {
+  const int n_vec_out = kind == Kind::kSolve ? 1 : 2;
+  // An optional last output, ok (batch shape, the operands' dtype): 1 where the system was
+  // factorised and x is finite, else 0. It lets the caller check the solve with a
+  // per-system flag instead of scanning x in XLA.
+  const int n_out = static_cast<int>(rets.size());
+  const bool with_ok = n_out == n_vec_out + 1;
+  if (static_cast<int>(args.size()) != n_in || (n_out != n_vec_out && !with_ok)) {
     return ffi::Error::InvalidArgument("perflab ffi: wrong number of operands");
   }
   if (!Lapack<T>::ready()) {
@@ -263,7 +276,7 @@ ffi::Error run(Kind kind, bool cholesky, ffi::RemainingArgs& args, ffi::Remainin
       return ffi::Error::InvalidArgument("perflab ffi: operand " + std::to_string(i) + " has the wrong core shape");
     }
     Broadcast b;
-    ffi::Error err = broadcast_of(in[i], core_rank, core_size, batch, "operand " + std::to_string(i), b);
+    ffi::Error err = broadcast_of(in[i], core_rank, core_size, batch, i, b);
     if (err.failure()) return err;
     bc.push_back(b);
   }
@@ -271,7 +284,14 @@ ffi::Error run(Kind kind, bool cholesky, ffi::RemainingArgs& args, ffi::Remainin
   Solver<T> solver;
   if constexpr (std::is_same_v<Solver<T>, Dense<T>>) solver.cholesky = cholesky;
   T* x_out = out[0]->template typed_data<T>();
-  T* t_out = n_out == 2 ? out[1]->template typed_data<T>() : nullptr;
+  T* t_out = n_vec_out == 2 ? out[1]->template typed_data<T>() : nullptr;
+  T* ok_out = with_ok ? out[n_vec_out]->template typed_data<T>() : nullptr;
+  if (with_ok) {
+    auto odims = out[n_vec_out]->dimensions();
+    if (!std::equal(odims.begin(), odims.end(), batch.begin(), batch.end())) {
+      return ffi::Error::InvalidArgument("perflab ffi: ok must have the batch shape of x");
+    }
+  }
   std::vector<T> work(2 * static_cast<size_t>(n));
   std::vector<int64_t> index(batch.size(), 0);
   std::vector<int64_t> prev_op(nop, -1);
@@ -299,6 +319,7 @@ ffi::Error run(Kind kind, bool cholesky, ffi::RemainingArgs& args, ffi::Remainin
     if (!ok) {
       std::fill(x, x + n, nan);
       if (tx) std::fill(tx, tx + n, nan);
+      if (ok_out) ok_out[s] = 0;
       continue;
     }
     if (kind == Kind::kJvpVector) {
@@ -314,6 +335,7 @@ ffi::Error run(Kind kind, bool cholesky, ffi::RemainingArgs& args, ffi::Remainin
         std::copy(work.data(), work.data() + n, x);
         std::copy(work.data() + n, work.data() + 2 * n, tx);
       }
+      if (ok_out) ok_out[s] = all_finite(x, n) ? 1 : 0;
       continue;
     }
     if (same_b) {
@@ -322,6 +344,7 @@ ffi::Error run(Kind kind, bool cholesky, ffi::RemainingArgs& args, ffi::Remainin
       std::copy(b, b + n, x);
       solver.solve(x, 1);
     }
+    if (ok_out) ok_out[s] = all_finite(x, n) ? 1 : 0;
     if (kind == Kind::kJvp) {
       const T* t_op[nop];
       for (int k = 0; k < nop; ++k) t_op[k] = in[nop + 1 + k].template typed_data<T>() + offset_of(bc[nop + 1 + k], index);
