@@ -116,7 +116,7 @@ struct Dense {
 
 template <typename T>
 struct Tridiagonal {
-  std::vector<T> dl, d, du, du2;
+  std::vector<T> dl, d, du, du2, inv_d;
   std::vector<int> ipiv;
   int n = 0;
 
@@ -134,13 +134,33 @@ struct Tridiagonal {
     int info = 0;
     // gttrf: LU with partial pivoting of the bands (gtsv's algorithm, with the factors kept).
     Lapack<T>::gttrf(&n, dl.data(), d.data(), du.data(), du2.data(), ipiv.data(), &info);
-    return info == 0;
+    if (info != 0) return false;
+    // The reciprocals of U's diagonal, once per factorisation: the substitutions below then
+    // multiply instead of divide (gttrs divides in its back substitution, a chain of dependent
+    // divisions per solve), the largest cost of a small solve.
+    inv_d.resize(n);
+    for (int i = 0; i < n; ++i) inv_d[i] = T(1) / d[i];
+    return true;
   }
 
   void solve(T* rhs, int nrhs) {
-    char trans = 'N';
-    int info = 0;
-    Lapack<T>::gttrs(&trans, &n, &nrhs, dl.data(), d.data(), du.data(), du2.data(), ipiv.data(), rhs, &n, &info);
+    // gttrs (dgtts2, no transpose) with the stored reciprocals: the same factors and operations
+    // order as LAPACK's, a multiplication by 1/d instead of the division by d.
+    for (int c = 0; c < nrhs; ++c) {
+      T* b = rhs + static_cast<size_t>(c) * n;
+      for (int i = 0; i + 1 < n; ++i) {  // L: row interchanges and elimination
+        if (ipiv[i] == i + 1) {          // 1-based: no interchange
+          b[i + 1] -= dl[i] * b[i];
+        } else {
+          T temp = b[i];
+          b[i] = b[i + 1];
+          b[i + 1] = temp - dl[i] * b[i];
+        }
+      }
+      b[n - 1] *= inv_d[n - 1];  // U: back substitution
+      if (n > 1) b[n - 2] = (b[n - 2] - du[n - 2] * b[n - 1]) * inv_d[n - 2];
+      for (int i = n - 3; i >= 0; --i) b[i] = (b[i] - du[i] * b[i + 1] - du2[i] * b[i + 2]) * inv_d[i];
+    }
   }
 
   void sub_matvec(const T* const* t_op, const T* x, T* r) {
