@@ -66,7 +66,8 @@ _ZERO_PIVOT_MSG = (
 
 @jax.jit
 def _thomas_factor(operator):
-    """Thomas factorisation of (lower, diag, upper): returns (lower padded to n, cp, 1 / pivots).
+    """Thomas factorisation of (lower, diag, upper): returns (m, cp, 1 / pivots), m the lower band
+    (padded to n) divided by the pivots.
 
     den[i] = diag[i] - lower[i-1] cp[i-1], cp[i] = upper[i] / den[i], as in `_thomas.pyx`.
     Jitted so that it shows as one named call in the jaxpr: tests check where it runs.
@@ -83,16 +84,20 @@ def _thomas_factor(operator):
     _, (cp, inv_den) = jax.lax.scan(step, jnp.zeros((), diag.dtype), (lower_p, diag, upper_p))
     # One check, outside the time loop: a zero pivot makes inv_den infinite.
     inv_den = eqx.error_if(inv_den, ~jnp.all(jnp.isfinite(inv_den)), _ZERO_PIVOT_MSG)
-    return lower_p, cp, inv_den
+    # The forward substitution's multipliers m_i = lower_i / den_i, formed once here: the
+    # substitution y_i = rhs_i / den_i - m_i y_{i-1} then has one multiply-subtract on its
+    # loop-carried chain instead of (rhs_i - lower_i y_{i-1}) / den_i's multiply, subtract and
+    # multiply (the chain is what bounds the loop; see docs/linear_solve.md).
+    return lower_p * inv_den, cp, inv_den
 
 
 def _thomas_substitute(factors, rhs):
     """Solve with the factors of `_thomas_factor`; rhs of shape (n,) or (n, k)."""
-    lower_p, cp, inv_den = factors
+    lower_p, cp, inv_den = factors  # lower_p: the multipliers m
 
     def forward(y_prev, row):
-        low, inv, r = row
-        y = (r - low * y_prev) * inv
+        m, inv, r = row
+        y = r * inv - m * y_prev
         return y, y
 
     def backward(x_next, row):
