@@ -39,7 +39,8 @@ def _register():
     for prefix in "ds":
         for name in _LAPACK:
             capsules[prefix + name] = cython_lapack.__pyx_capi__[prefix + name]
-        capsules[prefix + "gemv"] = cython_blas.__pyx_capi__[prefix + "gemv"]
+        for name in ("gemv", "trsv"):
+            capsules[prefix + name] = cython_blas.__pyx_capi__[prefix + name]
     _ffi_kernels.set_lapack(capsules)
     targets = _ffi_kernels.targets()
     for name, capsule in targets.items():
