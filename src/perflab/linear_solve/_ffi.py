@@ -10,8 +10,10 @@ registered with `jax.ffi.register_ffi_target`. Per call:
 - JVP with a right-hand-side tangent only (``perflab_<solver>_jvp_vector``): factorise once and
   solve [b, b'] as one two-column solve.
 
-LU uses getrf/getrs, Cholesky potrf/potrs, the tridiagonal solver gttrf/gttrs (LU with partial
-pivoting of the bands, gtsv's algorithm with the factors kept for the tangent). Under
+LU uses getrf/getrs, Cholesky potrf/potrs (trsv for one column), the tridiagonal solver gttrf
+and gttrs' substitutions (LU with partial pivoting of the bands, gtsv's algorithm with the
+factors kept for the tangent). Every call also returns an ok flag per system, which
+`linear_solve` checks (see `_call`). Under
 `jax.vmap` (``vmap_method="expand_dims"``) the whole batch goes to one call and the kernel loops
 over it, factorising once per distinct operator (so `jax.jacfwd` over b factorises once).
 

@@ -16,8 +16,9 @@
 // the primal solution is copied instead of solved again.
 //
 // Singular operators (an exactly zero LU/gttrf pivot, or a non-SPD matrix for Cholesky:
-// LAPACK info > 0) give NaN for that system; the Python side turns NaN into equinox's error
-// (or keeps it, with EQX_ON_ERROR=nan), as the other variants do.
+// LAPACK info > 0) give NaN for that system and, when the caller asks for it (an optional last
+// output), ok = 0; the Python side turns that into equinox's error (or NaN, with
+// EQX_ON_ERROR=nan), as the other variants do.
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
