@@ -10,8 +10,10 @@ registered with `jax.ffi.register_ffi_target`. Per call:
 - JVP with a right-hand-side tangent only (``perflab_<solver>_jvp_vector``): factorise once and
   solve [b, b'] as one two-column solve.
 
-LU uses getrf/getrs, Cholesky potrf/potrs, the tridiagonal solver gttrf/gttrs (LU with partial
-pivoting of the bands, gtsv's algorithm with the factors kept for the tangent). Under
+LU uses getrf/getrs, Cholesky potrf/potrs (trsv for one column), the tridiagonal solver gttrf
+and gttrs' substitutions (LU with partial pivoting of the bands, gtsv's algorithm with the
+factors kept for the tangent). Every call also returns an ok flag per system, which
+`linear_solve` checks (see `_call`). Under
 `jax.vmap` (``vmap_method="expand_dims"``) the whole batch goes to one call and the kernel loops
 over it, factorising once per distinct operator (so `jax.jacfwd` over b factorises once).
 
@@ -39,7 +41,8 @@ def _register():
     for prefix in "ds":
         for name in _LAPACK:
             capsules[prefix + name] = cython_lapack.__pyx_capi__[prefix + name]
-        capsules[prefix + "gemv"] = cython_blas.__pyx_capi__[prefix + "gemv"]
+        for name in ("gemv", "trsv"):
+            capsules[prefix + name] = cython_blas.__pyx_capi__[prefix + name]
     _ffi_kernels.set_lapack(capsules)
     targets = _ffi_kernels.targets()
     for name, capsule in targets.items():
@@ -114,15 +117,21 @@ def _operands(solver, operator):
 
 def _call(target, x_like, n_out, *operands):
     # The kernel loops over the batch itself: under jax.vmap, "expand_dims" passes every operand
-    # with the batch axes in front (size 1 where unbatched) to one call.
+    # with the batch axes in front (size 1 where unbatched) to one call. The last output is the
+    # kernel's per-system ok flag (1 where factorised and x finite, else 0), so the check of the
+    # solution costs XLA one comparison per system instead of a scan of x: the compiled program
+    # then stays under XLA:CPU's "cheap computation" estimate (fewer than 1000 flops, the
+    # custom call counting none), and PjRt runs it inline on the calling thread instead of
+    # handing it to its thread pool.
     shape = jax.ShapeDtypeStruct(x_like.shape, x_like.dtype)
-    out = jax.ffi.ffi_call(target, (shape,) * n_out, vmap_method="expand_dims")(*operands)
+    ok = jax.ShapeDtypeStruct(x_like.shape[:-1], x_like.dtype)
+    out = jax.ffi.ffi_call(target, (shape,) * n_out + (ok,), vmap_method="expand_dims")(*operands)
     return tuple(out)
 
 
 @functools.cache
 def _jvp_call(target, n_primal):
-    """One FFI call returning (x, x') from (operator buffers..., b, tangents...).
+    """One FFI call returning (x, x', ok) from (operator buffers..., b, tangents...).
 
     Under `jax.vmap` over the tangents only (`jax.jacfwd`, several tangent directions) x must stay
     unbatched: `jacfwd` rejects a batched primal output. So the batching rule hands the whole
@@ -140,15 +149,14 @@ def _jvp_call(target, n_primal):
         operands = [o if batched else o[None] for o, batched in zip(operands, in_batched)]
         b = operands[n_primal - 1]
         like = jax.ShapeDtypeStruct((axis_size, *b.shape[1:]), b.dtype)
-        x, t_x = _call(target, like, 2, *operands)
+        x, t_x, ok = _call(target, like, 2, *operands)
         if not any(in_batched[:n_primal]):
-            return (x[0], t_x), (False, True)
-        return (x, t_x), (True, True)
+            return (x[0], t_x, ok[0]), (False, True, False)
+        return (x, t_x, ok), (True, True, True)
 
     return call
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def ffi_solve(solver, operator, vector):
     """x = A^-1 b through the FFI kernel; differentiable in forward mode (one call per JVP).
 
@@ -162,11 +170,25 @@ def ffi_solve(solver, operator, vector):
     Returns:
         x, shape (n,); NaN where the operator is singular (or not SPD for Cholesky).
     """
-    (x,) = _call(f"perflab_{solver}_solve", vector, 1, *_operands(solver, operator), vector)
-    return x
+    return ffi_solve_flagged(solver, operator, vector)[0]
 
 
-@functools.partial(ffi_solve.defjvp, symbolic_zeros=True)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def ffi_solve_flagged(solver, operator, vector):
+    """`ffi_solve` with the kernel's check: (x, ok), ok 1.0 where the system was factorised and x
+    is finite, else 0.0 (shape: the batch shape; () for one system). Its tangent is zero.
+
+    Arguments:
+        solver, operator, vector: as for `ffi_solve`.
+
+    Returns:
+        (x, ok).
+    """
+    x, ok = _call(f"perflab_{solver}_solve", vector, 1, *_operands(solver, operator), vector)
+    return x, ok
+
+
+@functools.partial(ffi_solve_flagged.defjvp, symbolic_zeros=True)
 def _ffi_solve_jvp(solver, primals, tangents):
     operator, vector = primals
     t_operator, t_vector = tangents
@@ -176,12 +198,13 @@ def _ffi_solve_jvp(solver, primals, tangents):
     )
     vec_zero = isinstance(t_vector, SymbolicZero)
     if op_zero and vec_zero:
-        return ffi_solve(solver, operator, vector), jnp.zeros_like(vector)
+        x, ok = ffi_solve_flagged(solver, operator, vector)
+        return (x, ok), (jnp.zeros_like(x), jnp.zeros_like(ok))
     if vec_zero:
         t_vector = jnp.zeros_like(vector)
     if op_zero:
         ops = _operands(solver, operator)
-        x, t_x = _jvp_call(f"perflab_{solver}_jvp_vector", len(ops) + 1)(*ops, vector, t_vector)
+        x, t_x, ok = _jvp_call(f"perflab_{solver}_jvp_vector", len(ops) + 1)(*ops, vector, t_vector)
     else:
         t_operator = jax.tree_util.tree_map(
             lambda o, t: jnp.zeros_like(o) if isinstance(t, SymbolicZero) else t,
@@ -190,7 +213,7 @@ def _ffi_solve_jvp(solver, primals, tangents):
             is_leaf=lambda t: isinstance(t, SymbolicZero),
         )
         ops = _operands(solver, operator)
-        x, t_x = _jvp_call(f"perflab_{solver}_jvp", len(ops) + 1)(
+        x, t_x, ok = _jvp_call(f"perflab_{solver}_jvp", len(ops) + 1)(
             *ops, vector, *_operands(solver, t_operator), t_vector
         )
-    return x, t_x
+    return (x, ok), (t_x, jnp.zeros_like(ok))

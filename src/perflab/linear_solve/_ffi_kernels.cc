@@ -16,8 +16,9 @@
 // the primal solution is copied instead of solved again.
 //
 // Singular operators (an exactly zero LU/gttrf pivot, or a non-SPD matrix for Cholesky:
-// LAPACK info > 0) give NaN for that system; the Python side turns NaN into equinox's error
-// (or keeps it, with EQX_ON_ERROR=nan), as the other variants do.
+// LAPACK info > 0) give NaN for that system and, when the caller asks for it (an optional last
+// output), ok = 0; the Python side turns that into equinox's error (or NaN, with
+// EQX_ON_ERROR=nan), as the other variants do.
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -46,6 +47,7 @@ struct Lapack {
   using gttrf_t = void (*)(int*, T*, T*, T*, T*, int*, int*);
   using gttrs_t = void (*)(char*, int*, int*, T*, T*, T*, T*, int*, T*, int*, int*);
   using gemv_t = void (*)(char*, int*, int*, T*, T*, int*, T*, int*, T*, T*, int*);
+  using trsv_t = void (*)(char*, char*, char*, int*, T*, int*, T*, int*);
   static getrf_t getrf;
   static getrs_t getrs;
   static potrf_t potrf;
@@ -53,7 +55,8 @@ struct Lapack {
   static gttrf_t gttrf;
   static gttrs_t gttrs;
   static gemv_t gemv;
-  static bool ready() { return getrf && getrs && potrf && potrs && gttrf && gttrs && gemv; }
+  static trsv_t trsv;
+  static bool ready() { return getrf && getrs && potrf && potrs && gttrf && gttrs && gemv && trsv; }
 };
 template <typename T> typename Lapack<T>::getrf_t Lapack<T>::getrf = nullptr;
 template <typename T> typename Lapack<T>::getrs_t Lapack<T>::getrs = nullptr;
@@ -62,6 +65,7 @@ template <typename T> typename Lapack<T>::potrs_t Lapack<T>::potrs = nullptr;
 template <typename T> typename Lapack<T>::gttrf_t Lapack<T>::gttrf = nullptr;
 template <typename T> typename Lapack<T>::gttrs_t Lapack<T>::gttrs = nullptr;
 template <typename T> typename Lapack<T>::gemv_t Lapack<T>::gemv = nullptr;
+template <typename T> typename Lapack<T>::trsv_t Lapack<T>::trsv = nullptr;
 
 // ------------------------------------------------------------------ solvers
 
@@ -95,6 +99,16 @@ struct Dense {
   }
 
   void solve(T* rhs, int nrhs) {
+    if (cholesky && nrhs == 1) {
+      // One column: A = L L^T solved by two trsv. potrs goes through trsm, measurably slower for
+      // one vector here (n = 200: JVP 0.16 -> 0.13 ms); for LU, getrs' trsm with trans = 'T' was
+      // not (within noise), so it stays.
+      int one = 1;
+      char lo = 'L', no = 'N', tr = 'T';
+      Lapack<T>::trsv(&lo, &no, &no, &n, a.data(), &n, rhs, &one);
+      Lapack<T>::trsv(&lo, &tr, &no, &n, a.data(), &n, rhs, &one);
+      return;
+    }
     int info = 0;
     if (cholesky) {
       char uplo = 'L';
@@ -116,7 +130,7 @@ struct Dense {
 
 template <typename T>
 struct Tridiagonal {
-  std::vector<T> dl, d, du, du2;
+  std::vector<T> dl, d, du, du2, inv_d;
   std::vector<int> ipiv;
   int n = 0;
 
@@ -134,13 +148,33 @@ struct Tridiagonal {
     int info = 0;
     // gttrf: LU with partial pivoting of the bands (gtsv's algorithm, with the factors kept).
     Lapack<T>::gttrf(&n, dl.data(), d.data(), du.data(), du2.data(), ipiv.data(), &info);
-    return info == 0;
+    if (info != 0) return false;
+    // The reciprocals of U's diagonal, once per factorisation: the substitutions below then
+    // multiply instead of divide (gttrs divides in its back substitution, a chain of dependent
+    // divisions per solve), the largest cost of a small solve.
+    inv_d.resize(n);
+    for (int i = 0; i < n; ++i) inv_d[i] = T(1) / d[i];
+    return true;
   }
 
   void solve(T* rhs, int nrhs) {
-    char trans = 'N';
-    int info = 0;
-    Lapack<T>::gttrs(&trans, &n, &nrhs, dl.data(), d.data(), du.data(), du2.data(), ipiv.data(), rhs, &n, &info);
+    // gttrs (dgtts2, no transpose) with the stored reciprocals: the same factors and operations
+    // order as LAPACK's, a multiplication by 1/d instead of the division by d.
+    for (int c = 0; c < nrhs; ++c) {
+      T* b = rhs + static_cast<size_t>(c) * n;
+      for (int i = 0; i + 1 < n; ++i) {  // L: row interchanges and elimination
+        if (ipiv[i] == i + 1) {          // 1-based: no interchange
+          b[i + 1] -= dl[i] * b[i];
+        } else {
+          T temp = b[i];
+          b[i] = b[i + 1];
+          b[i + 1] = temp - dl[i] * b[i];
+        }
+      }
+      b[n - 1] *= inv_d[n - 1];  // U: back substitution
+      if (n > 1) b[n - 2] = (b[n - 2] - du[n - 2] * b[n - 1]) * inv_d[n - 2];
+      for (int i = n - 3; i >= 0; --i) b[i] = (b[i] - du[i] * b[i + 1] - du2[i] * b[i + 2]) * inv_d[i];
+    }
   }
 
   void sub_matvec(const T* const* t_op, const T* x, T* r) {
@@ -161,13 +195,13 @@ struct Broadcast {
 };
 
 ffi::Error broadcast_of(const ffi::AnyBuffer& buf, int core_rank, int64_t core_size,
-                        const std::vector<int64_t>& batch, const std::string& what, Broadcast& b) {
+                        const std::vector<int64_t>& batch, int operand, Broadcast& b) {
   auto dims = buf.dimensions();
   int rank = static_cast<int>(dims.size());
   int lead = rank - core_rank;
   int out_rank = static_cast<int>(batch.size());
   if (lead < 0 || lead > out_rank) {
-    return ffi::Error::InvalidArgument("perflab ffi: bad rank of " + what);
+    return ffi::Error::InvalidArgument("perflab ffi: bad rank of operand " + std::to_string(operand));
   }
   b.strides.assign(out_rank, 0);
   int64_t stride = core_size;
@@ -176,7 +210,8 @@ ffi::Error broadcast_of(const ffi::AnyBuffer& buf, int core_rank, int64_t core_s
     int64_t size = dims[lead - k];
     int64_t out_size = batch[out_rank - k];
     if (size != 1 && size != out_size) {
-      return ffi::Error::InvalidArgument("perflab ffi: batch dimension mismatch in " + what);
+      return ffi::Error::InvalidArgument("perflab ffi: batch dimension mismatch in operand " +
+                                        std::to_string(operand));
     }
     b.strides[out_rank - k] = size == 1 ? 0 : stride;
     stride *= size;
@@ -199,14 +234,26 @@ void next_index(std::vector<int64_t>& index, const std::vector<int64_t>& batch) 
 
 enum class Kind { kSolve, kJvp, kJvpVector };
 
+template <typename T>
+bool all_finite(const T* x, int n) {
+  bool finite = true;
+  for (int i = 0; i < n; ++i) finite &= std::isfinite(x[i]);
+  return finite;
+}
+
 // Inputs, in order: the operator's buffers, b, [the operator tangent's buffers (kJvp)],
 // [b' (kJvp, kJvpVector)]. Outputs: x, [x' (kJvp, kJvpVector)].
 template <typename T, template <typename> class Solver>
 ffi::Error run(Kind kind, bool cholesky, ffi::RemainingArgs& args, ffi::RemainingRets& rets) {
   constexpr int nop = Solver<T>::kOperatorBuffers;
   const int n_in = nop + 1 + (kind == Kind::kJvp ? nop + 1 : kind == Kind::kJvpVector ? 1 : 0);
-  const int n_out = kind == Kind::kSolve ? 1 : 2;
-  if (static_cast<int>(args.size()) != n_in || static_cast<int>(rets.size()) != n_out) {
+  const int n_vec_out = kind == Kind::kSolve ? 1 : 2;
+  // An optional last output, ok (batch shape, the operands' dtype): 1 where the system was
+  // factorised and x is finite, else 0. It lets the caller check the solve with a
+  // per-system flag instead of scanning x in XLA.
+  const int n_out = static_cast<int>(rets.size());
+  const bool with_ok = n_out == n_vec_out + 1;
+  if (static_cast<int>(args.size()) != n_in || (n_out != n_vec_out && !with_ok)) {
     return ffi::Error::InvalidArgument("perflab ffi: wrong number of operands");
   }
   if (!Lapack<T>::ready()) {
@@ -263,7 +310,7 @@ ffi::Error run(Kind kind, bool cholesky, ffi::RemainingArgs& args, ffi::Remainin
       return ffi::Error::InvalidArgument("perflab ffi: operand " + std::to_string(i) + " has the wrong core shape");
     }
     Broadcast b;
-    ffi::Error err = broadcast_of(in[i], core_rank, core_size, batch, "operand " + std::to_string(i), b);
+    ffi::Error err = broadcast_of(in[i], core_rank, core_size, batch, i, b);
     if (err.failure()) return err;
     bc.push_back(b);
   }
@@ -271,7 +318,14 @@ ffi::Error run(Kind kind, bool cholesky, ffi::RemainingArgs& args, ffi::Remainin
   Solver<T> solver;
   if constexpr (std::is_same_v<Solver<T>, Dense<T>>) solver.cholesky = cholesky;
   T* x_out = out[0]->template typed_data<T>();
-  T* t_out = n_out == 2 ? out[1]->template typed_data<T>() : nullptr;
+  T* t_out = n_vec_out == 2 ? out[1]->template typed_data<T>() : nullptr;
+  T* ok_out = with_ok ? out[n_vec_out]->template typed_data<T>() : nullptr;
+  if (with_ok) {
+    auto odims = out[n_vec_out]->dimensions();
+    if (!std::equal(odims.begin(), odims.end(), batch.begin(), batch.end())) {
+      return ffi::Error::InvalidArgument("perflab ffi: ok must have the batch shape of x");
+    }
+  }
   std::vector<T> work(2 * static_cast<size_t>(n));
   std::vector<int64_t> index(batch.size(), 0);
   std::vector<int64_t> prev_op(nop, -1);
@@ -299,6 +353,7 @@ ffi::Error run(Kind kind, bool cholesky, ffi::RemainingArgs& args, ffi::Remainin
     if (!ok) {
       std::fill(x, x + n, nan);
       if (tx) std::fill(tx, tx + n, nan);
+      if (ok_out) ok_out[s] = 0;
       continue;
     }
     if (kind == Kind::kJvpVector) {
@@ -314,6 +369,7 @@ ffi::Error run(Kind kind, bool cholesky, ffi::RemainingArgs& args, ffi::Remainin
         std::copy(work.data(), work.data() + n, x);
         std::copy(work.data() + n, work.data() + 2 * n, tx);
       }
+      if (ok_out) ok_out[s] = all_finite(x, n) ? 1 : 0;
       continue;
     }
     if (same_b) {
@@ -322,6 +378,7 @@ ffi::Error run(Kind kind, bool cholesky, ffi::RemainingArgs& args, ffi::Remainin
       std::copy(b, b + n, x);
       solver.solve(x, 1);
     }
+    if (ok_out) ok_out[s] = all_finite(x, n) ? 1 : 0;
     if (kind == Kind::kJvp) {
       const T* t_op[nop];
       for (int k = 0; k < nop; ++k) t_op[k] = in[nop + 1 + k].template typed_data<T>() + offset_of(bc[nop + 1 + k], index);
@@ -420,7 +477,7 @@ void* capsule_pointer(PyObject* dict, const char* key) {
 template <typename T>
 bool load(PyObject* dict, char p) {
   auto get = [&](const char* name) { return capsule_pointer(dict, (std::string(1, p) + name).c_str()); };
-  void* f[7] = {get("getrf"), get("getrs"), get("potrf"), get("potrs"), get("gttrf"), get("gttrs"), get("gemv")};
+  void* f[8] = {get("getrf"), get("getrs"), get("potrf"), get("potrs"), get("gttrf"), get("gttrs"), get("gemv"), get("trsv")};
   for (void* ptr : f) {
     if (!ptr) return false;
   }
@@ -431,6 +488,7 @@ bool load(PyObject* dict, char p) {
   Lapack<T>::gttrf = reinterpret_cast<typename Lapack<T>::gttrf_t>(f[4]);
   Lapack<T>::gttrs = reinterpret_cast<typename Lapack<T>::gttrs_t>(f[5]);
   Lapack<T>::gemv = reinterpret_cast<typename Lapack<T>::gemv_t>(f[6]);
+  Lapack<T>::trsv = reinterpret_cast<typename Lapack<T>::trsv_t>(f[7]);
   return true;
 }
 
@@ -450,7 +508,7 @@ PyObject* lapack_ready(PyObject*, PyObject*) {
 PyMethodDef kMethods[] = {
     {"targets", targets, METH_NOARGS, "dict: FFI target name -> PyCapsule of its XLA FFI handler."},
     {"set_lapack", set_lapack, METH_O,
-     "Take LAPACK/BLAS pointers: a dict of '[ds]getrf', getrs, potrf, potrs, gttrf, gttrs, gemv -> "
+     "Take LAPACK/BLAS pointers: a dict of '[ds]getrf', getrs, potrf, potrs, gttrf, gttrs, gemv, trsv -> "
      "scipy cython_lapack/cython_blas PyCapsules."},
     {"lapack_ready", lapack_ready, METH_NOARGS, "True once set_lapack has been called."},
     {nullptr, nullptr, 0, nullptr},

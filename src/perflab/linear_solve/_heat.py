@@ -17,9 +17,10 @@ variants hoist it:
   (`lax.linalg.tridiagonal_solve` is LAPACK gtsv, which factorises inside every call), so the
   Thomas factorisation is written here as a `lax.scan` over the grid, run once before the time
   loop; each step is then two substitution scans (forward, backward) over the stored factors.
-  The JVP reuses the factors: u' is substituted with u in one pass (two columns) when the
-  operator has no tangent, else from u' - A' u after it. No pivoting, like ``cython``: fine for
-  this operator (strictly diagonally dominant, SPD).
+  The JVP reuses the factors and always substitutes two columns per pass: u and u' when the
+  operator has no tangent; with one, the time loop is pipelined (u_{k+2} and
+  u'_{k+1} = A^-1 (u'_k - A' u_{k+1}) both need only u_{k+1}), see `_factored_steps_jvp`.
+  No pivoting, like ``cython``: fine for this operator (strictly diagonally dominant, SPD).
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ _ZERO_PIVOT_MSG = (
 
 @jax.jit
 def _thomas_factor(operator):
-    """Thomas factorisation of (lower, diag, upper): returns (lower padded to n, cp, 1 / pivots).
+    """Thomas factorisation of (lower, diag, upper): returns (m, cp, 1 / pivots), m the lower band
+    (padded to n) divided by the pivots.
 
     den[i] = diag[i] - lower[i-1] cp[i-1], cp[i] = upper[i] / den[i], as in `_thomas.pyx`.
     Jitted so that it shows as one named call in the jaxpr: tests check where it runs.
@@ -83,16 +85,20 @@ def _thomas_factor(operator):
     _, (cp, inv_den) = jax.lax.scan(step, jnp.zeros((), diag.dtype), (lower_p, diag, upper_p))
     # One check, outside the time loop: a zero pivot makes inv_den infinite.
     inv_den = eqx.error_if(inv_den, ~jnp.all(jnp.isfinite(inv_den)), _ZERO_PIVOT_MSG)
-    return lower_p, cp, inv_den
+    # The forward substitution's multipliers m_i = lower_i / den_i, formed once here: the
+    # substitution y_i = rhs_i / den_i - m_i y_{i-1} then has one multiply-subtract on its
+    # loop-carried chain instead of (rhs_i - lower_i y_{i-1}) / den_i's multiply, subtract and
+    # multiply (the chain is what bounds the loop).
+    return lower_p * inv_den, cp, inv_den
 
 
 def _thomas_substitute(factors, rhs):
     """Solve with the factors of `_thomas_factor`; rhs of shape (n,) or (n, k)."""
-    lower_p, cp, inv_den = factors
+    lower_p, cp, inv_den = factors  # lower_p: the multipliers m
 
     def forward(y_prev, row):
-        low, inv, r = row
-        y = (r - low * y_prev) * inv
+        m, inv, r = row
+        y = r * inv - m * y_prev
         return y, y
 
     def backward(x_next, row):
@@ -107,25 +113,46 @@ def _thomas_substitute(factors, rhs):
     return x
 
 
-@jax.custom_jvp
-def _factored_solve(operator, factors, rhs):
-    return _thomas_substitute(factors, rhs)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _factored_steps(steps, operator, factors, u0):
+    """`steps` substitutions u <- A^-1 u with the stored factors (the factor_once time loop)."""
+
+    def step(u, _):
+        return _thomas_substitute(factors, u), None
+
+    u, _ = jax.lax.scan(step, u0, None, length=steps)
+    return u
 
 
-@functools.partial(_factored_solve.defjvp, symbolic_zeros=True)
-def _factored_solve_jvp(primals, tangents):
-    # The factors are computed from the operator with its gradient stopped: the operator's whole
-    # derivative enters through A' here, x' = A^-1 (b' - A' x), with the same factors.
-    operator, factors, rhs = primals
-    t_operator, _, t_rhs = tangents
-    t_rhs = jnp.zeros_like(rhs) if isinstance(t_rhs, SymbolicZero) else t_rhs
-    op_zero = all(isinstance(t, SymbolicZero) for t in t_operator)
-    if op_zero:
-        both = _thomas_substitute(factors, jnp.stack([rhs, t_rhs], axis=-1))
+@functools.partial(_factored_steps.defjvp, symbolic_zeros=True)
+def _factored_steps_jvp(steps, primals, tangents):
+    # Per step u_{k+1} = A^-1 u_k and u'_{k+1} = A^-1 (u'_k - A' u_{k+1}), the factors shared
+    # (computed with the operator's gradient stopped, so its derivative enters through A' only).
+    operator, factors, u0 = primals
+    t_operator, _, t_u0 = tangents
+    t_u0 = jnp.zeros_like(u0) if isinstance(t_u0, SymbolicZero) else t_u0
+    if all(isinstance(t, SymbolicZero) for t in t_operator):
+        # u and u' as the two columns of one substitution per step.
+        def step(both, _):
+            return _thomas_substitute(factors, both), None
+
+        both, _ = jax.lax.scan(step, jnp.stack([u0, t_u0], axis=-1), None, length=steps)
         return both[:, 0], both[:, 1]
-    x = _thomas_substitute(factors, rhs)
     t_operator = tuple(jnp.zeros_like(o) if isinstance(t, SymbolicZero) else t for o, t in zip(operator, t_operator))
-    return x, _thomas_substitute(factors, t_rhs - _matvec("tridiagonal", t_operator, x))
+
+    # With an operator tangent u'_{k+1} needs u_{k+1}, but u_{k+2} needs only u_{k+1} too: so
+    # the loop carries (u_{k+1}, u'_k) and solves u_{k+2} and u'_{k+1} as the two columns of
+    # one substitution (the same operations per column as one at a time), after a first
+    # substitution of u_1 and before a last one of u'_steps.
+    def step(both, _):
+        x, t = both[:, 0], both[:, 1]
+        rhs = jnp.stack([x, t - _matvec("tridiagonal", t_operator, x)], axis=-1)
+        return _thomas_substitute(factors, rhs), None
+
+    u1 = _thomas_substitute(factors, u0)
+    both, _ = jax.lax.scan(step, jnp.stack([u1, t_u0], axis=-1), None, length=steps - 1)
+    x, t = both[:, 0], both[:, 1]
+    return x, _thomas_substitute(factors, t - _matvec("tridiagonal", t_operator, x))
 
 
 def heat_operator(n: int, kappa, dt: float):
@@ -182,13 +209,10 @@ def heat_solve(u0, kappa, *, steps: int, dt: float = 1e-4, variant: str | None =
 
     if variant == "factor_once":
         factors = _thomas_factor(jax.lax.stop_gradient(operator))
+        return _factored_steps(steps, operator, factors, u0)
 
-        def step(u, _):
-            return _factored_solve(operator, factors, u), None
-    else:
-
-        def step(u, _):
-            return linear_solve("tridiagonal", operator, u, variant=variant), None
+    def step(u, _):
+        return linear_solve("tridiagonal", operator, u, variant=variant), None
 
     u, _ = jax.lax.scan(step, u0, None, length=steps)
     return u

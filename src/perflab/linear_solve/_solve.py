@@ -82,7 +82,10 @@ def _ffi_solve(solver, operator, vector):
         raise TypeError(f"variant='ffi' supports float32 and float64 operators, got operator dtype {dtype}")
     _ffi.check_platform(operator, vector)
     _ffi.check_forward_mode(operator, vector)
-    return _check_finite(_ffi.ffi_solve(solver, operator, vector))
+    # The kernel checks x itself (ok: one flag per system), so the check here is one comparison
+    # per system, not a scan of x (which would make XLA:CPU run the program off-thread, _ffi.py).
+    x, ok = _ffi.ffi_solve_flagged(solver, operator, vector)
+    return eqx.error_if(x, ~jnp.all(ok != 0), _SINGULAR_MSG)
 
 
 _SINGULAR_MSG = (
