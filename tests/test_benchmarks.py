@@ -561,6 +561,28 @@ def test_registered_variants_compile_to_different_programs(name):
             assert any(reasons), f"{name}: {a} and {b} compile to the same program at {head} and no registry says why"
 
 
+def test_provenance_ignores_asv_results_but_not_code(tmp_path):
+    # asv rewrites results/benchmarks.json as a run starts: that must not count as an edit.
+    import subprocess
+
+    from perflab import provenance
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "benchmarks.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    assert not provenance.dirty(str(tmp_path))
+    (tmp_path / "results" / "benchmarks.json").write_text('{"version": 2}')
+    assert not provenance.dirty(str(tmp_path))
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert provenance.dirty(str(tmp_path))
+
+
 def test_provenance_refuses_a_run_labelled_with_another_commit(monkeypatch):
     from perflab import provenance
 

@@ -6,7 +6,9 @@ editable checkout can hold uncommitted edits, a venv can point at another worktr
 measuring code asks where perflab was imported from and compares:
 
 - an editable checkout (perflab imported from a git work tree): its HEAD, and whether tracked
-  files differ from it (`git status --porcelain --untracked-files=no`);
+  files other than asv's results differ from it (`git status --porcelain --untracked-files=no`;
+  `results/` is left out because asv itself rewrites `results/benchmarks.json` when a run
+  starts);
 - a built wheel (asv's virtualenv builds): the commit and dirty flag setup.py wrote into
   `perflab/_build_info.py` when it built the wheel.
 """
@@ -49,13 +51,25 @@ def installed() -> Installed:
     top = _git(here, "rev-parse", "--show-toplevel")
     if top is not None:
         commit = _git(here, "rev-parse", "HEAD")
-        status = _git(top, "status", "--porcelain", "--untracked-files=no")
-        return Installed(commit, bool(status), f"git checkout {top}")
+        return Installed(commit, dirty(top), f"git checkout {top}")
     try:
         from . import _build_info
     except ImportError:
         return Installed(None, False, "no git checkout and no build info")
     return Installed(_build_info.COMMIT or None, bool(_build_info.DIRTY), "build info of the installed wheel")
+
+
+def dirty(top: str) -> bool:
+    """Whether tracked files of the work tree `top` differ from its HEAD, asv's results aside.
+
+    Arguments:
+        top: a git work tree's top folder.
+
+    Returns:
+        True when any tracked file outside ``results/`` is modified, staged or deleted.
+    """
+    status = _git(top, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
+    return bool(status)
 
 
 def check(label: str | None) -> Installed:
