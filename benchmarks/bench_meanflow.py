@@ -249,8 +249,9 @@ def _torch_reference(model, size, ratio, kind):
 
 
 def _reference(kind, model, ratio):
-    """`ErrorOf` a torch output against `_torch_reference` (relative error); JAX's model has its
-    own initialisation (other weights), so its outputs have no reference here: n/a.
+    """`ErrorOf` an output against `_torch_reference` (relative error): torch outputs, and JAX
+    outputs too (the JAX rows carry the torch rows' weights, `_jax_inputs`; of the JAX FM step's
+    (loss, grads) the loss is compared, as for torch).
 
     None for the MeanFlow step: its output is the adaptively weighted loss (p = 1), the mean of
     err / (err + 1e-3) over samples, which is 1 - O(1e-6) here whatever the prediction or the
@@ -268,9 +269,11 @@ def _reference(kind, model, ratio):
         return None
 
     def error(result):
-        if not hasattr(result, "detach"):
-            return None
-        return relative_error(result, expected)
+        if hasattr(result, "detach"):
+            return relative_error(result, expected)
+        if kind == "fm_step":
+            result = result[0]
+        return relative_error(np.asarray(result), expected)
 
     return ErrorOf(error, f"against the naive eager {kind} in float64")
 
@@ -284,6 +287,12 @@ def _jax_inputs(model, size, ratio):
 
     mj = require("perflab.meanflow.jax")
     net = mj.make_model(model, size, key=jax.random.key(0), dtype=jnp.float32)
+    if _torch_if_present() is not None:
+        # The torch rows' seeded weights (same architecture, same names), so that the JAX rows
+        # are checked against the same float64 torch reference; the programs are unchanged.
+        from perflab.meanflow.convert import torch_to_equinox
+
+        net = torch_to_equinox(_torch_model(model, size), net)
     params, static = eqx.partition(net, eqx.is_array)
     x, e, t, r = (jnp.asarray(a, dtype=jnp.float32) for a in _times(model, size, ratio))
     tb = t[:, None, None, None]
@@ -336,9 +345,9 @@ def _calls(variant, model, ratio, kinds):
 
 
 class _MeanFlowClass(InterleavedBenchmark):
-    # Error: every PyTorch output (FM loss, u or du/dt) against the naive variant's eager code
-    # in float64 (`_torch_reference`); the JAX rows read n/a (their weights are JAX's own), and
-    # so does the MeanFlow step (its weighted loss is ~1 whatever the answer: `_reference`).
+    # Error: every output (FM loss, u or du/dt; PyTorch and JAX, which share the weights)
+    # against the naive variant's eager PyTorch code in float64 (`_torch_reference`); the
+    # MeanFlow step reads n/a (its weighted loss is ~1 whatever the answer: `_reference`).
     # Calls take 2-100 ms (DiT forward to UNet step on the "cpu" models), and a process spends
     # most of its life importing and compiling (XLA: up to minutes per program when the cache is
     # cold). A 50 ms measurement is one call of the slow cells (long against timer and dispatch
