@@ -290,6 +290,12 @@ def test_rates_are_better_when_higher():
     single = report.compare(report.Cell(100.0), report.Cell(300.0), higher_is_better=True)
     assert single.verdict == report.UNTESTED and single.speedup == pytest.approx(3.0)
     assert report.best({"a": low, "b": high}, rate=False) == ("a", low)
+    # Single values of 0 (an exact error): no ratio exists; the row says n/a instead of failing.
+    exact = report.compare(report.Cell(0.0), report.Cell(0.0))
+    assert exact.verdict == report.UNTESTED and exact.speedup is None and exact.change is None
+    # Several processes must still hold positive times: a zero there is refused, not hidden.
+    with pytest.raises(ValueError, match="positive"):
+        report.compare(cell(0.0), cell(1.0))
 
 
 # Selecting the run ------------------------------------------------------------------------

@@ -129,6 +129,9 @@ def judge(
     if not (before.ok and after.ok):
         return MISSING, None
     b, a = _values(before), _values(after)
+    if min(len(a), len(b)) < 2 and min(a + b) <= 0:
+        # Single values such as an error of exactly 0: nothing to test, and no ratio exists.
+        return UNTESTED, None
     paired = before.paired_group is not None and before.paired_group == after.paired_group and len(a) == len(b)
     verdict = significance.compare(b, a, paired=paired, factor=factor)
     if not verdict.tested:
