@@ -199,3 +199,54 @@ def test_other_platforms_raise(monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     with pytest.raises(ValueError, match="variant='ffi' runs on CPU only.*'gpu'"):
         jax.jit(lambda a, b: ls.linear_solve("lu", a, b, variant="ffi"))(jnp.eye(2), jnp.ones(2))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("solver", ls.SOLVERS)
+def test_large_batch_split_over_threads(solver, dtype, rng):
+    # Enough distinct systems for the kernel to split the batch over XLA's thread pool (2-D
+    # batch: nested vmap, so the chunks start at multi-indices); a singular system in the
+    # middle gives NaN for itself only.
+    from perflab.linear_solve import _ffi, _ffi_kernels
+
+    n, shape = (60, (3, 100)) if solver == "tridiagonal" else (30, (3, 40))
+    problems = [_problem(solver, n, rng) for _ in range(int(np.prod(shape)))]
+    bad = len(problems) // 2 + 1
+    op = problems[bad][0]
+    problems[bad] = ((op[0], np.zeros(n), np.zeros(n - 1)) if solver == "tridiagonal" else np.zeros((n, n)),) + tuple(
+        problems[bad][1:]
+    )
+    stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs).reshape(*shape, *xs[0].shape), *problems)
+    # The kernel's own JVP (x, ok) with its per-system flag; linear_solve would raise here.
+    def jvp(op, b, top, tb):
+        (x, ok), (tx, _) = jax.jvp(lambda o, v: _ffi.ffi_solve_flagged(solver, o, v), (op, b), (top, tb))
+        return x, tx, ok
+
+    before = _ffi_kernels.chunked_calls()
+    x, tx, ok = jax.jit(jax.vmap(jax.vmap(jvp)))(*_cast(stacked, dtype))
+    assert _ffi_kernels.chunked_calls() == before + 1
+    x, tx = np.asarray(x, np.float64).reshape(-1, n), np.asarray(tx, np.float64).reshape(-1, n)
+    np.testing.assert_array_equal(np.asarray(ok).ravel(), [0 if i == bad else 1 for i in range(len(problems))])
+    for i, (op, b, top, tb) in enumerate(problems):
+        if i == bad:
+            assert np.isnan(x[i]).all() and np.isnan(tx[i]).all()
+            continue
+        op, b, top, tb = (_rounded(t, dtype) for t in (op, b, top, tb))
+        x_ref, tx_ref = _reference(solver, op, b, top, tb)
+        np.testing.assert_allclose(x[i], x_ref, **TOL[dtype])
+        np.testing.assert_allclose(tx[i], tx_ref, **TOL[dtype])
+
+
+def test_small_batch_and_shared_operator_stay_on_one_thread(rng):
+    from perflab.linear_solve import _ffi_kernels
+
+    problems = [_problem("lu", 10, rng) for _ in range(4)]
+    stacked = jax.tree_util.tree_map(lambda *xs: jnp.asarray(np.stack(xs)), *problems)
+    before = _ffi_kernels.chunked_calls()
+    jax.jit(jax.vmap(lambda *a: ls.linear_solve_jvp("lu", *a, variant="ffi")))(*stacked)
+    # 300 right-hand sides of one operator: plenty of work, but factorised once on one thread.
+    op = jnp.asarray(_problem("lu", 60, rng)[0])
+    bs = jnp.asarray(rng.normal(size=(300, 60)))
+    x = jax.jit(jax.vmap(lambda b: ls.linear_solve("lu", op, b, variant="ffi")))(bs)
+    np.testing.assert_allclose(x, np.linalg.solve(np.asarray(op), np.asarray(bs).T).T, **TOL[np.float64])
+    assert _ffi_kernels.chunked_calls() == before

@@ -24,10 +24,13 @@
 #include <Python.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -83,6 +86,8 @@ struct Dense {
   static constexpr int kOperatorBuffers = 1;
   static int core_rank(int) { return 2; }
   static int64_t core_size(int, int64_t n) { return n * n; }
+  // Rough flops of one system's factorisation and solves, to decide whether to go parallel.
+  static double cost(int64_t n) { return static_cast<double>(n) * n * n / 3 + 4.0 * n * n; }
 
   bool factor(const T* const* op, int n_) {
     n = n_;
@@ -137,6 +142,7 @@ struct Tridiagonal {
   static constexpr int kOperatorBuffers = 3;  // lower (n-1), diag (n), upper (n-1)
   static int core_rank(int) { return 1; }
   static int64_t core_size(int k, int64_t n) { return k == 1 ? n : n - 1; }
+  static double cost(int64_t n) { return 20.0 * n; }
 
   bool factor(const T* const* op, int n_) {
     n = n_;
@@ -225,6 +231,57 @@ int64_t offset_of(const Broadcast& b, const std::vector<int64_t>& index) {
   return off;
 }
 
+std::vector<int64_t> index_of(int64_t s, const std::vector<int64_t>& batch) {
+  std::vector<int64_t> index(batch.size(), 0);
+  for (int d = static_cast<int>(batch.size()) - 1; d >= 0; --d) {
+    index[d] = s % batch[d];
+    s /= batch[d];
+  }
+  return index;
+}
+
+// A batch is split over threads only above this many (estimated) flops: a handoff to another
+// thread costs some microseconds.
+constexpr double kParallelMinWork = 2e5;
+constexpr double kChunkWork = 2e4;
+
+// Run process(begin, end) over [0, total) in chunks, on the calling thread and on helpers
+// scheduled on XLA's intra-op thread pool. Chunks are claimed from a shared counter, so the
+// caller never waits for a helper that has not started (a busy pool, or the caller itself
+// being the pool's only thread): it claims the remaining chunks itself and waits only for the
+// chunks already claimed. A helper that starts after the call returned finds no chunk left
+// and touches only the shared state it owns.
+std::atomic<int64_t> chunked_calls_count{0};  // read by tests: the parallel path was taken
+
+struct ChunkState {
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+  int64_t chunks = 0;
+};
+
+template <typename Process>
+void run_chunks(ffi::ThreadPool& pool, int64_t total, double work, const Process& process) {
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), total));
+  chunked_calls_count.fetch_add(1);
+  auto state = std::make_shared<ChunkState>();
+  // Small chunks (about kChunkWork flops, a few microseconds): the threads finish within one
+  // small chunk of each other, whenever the helper started.
+  state->chunks = std::clamp<int64_t>(static_cast<int64_t>(work / kChunkWork), threads, total);
+  const int64_t chunks = state->chunks;
+  const Process* fn = &process;
+  auto claim = [state, fn, total, chunks]() {
+    for (;;) {
+      int64_t c = state->next.fetch_add(1);
+      if (c >= chunks) return;
+      (*fn)(c * total / chunks, (c + 1) * total / chunks);
+      state->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  for (int64_t t = 1; t < threads; ++t) pool.Schedule(decltype(claim)(claim));
+  claim();
+  while (state->done.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
+}
+
 void next_index(std::vector<int64_t>& index, const std::vector<int64_t>& batch) {
   for (int d = static_cast<int>(index.size()) - 1; d >= 0; --d) {
     if (++index[d] < batch[d]) return;
@@ -244,7 +301,8 @@ bool all_finite(const T* x, int n) {
 // Inputs, in order: the operator's buffers, b, [the operator tangent's buffers (kJvp)],
 // [b' (kJvp, kJvpVector)]. Outputs: x, [x' (kJvp, kJvpVector)].
 template <typename T, template <typename> class Solver>
-ffi::Error run(Kind kind, bool cholesky, ffi::RemainingArgs& args, ffi::RemainingRets& rets) {
+ffi::Error run(Kind kind, bool cholesky, ffi::ThreadPool* pool, ffi::RemainingArgs& args,
+               ffi::RemainingRets& rets) {
   constexpr int nop = Solver<T>::kOperatorBuffers;
   const int n_in = nop + 1 + (kind == Kind::kJvp ? nop + 1 : kind == Kind::kJvpVector ? 1 : 0);
   const int n_vec_out = kind == Kind::kSolve ? 1 : 2;
@@ -315,8 +373,6 @@ ffi::Error run(Kind kind, bool cholesky, ffi::RemainingArgs& args, ffi::Remainin
     bc.push_back(b);
   }
 
-  Solver<T> solver;
-  if constexpr (std::is_same_v<Solver<T>, Dense<T>>) solver.cholesky = cholesky;
   T* x_out = out[0]->template typed_data<T>();
   T* t_out = n_vec_out == 2 ? out[1]->template typed_data<T>() : nullptr;
   T* ok_out = with_ok ? out[n_vec_out]->template typed_data<T>() : nullptr;
@@ -326,74 +382,94 @@ ffi::Error run(Kind kind, bool cholesky, ffi::RemainingArgs& args, ffi::Remainin
       return ffi::Error::InvalidArgument("perflab ffi: ok must have the batch shape of x");
     }
   }
-  std::vector<T> work(2 * static_cast<size_t>(n));
-  std::vector<int64_t> index(batch.size(), 0);
-  std::vector<int64_t> prev_op(nop, -1);
-  int64_t prev_b = -1;
-  bool ok = false;
   const T nan = std::numeric_limits<T>::quiet_NaN();
 
-  for (int64_t s = 0; s < total; ++s, next_index(index, batch)) {
-    const T* op[nop];
-    bool same_op = s > 0;
-    for (int k = 0; k < nop; ++k) {
-      int64_t off = offset_of(bc[k], index);
-      op[k] = in[k].template typed_data<T>() + off;
-      same_op = same_op && off == prev_op[k];
-      prev_op[k] = off;
-    }
-    const int64_t b_off = offset_of(bc[nop], index);
-    const T* b = in[nop].template typed_data<T>() + b_off;
-    const bool same_b = same_op && b_off == prev_b;
-    prev_b = b_off;
-    T* x = x_out + s * n;
-    T* tx = t_out ? t_out + s * n : nullptr;
+  // Systems [begin, end): its own solver workspace, so that chunks can run on several threads.
+  auto process = [&](int64_t begin, int64_t end) {
+    Solver<T> solver;
+    if constexpr (std::is_same_v<Solver<T>, Dense<T>>) solver.cholesky = cholesky;
+    std::vector<T> work(2 * static_cast<size_t>(n));
+    std::vector<int64_t> index = index_of(begin, batch);
+    std::vector<int64_t> prev_op(nop, -1);
+    int64_t prev_b = -1;
+    bool ok = false;
+    for (int64_t s = begin; s < end; ++s, next_index(index, batch)) {
+      const T* op[nop];
+      bool same_op = s > begin;
+      for (int k = 0; k < nop; ++k) {
+        int64_t off = offset_of(bc[k], index);
+        op[k] = in[k].template typed_data<T>() + off;
+        same_op = same_op && off == prev_op[k];
+        prev_op[k] = off;
+      }
+      const int64_t b_off = offset_of(bc[nop], index);
+      const T* b = in[nop].template typed_data<T>() + b_off;
+      const bool same_b = same_op && b_off == prev_b;
+      prev_b = b_off;
+      T* x = x_out + s * n;
+      T* tx = t_out ? t_out + s * n : nullptr;
 
-    if (!same_op) ok = solver.factor(op, n);  // the factorisation, once per distinct operator
-    if (!ok) {
-      std::fill(x, x + n, nan);
-      if (tx) std::fill(tx, tx + n, nan);
-      if (ok_out) ok_out[s] = 0;
-      continue;
-    }
-    if (kind == Kind::kJvpVector) {
-      const T* tb = in[nop + 1].template typed_data<T>() + offset_of(bc[nop + 1], index);
-      if (same_b) {  // x is the previous system's: only the tangent column to solve
+      if (!same_op) ok = solver.factor(op, n);  // the factorisation, once per distinct operator
+      if (!ok) {
+        std::fill(x, x + n, nan);
+        if (tx) std::fill(tx, tx + n, nan);
+        if (ok_out) ok_out[s] = 0;
+        continue;
+      }
+      if (kind == Kind::kJvpVector) {
+        const T* tb = in[nop + 1].template typed_data<T>() + offset_of(bc[nop + 1], index);
+        if (same_b) {  // x is the previous system's: only the tangent column to solve
+          std::copy(x - n, x, x);
+          std::copy(tb, tb + n, tx);
+          solver.solve(tx, 1);
+        } else {  // b and b' as two columns of one solve
+          std::copy(b, b + n, work.data());
+          std::copy(tb, tb + n, work.data() + n);
+          solver.solve(work.data(), 2);
+          std::copy(work.data(), work.data() + n, x);
+          std::copy(work.data() + n, work.data() + 2 * n, tx);
+        }
+        if (ok_out) ok_out[s] = all_finite(x, n) ? 1 : 0;
+        continue;
+      }
+      if (same_b) {
         std::copy(x - n, x, x);
-        std::copy(tb, tb + n, tx);
-        solver.solve(tx, 1);
-      } else {  // b and b' as two columns of one solve
-        std::copy(b, b + n, work.data());
-        std::copy(tb, tb + n, work.data() + n);
-        solver.solve(work.data(), 2);
-        std::copy(work.data(), work.data() + n, x);
-        std::copy(work.data() + n, work.data() + 2 * n, tx);
+      } else {
+        std::copy(b, b + n, x);
+        solver.solve(x, 1);
       }
       if (ok_out) ok_out[s] = all_finite(x, n) ? 1 : 0;
-      continue;
+      if (kind == Kind::kJvp) {
+        const T* t_op[nop];
+        for (int k = 0; k < nop; ++k) t_op[k] = in[nop + 1 + k].template typed_data<T>() + offset_of(bc[nop + 1 + k], index);
+        const T* tb = in[2 * nop + 1].template typed_data<T>() + offset_of(bc[2 * nop + 1], index);
+        // The tangent right-hand side b' - A' x, formed here, solved with the same factors.
+        std::copy(tb, tb + n, tx);
+        solver.sub_matvec(t_op, x, tx);
+        solver.solve(tx, 1);
+      }
     }
-    if (same_b) {
-      std::copy(x - n, x, x);
-    } else {
-      std::copy(b, b + n, x);
-      solver.solve(x, 1);
-    }
-    if (ok_out) ok_out[s] = all_finite(x, n) ? 1 : 0;
-    if (kind == Kind::kJvp) {
-      const T* t_op[nop];
-      for (int k = 0; k < nop; ++k) t_op[k] = in[nop + 1 + k].template typed_data<T>() + offset_of(bc[nop + 1 + k], index);
-      const T* tb = in[2 * nop + 1].template typed_data<T>() + offset_of(bc[2 * nop + 1], index);
-      // The tangent right-hand side b' - A' x, formed here, solved with the same factors.
-      std::copy(tb, tb + n, tx);
-      solver.sub_matvec(t_op, x, tx);
-      solver.solve(tx, 1);
-    }
+  };
+
+  // A batch of distinct operators is split over XLA's intra-op thread pool when it is worth a
+  // thread handoff; a shared operator (jax.jacfwd, vmap over b only) stays on one thread so
+  // that it is factorised once.
+  bool distinct_ops = total > 1;
+  for (int k = 0; k < nop; ++k) {
+    for (size_t d = 0; d < batch.size(); ++d) distinct_ops = distinct_ops && (batch[d] == 1 || bc[k].strides[d] != 0);
+  }
+  const double work_estimate = static_cast<double>(total) * Solver<T>::cost(n);
+  if (!distinct_ops || work_estimate < kParallelMinWork || pool == nullptr) {
+    process(0, total);
+  } else {
+    run_chunks(*pool, total, work_estimate, process);
   }
   return ffi::Error::Success();
 }
 
 template <template <typename> class Solver>
-ffi::Error dispatch(Kind kind, bool cholesky, ffi::RemainingArgs args, ffi::RemainingRets rets) {
+ffi::Error dispatch(Kind kind, bool cholesky, ffi::ThreadPool* pool, ffi::RemainingArgs args,
+                    ffi::RemainingRets rets) {
   if (args.size() < 1) return ffi::Error::InvalidArgument("perflab ffi: no operands");
   auto first = args.get<ffi::AnyBuffer>(0);
   if (!first.has_value()) return first.error();
@@ -406,19 +482,20 @@ ffi::Error dispatch(Kind kind, bool cholesky, ffi::RemainingArgs args, ffi::Rema
   }
   switch (first->element_type()) {
     case ffi::DataType::F64:
-      return run<double, Solver>(kind, cholesky, args, rets);
+      return run<double, Solver>(kind, cholesky, pool, args, rets);
     case ffi::DataType::F32:
-      return run<float, Solver>(kind, cholesky, args, rets);
+      return run<float, Solver>(kind, cholesky, pool, args, rets);
     default:
       return ffi::Error::InvalidArgument("perflab ffi: only float32 and float64 are supported");
   }
 }
 
-#define PERFLAB_HANDLER(NAME, SOLVER, KIND, CHOL)                                      \
-  ffi::Error NAME##_impl(ffi::RemainingArgs args, ffi::RemainingRets rets) {          \
-    return dispatch<SOLVER>(KIND, CHOL, args, rets);                                   \
-  }                                                                                    \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, NAME##_impl, ffi::Ffi::Bind().RemainingArgs().RemainingRets());
+#define PERFLAB_HANDLER(NAME, SOLVER, KIND, CHOL)                                                    \
+  ffi::Error NAME##_impl(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::RemainingRets rets) { \
+    return dispatch<SOLVER>(KIND, CHOL, &pool, args, rets);                                         \
+  }                                                                                                  \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, NAME##_impl,                                                   \
+                                ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().RemainingArgs().RemainingRets());
 
 PERFLAB_HANDLER(LuSolve, Dense, Kind::kSolve, false)
 PERFLAB_HANDLER(LuJvp, Dense, Kind::kJvp, false)
@@ -501,6 +578,8 @@ PyObject* set_lapack(PyObject*, PyObject* arg) {
   Py_RETURN_NONE;
 }
 
+PyObject* chunked_calls(PyObject*, PyObject*) { return PyLong_FromLongLong(chunked_calls_count.load()); }
+
 PyObject* lapack_ready(PyObject*, PyObject*) {
   return PyBool_FromLong(Lapack<double>::ready() && Lapack<float>::ready());
 }
@@ -510,6 +589,8 @@ PyMethodDef kMethods[] = {
     {"set_lapack", set_lapack, METH_O,
      "Take LAPACK/BLAS pointers: a dict of '[ds]getrf', getrs, potrf, potrs, gttrf, gttrs, gemv, trsv -> "
      "scipy cython_lapack/cython_blas PyCapsules."},
+    {"chunked_calls", chunked_calls, METH_NOARGS,
+     "int: how many calls so far split their batch over the thread pool (for tests)."},
     {"lapack_ready", lapack_ready, METH_NOARGS, "True once set_lapack has been called."},
     {nullptr, nullptr, 0, nullptr},
 };
