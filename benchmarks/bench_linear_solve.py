@@ -18,9 +18,9 @@ from .common import InterleavedBenchmark, jit_compile, require, skip
 SOLVERS = ["tridiagonal", "lu", "cholesky"]
 SIZES = [10, 50, 100, 200, 500]
 # The variants of one solve's JVP that run inside JAX (every solver); cython is tridiagonal only
-# and factor_once exists for the heat equation only.
+# and factor_once(_ffi) exist for the heat equation only.
 JAX_VARIANTS = ["separate_solves", "vmapped_solves", "lineax", "fused", "ffi"]
-HEAT_VARIANTS = [*JAX_VARIANTS, "cython", "factor_once"]
+HEAT_VARIANTS = [*JAX_VARIANTS, "cython", "factor_once", "factor_once_ffi"]
 
 
 def _study():
@@ -70,7 +70,7 @@ def _device_problem(solver, size):
 
 
 def _check_variant(solver, variant):
-    if variant == "ffi":
+    if variant in ("ffi", "factor_once_ffi"):
         import jax
 
         if jax.default_backend() != "cpu":

@@ -224,7 +224,7 @@ def _heat_reference(u0, kappa, steps, dt):
     return u
 
 
-@pytest.mark.parametrize("variant", ALL + ["factor_once"])
+@pytest.mark.parametrize("variant", ALL + ["factor_once", "factor_once_ffi"])
 @pytest.mark.parametrize("wrt", ["initial", "diffusivity", "both"])
 def test_heat_equation_jvp(variant, wrt, rng):
     n, steps, dt, kappa = 30, 7, 1e-3, 0.7
@@ -423,7 +423,7 @@ def test_registry_lists_every_variant():
     # The report's BEFORE/AFTER roles: the seed's baseline and the optimised default, by name.
     assert (op.baseline, op.optimised, op.default) == ("separate_solves", "fused", "fused")
     heat = variants.get("linear_solve", "heat_jvp")
-    assert set(heat.names) == set(op.names) | {"factor_once"}
+    assert set(heat.names) == set(op.names) | {"factor_once", "factor_once_ffi"}
     assert (heat.baseline, heat.optimised) == (op.baseline, op.optimised)
     assert "hoist" in heat.variants["cython"] and "once" in heat.variants["factor_once"]
 

@@ -150,6 +150,7 @@ def test_targets_registered_by_the_build():
     from perflab.linear_solve import _ffi, _ffi_kernels
 
     expected = {f"perflab_{s}_{k}" for s in ls.SOLVERS for k in ("solve", "jvp", "jvp_vector")}
+    expected.add("perflab_thomas_substitute")
     assert set(_ffi.TARGETS) == expected and set(_ffi_kernels.targets()) == expected
     assert _ffi_kernels.lapack_ready()
     # Registered with XLA: a registered name compiles and runs, an unknown one does not.
@@ -250,3 +251,49 @@ def test_small_batch_and_shared_operator_stay_on_one_thread(rng):
     x = jax.jit(jax.vmap(lambda b: ls.linear_solve("lu", op, b, variant="ffi")))(bs)
     np.testing.assert_allclose(x, np.linalg.solve(np.asarray(op), np.asarray(bs).T).T, **TOL[np.float64])
     assert _ffi_kernels.chunked_calls() == before
+
+
+@pytest.mark.parametrize("wrt", ["initial", "diffusivity"])
+def test_heat_factor_once_ffi_substitutes_in_one_call_per_step(wrt):
+    # factor_once_ffi is factor_once with the substitution scans replaced by one custom call:
+    # the factorisation once, outside the time loop; inside it exactly one perflab call per step
+    # and no scan over the grid; u_1 before and u'_steps after the pipelined loop (diffusivity).
+    n, steps = 16, 5
+    u0, k = jnp.ones(n), jnp.asarray(1.0)
+    if wrt == "initial":
+        fn = lambda u, t: ls.heat_jvp(u, k, t, steps=steps, variant="factor_once_ffi")  # noqa: E731
+        args = (u0, u0)
+    else:
+        fn = lambda kk, t: ls.heat_jvp(u0, kk, None, t, steps=steps, variant="factor_once_ffi")  # noqa: E731
+        args = (k, k)
+    jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
+    length = steps if wrt == "initial" else steps - 1
+    loops = [e for e in _eqns(jaxpr) if e.primitive.name == "scan" and e.params["length"] == length]
+    assert len(loops) == 1
+    body = list(_eqns(loops[0].params["jaxpr"].jaxpr))
+    calls = [e for e in body if e.primitive.name == "ffi_call"]
+    assert [e.params["target_name"] for e in calls] == ["perflab_thomas_substitute"]
+    assert calls[0].outvars[0].aval.shape == (n, 2)
+    assert not [e for e in body if e.primitive.name == "scan"]
+    everywhere = [e.params["target_name"] for e in _eqns(jaxpr) if e.primitive.name == "ffi_call"]
+    assert everywhere == ["perflab_thomas_substitute"] * (1 if wrt == "initial" else 3)
+
+
+def _eqns(jaxpr):
+    """Every equation of a jaxpr, nested ones (scan, jit, custom_jvp bodies) included."""
+    for e in jaxpr.eqns:
+        yield e
+        for v in e.params.values():
+            for sub in v if isinstance(v, (list, tuple)) else (v,):
+                inner = getattr(sub, "jaxpr", None)
+                if inner is not None:
+                    yield from _eqns(getattr(inner, "jaxpr", inner))
+
+
+def test_heat_factor_once_ffi_is_forward_mode_and_cpu_only(monkeypatch):
+    u0, k = jnp.ones(8), jnp.asarray(1.0)
+    with pytest.raises(ValueError, match="variant='factor_once_ffi' is forward-mode only.*'factor_once'"):
+        jax.grad(lambda u: ls.heat_solve(u, k, steps=3, variant="factor_once_ffi").sum())(u0)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    with pytest.raises(ValueError, match="variant='factor_once_ffi' runs on CPU only"):
+        jax.jit(lambda u, kk: ls.heat_solve(u, kk, steps=3, variant="factor_once_ffi"))(u0, k)

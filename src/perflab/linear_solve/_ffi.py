@@ -58,22 +58,24 @@ TARGETS: tuple[str, ...] = _register()
 """The FFI target names registered (CPU) when this module is imported."""
 
 _CPU_ONLY = (
-    "variant='ffi' runs on CPU only (its XLA FFI kernels are registered for the 'cpu' platform), "
-    "but {what} is on platform {platform!r}: use variant='fused' or 'lineax' there"
+    "variant={variant!r} runs on CPU only (its XLA FFI kernels are registered for the 'cpu' platform), "
+    "but {what} is on platform {platform!r}: use variant='fused' or 'lineax' there (the heat "
+    "equation: also 'factor_once')"
 )
 _NO_REVERSE = (
-    "variant='ffi' is forward-mode only: JAX cannot transpose its foreign-function JVP call, so "
+    "variant={variant!r} is forward-mode only: JAX cannot transpose its foreign-function JVP call, so "
     "jax.grad/jax.vjp/jax.linear_transpose do not work through it; use variant='fused' (or "
-    "'lineax') for reverse mode"
+    "'lineax'; the heat equation: also 'factor_once') for reverse mode"
 )
 
 
-def check_platform(*arrays):
+def check_platform(*arrays, variant="ffi"):
     """Raise a clear error unless the computation will run on CPU.
 
     Arguments:
         arrays: the inputs (leaves of pytrees); concrete arrays are checked by their devices,
             tracers by JAX's default backend.
+        variant: the variant named in the error.
 
     Returns:
         None.
@@ -89,10 +91,10 @@ def check_platform(*arrays):
     if not platforms:  # tracers or numpy: they run where JAX's default backend is
         platforms, what = {jax.default_backend()}, "JAX's default backend"
     if platforms != {"cpu"}:
-        raise ValueError(_CPU_ONLY.format(what=what, platform=sorted(platforms - {"cpu"})[0]))
+        raise ValueError(_CPU_ONLY.format(variant=variant, what=what, platform=sorted(platforms - {"cpu"})[0]))
 
 
-def check_forward_mode(*arrays):
+def check_forward_mode(*arrays, variant="ffi"):
     """Raise `_NO_REVERSE` when an input is being linearised for reverse mode (`jax.grad`, `vjp`).
 
     Otherwise JAX fails later with a generic "Linearization failed to produce known values"
@@ -102,6 +104,7 @@ def check_forward_mode(*arrays):
 
     Arguments:
         arrays: the inputs (pytrees allowed).
+        variant: the variant named in the error.
 
     Returns:
         None.
@@ -111,7 +114,7 @@ def check_forward_mode(*arrays):
             if not isinstance(leaf, jax.core.Tracer):
                 break
             if type(leaf).__name__ == "LinearizeTracer":
-                raise ValueError(_NO_REVERSE)
+                raise ValueError(_NO_REVERSE.format(variant=variant))
             leaf = getattr(leaf, "primal", getattr(leaf, "val", None))
 
 
@@ -221,3 +224,18 @@ def _ffi_solve_jvp(solver, primals, tangents):
             *ops, vector, *_operands(solver, t_operator), t_vector
         )
     return (x, ok), (t_x, jnp.zeros_like(ok))
+
+
+def thomas_substitute(factors, rhs):
+    """Solve with stored Thomas factors in one FFI call (the heat equation's ``factor_once_ffi``).
+
+    Arguments:
+        factors: ``(m, cp, inv_den)`` of `_heat._thomas_factor`, each of shape (n,).
+        rhs: shape (n,) or (n, k), the factors' dtype (float32 or float64).
+
+    Returns:
+        x of rhs' shape. Linear in rhs, but JAX cannot differentiate or transpose a foreign call:
+        it is used inside a custom JVP rule that supplies the derivative.
+    """
+    out = jax.ShapeDtypeStruct(rhs.shape, rhs.dtype)
+    return jax.ffi.ffi_call("perflab_thomas_substitute", out, vmap_method="sequential")(*factors, rhs)

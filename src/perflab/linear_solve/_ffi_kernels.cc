@@ -507,6 +507,83 @@ PERFLAB_HANDLER(TridiagonalSolve, Tridiagonal, Kind::kSolve, false)
 PERFLAB_HANDLER(TridiagonalJvp, Tridiagonal, Kind::kJvp, false)
 PERFLAB_HANDLER(TridiagonalJvpVector, Tridiagonal, Kind::kJvpVector, false)
 
+// ------------------------------------------------------------------ Thomas substitution
+
+// The heat equation's factor_once_ffi time step: solve with stored Thomas factors (those of
+// `_heat._thomas_factor`: multipliers m, super-diagonal ratios cp, reciprocal pivots inv, all of
+// length n) for rhs of shape (n,) or (n, k), row-major, every column at once:
+// y_i = rhs_i inv_i - m_i y_{i-1}, x_i = y_i - cp_i x_{i+1}. The k columns are independent
+// chains, interleaved in the inner loop.
+template <typename T>
+ffi::Error thomas_substitute(ffi::AnyBuffer m_buf, ffi::AnyBuffer cp_buf, ffi::AnyBuffer inv_buf,
+                             ffi::AnyBuffer rhs_buf, ffi::Result<ffi::AnyBuffer> out) {
+  auto dims = rhs_buf.dimensions();
+  if (dims.size() < 1 || dims.size() > 2) {
+    return ffi::Error::InvalidArgument("perflab thomas: rhs must have shape (n,) or (n, k)");
+  }
+  const int64_t n = dims[0];
+  const int64_t k = dims.size() == 2 ? dims[1] : 1;
+  for (const ffi::AnyBuffer* f : {&m_buf, &cp_buf, &inv_buf}) {
+    if (f->dimensions().size() != 1 || f->dimensions()[0] != n) {
+      return ffi::Error::InvalidArgument("perflab thomas: factors must have shape (n,)");
+    }
+  }
+  const T* m = m_buf.typed_data<T>();
+  const T* cp = cp_buf.typed_data<T>();
+  const T* inv = inv_buf.typed_data<T>();
+  const T* r = rhs_buf.typed_data<T>();
+  T* x = out->typed_data<T>();
+  if (k == 2) {  // the heat equation's case (u and u'), unrolled
+    T y0 = 0, y1 = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      y0 = r[2 * i] * inv[i] - m[i] * y0;
+      y1 = r[2 * i + 1] * inv[i] - m[i] * y1;
+      x[2 * i] = y0;
+      x[2 * i + 1] = y1;
+    }
+    T x0 = 0, x1 = 0;
+    for (int64_t i = n - 1; i >= 0; --i) {
+      x0 = x[2 * i] - cp[i] * x0;
+      x1 = x[2 * i + 1] - cp[i] * x1;
+      x[2 * i] = x0;
+      x[2 * i + 1] = x1;
+    }
+    return ffi::Error::Success();
+  }
+  for (int64_t c = 0; c < k; ++c) {
+    T y = 0;
+    for (int64_t i = 0; i < n; ++i) x[i * k + c] = y = r[i * k + c] * inv[i] - m[i] * y;
+    T z = 0;
+    for (int64_t i = n - 1; i >= 0; --i) x[i * k + c] = z = x[i * k + c] - cp[i] * z;
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error ThomasSubstitute_impl(ffi::AnyBuffer m, ffi::AnyBuffer cp, ffi::AnyBuffer inv, ffi::AnyBuffer rhs,
+                                 ffi::Result<ffi::AnyBuffer> out) {
+  for (const ffi::AnyBuffer* b : {&cp, &inv, &rhs}) {
+    if (b->element_type() != m.element_type()) {
+      return ffi::Error::InvalidArgument("perflab thomas: operands must share one dtype");
+    }
+  }
+  switch (m.element_type()) {
+    case ffi::DataType::F64:
+      return thomas_substitute<double>(m, cp, inv, rhs, out);
+    case ffi::DataType::F32:
+      return thomas_substitute<float>(m, cp, inv, rhs, out);
+    default:
+      return ffi::Error::InvalidArgument("perflab thomas: only float32 and float64 are supported");
+  }
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ThomasSubstitute, ThomasSubstitute_impl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
+
 // ------------------------------------------------------------------ Python module
 
 struct Target {
@@ -524,6 +601,7 @@ const Target kTargets[] = {
     {"perflab_tridiagonal_solve", TridiagonalSolve},
     {"perflab_tridiagonal_jvp", TridiagonalJvp},
     {"perflab_tridiagonal_jvp_vector", TridiagonalJvpVector},
+    {"perflab_thomas_substitute", ThomasSubstitute},
 };
 
 PyObject* targets(PyObject*, PyObject*) {

@@ -21,6 +21,10 @@ variants hoist it:
   operator has no tangent; with one, the time loop is pipelined (u_{k+2} and
   u'_{k+1} = A^-1 (u'_k - A' u_{k+1}) both need only u_{k+1}), see `_factored_steps_jvp`.
   No pivoting, like ``cython``: fine for this operator (strictly diagonally dominant, SPD).
+- ``factor_once_ffi``: ``factor_once`` with each substitution as one XLA FFI custom call
+  (`_ffi.thomas_substitute`, C++ loops over the stored factors) instead of two `lax.scan`s over
+  the grid: the same factorisation, time loop and pipelining, the grid loops compiled as plain
+  loops. CPU and forward mode only, like ``ffi``.
 """
 
 from __future__ import annotations
@@ -53,6 +57,10 @@ HEAT_JVP = _variants.register(
         "factor_once": (
             "the cython variant's algorithm in plain JAX: Thomas factorisation (a lax.scan) once before "
             "the lax.scan time loop, substitution scans with the stored factors inside it"
+        ),
+        "factor_once_ffi": (
+            "factor_once with each step's substitution (u and u' as two columns) as one XLA FFI custom "
+            "call into a C++ loop over the stored factors (CPU, forward mode only)"
         ),
     },
     default=SOLVE_JVP.default,
@@ -113,19 +121,28 @@ def _thomas_substitute(factors, rhs):
     return x
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _factored_steps(steps, operator, factors, u0):
-    """`steps` substitutions u <- A^-1 u with the stored factors (the factor_once time loop)."""
+def _substitution(variant):
+    if variant == "factor_once_ffi":
+        from . import _ffi
+
+        return _ffi.thomas_substitute
+    return _thomas_substitute
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _factored_steps(substitute, steps, operator, factors, u0):
+    """`steps` substitutions u <- A^-1 u with the stored factors (the factor_once time loop);
+    `substitute(factors, rhs)` is `_thomas_substitute` or the FFI one."""
 
     def step(u, _):
-        return _thomas_substitute(factors, u), None
+        return substitute(factors, u), None
 
     u, _ = jax.lax.scan(step, u0, None, length=steps)
     return u
 
 
 @functools.partial(_factored_steps.defjvp, symbolic_zeros=True)
-def _factored_steps_jvp(steps, primals, tangents):
+def _factored_steps_jvp(substitute, steps, primals, tangents):
     # Per step u_{k+1} = A^-1 u_k and u'_{k+1} = A^-1 (u'_k - A' u_{k+1}), the factors shared
     # (computed with the operator's gradient stopped, so its derivative enters through A' only).
     operator, factors, u0 = primals
@@ -134,7 +151,7 @@ def _factored_steps_jvp(steps, primals, tangents):
     if all(isinstance(t, SymbolicZero) for t in t_operator):
         # u and u' as the two columns of one substitution per step.
         def step(both, _):
-            return _thomas_substitute(factors, both), None
+            return substitute(factors, both), None
 
         both, _ = jax.lax.scan(step, jnp.stack([u0, t_u0], axis=-1), None, length=steps)
         return both[:, 0], both[:, 1]
@@ -147,12 +164,12 @@ def _factored_steps_jvp(steps, primals, tangents):
     def step(both, _):
         x, t = both[:, 0], both[:, 1]
         rhs = jnp.stack([x, t - _matvec("tridiagonal", t_operator, x)], axis=-1)
-        return _thomas_substitute(factors, rhs), None
+        return substitute(factors, rhs), None
 
-    u1 = _thomas_substitute(factors, u0)
+    u1 = substitute(factors, u0)
     both, _ = jax.lax.scan(step, jnp.stack([u1, t_u0], axis=-1), None, length=steps - 1)
     x, t = both[:, 0], both[:, 1]
-    return x, _thomas_substitute(factors, t - _matvec("tridiagonal", t_operator, x))
+    return x, substitute(factors, t - _matvec("tridiagonal", t_operator, x))
 
 
 def heat_operator(n: int, kappa, dt: float):
@@ -195,7 +212,8 @@ def heat_solve(u0, kappa, *, steps: int, dt: float = 1e-4, variant: str | None =
         steps: number of time steps (static).
         dt: time step.
         variant: the linear solve's variant (a JAX one, ``"lineax"`` or ``"ffi"``), which decides
-            the JVP rule, or ``"factor_once"`` (factorise before the time loop). `None` means the
+            the JVP rule, or ``"factor_once"`` (factorise before the time loop; ``"factor_once_ffi"``
+            the same with FFI substitutions, CPU and forward mode only). `None` means the
             default.
 
     Returns:
@@ -207,9 +225,14 @@ def heat_solve(u0, kappa, *, steps: int, dt: float = 1e-4, variant: str | None =
     _check(u0, kappa, steps, dt)
     operator = heat_operator(u0.shape[0], kappa, dt)
 
-    if variant == "factor_once":
+    if variant in ("factor_once", "factor_once_ffi"):
+        if variant == "factor_once_ffi":
+            from . import _ffi
+
+            _ffi.check_platform(u0, kappa, variant=variant)
+            _ffi.check_forward_mode(u0, kappa, variant=variant)
         factors = _thomas_factor(jax.lax.stop_gradient(operator))
-        return _factored_steps(steps, operator, factors, u0)
+        return _factored_steps(_substitution(variant), steps, operator, factors, u0)
 
     def step(u, _):
         return linear_solve("tridiagonal", operator, u, variant=variant), None
