@@ -261,7 +261,9 @@ struct ChunkState {
 
 template <typename Process>
 void run_chunks(ffi::ThreadPool& pool, int64_t total, double work, const Process& process) {
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), total));
+  // The pool may hold more threads than cores (one per host device): no more than the cores.
+  const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  const int64_t threads = std::max<int64_t>(1, std::min({pool.num_threads(), cores, total}));
   chunked_calls_count.fetch_add(1);
   auto state = std::make_shared<ChunkState>();
   // Small chunks (about kChunkWork flops, a few microseconds): the threads finish within one
