@@ -251,3 +251,39 @@ class HeatEquation(InterleavedBenchmark):
 
     def reference(self, operation, steps, grid, wrt):
         return _heat_reference(steps, grid, wrt)
+
+
+@functools.lru_cache(maxsize=None)
+def _no_solve_call(solver, size, operation):
+    # A jitted program with the ffi call's signature (the same input arrays; x, or x and x') and
+    # no work: what calling a program of that signature costs, whatever it computes.
+    problem = _device_problem(solver, size)
+    if operation == "jvp":
+        return jit_compile(lambda a, b, ta, tb: (b * 1.0, tb * 1.0), *problem)
+    return jit_compile(lambda a, b: b * 1.0, *problem[:2])
+
+
+class FFIDispatchFloor(InterleavedBenchmark):
+    """The ffi JVP and primal beside programs of the same signature that solve nothing.
+
+    ``no_solve`` takes the same arrays and returns arrays of the same shapes as the ffi call
+    (x for the primal; x and x' for the JVP) and computes nothing: its time is the dispatch
+    floor of a jitted call with that signature, and its jvp_over_primal the ratio that any JVP
+    taking the tangents as extra inputs starts from. No error companion: ``no_solve`` solves
+    nothing, and the ffi rows' error is recorded by LinearSolveJVP / TridiagonalSolveJVP.
+    """
+
+    params = [SOLVERS, [10, 100, 500], ["no_solve", "ffi", *EXTRA]]
+    param_names = ["solver", "size", "variant"]
+    operations = ("jvp", "primal")
+    ratios = {"jvp_over_primal": ("jvp", "primal", "ratio")}
+    baseline = "no_solve"
+
+    def build(self, operation, solver, size, variant):
+        _check_variant(solver, variant)
+        if variant == "no_solve":
+            return _no_solve_call(solver, size, operation)
+        return (_jvp_call if operation == "jvp" else _primal_call)(solver, size, variant)
+
+    def reference(self, operation, solver, size):
+        return None
