@@ -210,7 +210,7 @@ def test_large_batch_split_over_threads(solver, dtype, rng):
     # middle gives NaN for itself only.
     from perflab.linear_solve import _ffi, _ffi_kernels
 
-    n, shape = (60, (3, 100)) if solver == "tridiagonal" else (30, (3, 40))
+    n, shape = (100, (3, 100)) if solver == "tridiagonal" else (30, (3, 40))
     problems = [_problem(solver, n, rng) for _ in range(int(np.prod(shape)))]
     bad = len(problems) // 2 + 1
     op = problems[bad][0]
@@ -297,3 +297,35 @@ def test_heat_factor_once_ffi_is_forward_mode_and_cpu_only(monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     with pytest.raises(ValueError, match="variant='factor_once_ffi' runs on CPU only"):
         jax.jit(lambda u, kk: ls.heat_solve(u, kk, steps=3, variant="factor_once_ffi"))(u0, k)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [3, 4, 50])
+def test_tridiagonal_batch_groups_match_single_systems_bitwise(n, dtype, rng):
+    # A batch of distinct tridiagonal operators is solved four systems at a time with their
+    # loops interleaved (its own gttrf-equivalent code): the results must be the one-at-a-time
+    # path's (LAPACK gttrf) bit for bit, pivoting included (a weak diagonal forces row
+    # interchanges), and the grouped path must have been taken for all but the remainder.
+    from perflab.linear_solve import _ffi_kernels
+
+    batch = 11
+    bands = [rng.normal(size=(batch, n - 1)), 0.5 * rng.normal(size=(batch, n)), rng.normal(size=(batch, n - 1))]
+    tangents = [rng.normal(size=(batch, n - 1)), rng.normal(size=(batch, n)), rng.normal(size=(batch, n - 1))]
+    b, tb = rng.normal(size=(batch, n)), rng.normal(size=(batch, n))
+    args = [jnp.asarray(a.astype(dtype)) for a in (*bands, b, *tangents, tb)]
+
+    def jvp(lo, di, up, b, tlo, tdi, tup, tb):
+        return ls.linear_solve_jvp("tridiagonal", (lo, di, up), b, (tlo, tdi, tup), tb, variant="ffi")
+
+    before = _ffi_kernels.grouped_systems()
+    x, tx = jax.jit(jax.vmap(jvp))(*args)
+    assert _ffi_kernels.grouped_systems() == before + 8  # two groups of four; three one at a time
+    single = jax.jit(jvp)
+    for i in range(batch):
+        x1, tx1 = single(*[a[i] for a in args])
+        np.testing.assert_array_equal(np.asarray(x[i]), np.asarray(x1))
+        np.testing.assert_array_equal(np.asarray(tx[i]), np.asarray(tx1))
+    first = [np.asarray(a[0], np.float64) for a in args]  # system 0 as rounded to dtype
+    x_ref, tx_ref = _reference("tridiagonal", tuple(first[:3]), first[3], tuple(first[4:7]), first[7])
+    np.testing.assert_allclose(np.asarray(x[0], np.float64), x_ref, **TOL[dtype])
+    np.testing.assert_allclose(np.asarray(tx[0], np.float64), tx_ref, **TOL[dtype])
