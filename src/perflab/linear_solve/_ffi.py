@@ -16,10 +16,13 @@ factors kept for the tangent). Every call also returns an ok flag per system, wh
 `linear_solve` checks (see `_call`). Under
 `jax.vmap` (``vmap_method="expand_dims"``) the whole batch goes to one call and the kernel loops
 over it, factorising once per distinct operator (so `jax.jacfwd` over b factorises once). A
-batch of distinct operators with enough work (about 2e5 flops or more, e.g. 200 systems of
-n = 50) is split into small chunks run on the calling thread and on XLA's intra-op thread pool
-(the FFI's ``ThreadPool`` context), so it uses the machine's cores; a shared operator stays on
-one thread, factorised once.
+batch of distinct operators with enough work (about 2e5 estimated flops or more, e.g. 200 dense
+systems of n = 50) is split into small chunks run on the calling thread and on XLA's intra-op
+thread pool (the FFI's ``ThreadPool`` context), so it uses the machine's cores; a shared
+operator stays on one thread, factorised once. Tridiagonal JVPs of distinct operators are
+solved four at a time with their loops interleaved (the same arithmetic as gttrf and the
+one-system substitutions, bit for bit): one system's factorisation and substitutions are chains
+of dependent operations, and four independent chains keep the core busy.
 
 Forward mode only: JAX cannot transpose a foreign call, so `jax.grad` and other reverse-mode
 transforms raise an error that names the variants to use instead. CPU only.
