@@ -259,17 +259,22 @@ def _scan_eqns(jaxpr):
     return [e for e in jaxpr.eqns if e.primitive.name == "scan"]
 
 
+def heat_jvp_jaxpr(variant, wrt, n, steps):
+    """The jaxpr of `heat_jvp` along u0 (``wrt="initial"``) or kappa (``"diffusivity"``)."""
+    u0, k = jnp.ones(n), jnp.asarray(1.0)
+    if wrt == "initial":
+        fn = lambda u, t: ls.heat_jvp(u, k, t, steps=steps, variant=variant)  # noqa: E731
+        args = (u0, u0)
+    else:
+        fn = lambda kk, t: ls.heat_jvp(u0, kk, None, t, steps=steps, variant=variant)  # noqa: E731
+        args = (k, k)
+    return jax.make_jaxpr(fn)(*args).jaxpr
+
+
 @pytest.mark.parametrize("wrt", ["initial", "diffusivity"])
 def test_heat_factor_once_factorises_outside_the_time_loop(wrt):
     n, steps = 16, 5
-    u0, k = jnp.ones(n), jnp.asarray(1.0)
-    if wrt == "initial":
-        fn = lambda u, t: ls.heat_jvp(u, k, t, steps=steps, variant="factor_once")  # noqa: E731
-        args = (u0, u0)
-    else:
-        fn = lambda kk, t: ls.heat_jvp(u0, kk, None, t, steps=steps, variant="factor_once")  # noqa: E731
-        args = (k, k)
-    jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
+    jaxpr = heat_jvp_jaxpr("factor_once", wrt, n, steps)
 
     # The factorisation is a named call: exactly one in the whole program, none inside any scan.
     def factorisations(jx):

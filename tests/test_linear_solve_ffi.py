@@ -10,7 +10,8 @@ import pytest
 
 import perflab.linear_solve as ls
 
-from .test_linear_solve import _dense, _problem, _scipy_solve, _shift
+from .jaxpr_tools import primitive_eqns
+from .test_linear_solve import _dense, _problem, _scipy_solve, _shift, heat_jvp_jaxpr
 
 TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=2e-3, atol=2e-4)}
 
@@ -259,35 +260,17 @@ def test_heat_factor_once_ffi_substitutes_in_one_call_per_step(wrt):
     # the factorisation once, outside the time loop; inside it exactly one perflab call per step
     # and no scan over the grid; u_1 before and u'_steps after the pipelined loop (diffusivity).
     n, steps = 16, 5
-    u0, k = jnp.ones(n), jnp.asarray(1.0)
-    if wrt == "initial":
-        fn = lambda u, t: ls.heat_jvp(u, k, t, steps=steps, variant="factor_once_ffi")  # noqa: E731
-        args = (u0, u0)
-    else:
-        fn = lambda kk, t: ls.heat_jvp(u0, kk, None, t, steps=steps, variant="factor_once_ffi")  # noqa: E731
-        args = (k, k)
-    jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
+    jaxpr = heat_jvp_jaxpr("factor_once_ffi", wrt, n, steps)
     length = steps if wrt == "initial" else steps - 1
-    loops = [e for e in _eqns(jaxpr) if e.primitive.name == "scan" and e.params["length"] == length]
+    loops = [e for e in primitive_eqns(jaxpr, "scan") if e.params["length"] == length]
     assert len(loops) == 1
-    body = list(_eqns(loops[0].params["jaxpr"].jaxpr))
-    calls = [e for e in body if e.primitive.name == "ffi_call"]
+    body = loops[0].params["jaxpr"].jaxpr
+    calls = primitive_eqns(body, "ffi_call")
     assert [e.params["target_name"] for e in calls] == ["perflab_thomas_substitute"]
     assert calls[0].outvars[0].aval.shape == (n, 2)
-    assert not [e for e in body if e.primitive.name == "scan"]
-    everywhere = [e.params["target_name"] for e in _eqns(jaxpr) if e.primitive.name == "ffi_call"]
+    assert primitive_eqns(body, "scan") == []
+    everywhere = [e.params["target_name"] for e in primitive_eqns(jaxpr, "ffi_call")]
     assert everywhere == ["perflab_thomas_substitute"] * (1 if wrt == "initial" else 3)
-
-
-def _eqns(jaxpr):
-    """Every equation of a jaxpr, nested ones (scan, jit, custom_jvp bodies) included."""
-    for e in jaxpr.eqns:
-        yield e
-        for v in e.params.values():
-            for sub in v if isinstance(v, (list, tuple)) else (v,):
-                inner = getattr(sub, "jaxpr", None)
-                if inner is not None:
-                    yield from _eqns(getattr(inner, "jaxpr", inner))
 
 
 def test_heat_factor_once_ffi_is_forward_mode_and_cpu_only(monkeypatch):
