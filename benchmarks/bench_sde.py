@@ -336,6 +336,14 @@ SWEEP_VARIANTS = [
 N_SETS, SWEEP_TRAJ, SWEEP_STEPS = 32, 100, 1000
 
 
+def _sweep_grid():
+    """The sweep's 32 (theta, sigma) parameter sets, float32: one grid for the benchmark and its
+    reference."""
+    import numpy as np
+
+    return np.linspace(0.5, 2.0, N_SETS, dtype=np.float32), np.linspace(0.1, 0.5, N_SETS, dtype=np.float32)
+
+
 def sweep_fn(variant):
     """The parameter sweep's function and its arguments (the tests trace the same function).
 
@@ -349,8 +357,7 @@ def sweep_fn(variant):
     import jax.numpy as jnp
 
     sde, x0, _, key = _problem()
-    thetas = jnp.linspace(0.5, 2.0, N_SETS, dtype=jnp.float32)
-    sigmas = jnp.linspace(0.1, 0.5, N_SETS, dtype=jnp.float32)
+    thetas, sigmas = (jnp.asarray(a) for a in _sweep_grid())
     chunk = bench_chunk(SWEEP_TRAJ, SWEEP_STEPS, variant)
 
     def sweep(key, thetas, sigmas):
@@ -392,11 +399,7 @@ class ParameterSweep(InterleavedBenchmark):
     def reference(self, operation):
         """Each parameter set's final-time sample moments against its OU Euler chain's, the
         worst of the 32 (`moments_error`)."""
-        import numpy as np
-
-        thetas = np.linspace(0.5, 2.0, N_SETS, dtype=np.float32)
-        sigmas = np.linspace(0.1, 0.5, N_SETS, dtype=np.float32)
-        return _ou_reference(SWEEP_STEPS, thetas, sigmas)
+        return _ou_reference(SWEEP_STEPS, *_sweep_grid())
 
     def track_chunk(self, cache, variant):
         # Deterministic; the control and injected twins report the baseline's chunk.

@@ -24,7 +24,7 @@ _FLAG = "--xla_force_host_platform_device_count"
 if _FLAG not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" {_FLAG}=8").strip()
 
-from ._companions import ErrorOf  # noqa: E402
+from ._companions import ErrorOf, relative_error  # noqa: E402
 from ._interleave import CONTROL, injected_variants  # noqa: E402
 from .common import CostlySetupBenchmark, InterleavedBenchmark, require, skip  # noqa: E402
 
@@ -150,9 +150,7 @@ def leaf_error(result, expected) -> float:
         a, b = np.asarray(g), np.asarray(w)  # gathered to the host in their own dtype
         if not b.size or np.array_equal(a, b):
             continue
-        scale = float(np.max(np.abs(b)))
-        diff = float(np.max(np.abs(a.astype(np.float64) - b)))
-        worst = max(worst, diff / scale if scale else diff)
+        worst = max(worst, relative_error(a, b))  # widened to float64 only when they differ
     return worst
 
 

@@ -151,6 +151,10 @@ def test_every_variant_builds_and_runs_at_the_smallest_cell(name):
                     # Compiled or captured on its first call: the compile time is recorded.
                     if operation != "fm_step":
                         assert got.get(_interleave.key(f"compile:{operation}", params), -1) >= 0, (name, variant)
+                if operation == "fm_step":
+                    # The FM step is eager (torch) or jitted (JAX) under every variant, the
+                    # compiled one included: its program always has a fingerprint.
+                    assert _interleave.key(f"fingerprint:{operation}", params) in got, (name, variant)
             break
         else:
             # A variant this machine cannot run (MACHINE_SKIPS) is left out; the others go on.
