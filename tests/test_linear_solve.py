@@ -255,10 +255,6 @@ def test_heat_equation_jvp(variant, wrt, rng):
     np.testing.assert_allclose(du, fd, rtol=1e-6, atol=1e-8)
 
 
-def _scan_eqns(jaxpr):
-    return [e for e in jaxpr.eqns if e.primitive.name == "scan"]
-
-
 def heat_jvp_jaxpr(variant, wrt, n, steps):
     """The jaxpr of `heat_jvp` along u0 (``wrt="initial"``) or kappa (``"diffusivity"``)."""
     u0, k = jnp.ones(n), jnp.asarray(1.0)

@@ -188,7 +188,10 @@ struct Tridiagonal {
     }
   }
 
-  void sub_matvec(const T* const* t_op, const T* x, T* r) {
+  void sub_matvec(const T* const* t_op, const T* x, T* r) { sub_matvec(t_op, x, r, n); }
+
+  // r <- r - A' x for the bands t_op = (lower, diag, upper) of A'.
+  static void sub_matvec(const T* const* t_op, const T* x, T* r, int n) {
     const T* lo = t_op[0];
     const T* di = t_op[1];
     const T* up = t_op[2];
@@ -348,7 +351,6 @@ std::atomic<int64_t> chunked_calls_count{0};  // read by tests: the parallel pat
 struct ChunkState {
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
-  int64_t chunks = 0;
 };
 
 template <typename Process>
@@ -360,8 +362,7 @@ void run_chunks(ffi::ThreadPool& pool, int64_t total, double work, const Process
   auto state = std::make_shared<ChunkState>();
   // Small chunks (about kChunkWork flops, a few microseconds): the threads finish within one
   // small chunk of each other, whenever the helper started.
-  state->chunks = std::clamp<int64_t>(static_cast<int64_t>(work / kChunkWork), threads, total);
-  const int64_t chunks = state->chunks;
+  const int64_t chunks = std::clamp<int64_t>(static_cast<int64_t>(work / kChunkWork), threads, total);
   const Process* fn = &process;
   auto claim = [state, fn, total, chunks]() {
     for (;;) {
@@ -385,8 +386,6 @@ void next_index(std::vector<int64_t>& index, const std::vector<int64_t>& batch) 
 
 enum class Kind { kSolve, kJvp, kJvpVector };
 
-
-
 template <typename T>
 bool all_finite(const T* x, int n) {
   bool finite = true;
@@ -406,16 +405,14 @@ int64_t tridiagonal_jvp_groups(const std::vector<ffi::AnyBuffer>& in, const std:
   TridiagonalGroup<T, kGroup> group;
   group.resize(n);
   const T nan = std::numeric_limits<T>::quiet_NaN();
-  auto at = [&](int buffer, const std::vector<int64_t>& index) {
-    return in[buffer].template typed_data<T>() + offset_of(bc[buffer], index);
-  };
+  std::vector<int64_t> index = index_of(begin, batch);
+  auto at = [&](int buffer) { return in[buffer].template typed_data<T>() + offset_of(bc[buffer], index); };
   int64_t s = begin;
   for (; s + kGroup <= end; s += kGroup) {
-    const T *lo[kGroup], *di[kGroup], *up[kGroup], *b[kGroup], *tlo[kGroup], *tdi[kGroup], *tup[kGroup], *tb[kGroup];
-    for (int g = 0; g < kGroup; ++g) {
-      std::vector<int64_t> index = index_of(s + g, batch);
-      lo[g] = at(0, index), di[g] = at(1, index), up[g] = at(2, index), b[g] = at(3, index);
-      tlo[g] = at(4, index), tdi[g] = at(5, index), tup[g] = at(6, index), tb[g] = at(7, index);
+    const T *lo[kGroup], *di[kGroup], *up[kGroup], *b[kGroup], *t_op[kGroup][3], *tb[kGroup];
+    for (int g = 0; g < kGroup; ++g, next_index(index, batch)) {
+      lo[g] = at(0), di[g] = at(1), up[g] = at(2), b[g] = at(3);
+      t_op[g][0] = at(4), t_op[g][1] = at(5), t_op[g][2] = at(6), tb[g] = at(7);
     }
     bool ok[kGroup];
     group.factor(lo, di, up, ok);
@@ -423,15 +420,13 @@ int64_t tridiagonal_jvp_groups(const std::vector<ffi::AnyBuffer>& in, const std:
       for (int i = 0; i < n; ++i) group.r[i * kGroup + g] = b[g][i];
     }
     group.solve();
-    for (int g = 0; g < kGroup; ++g) {  // x, then the tangent right-hand side b' - A' x
+    for (int g = 0; g < kGroup; ++g) {  // x, then the tangent right-hand side b' - A' x (in x')
       T* x = x_out + (s + g) * n;
+      T* tx = t_out + (s + g) * n;
       for (int i = 0; i < n; ++i) x[i] = group.r[i * kGroup + g];
-      for (int i = 0; i < n; ++i) {
-        T v = tb[g][i] - tdi[g][i] * x[i];
-        if (i > 0) v -= tlo[g][i - 1] * x[i - 1];
-        if (i + 1 < n) v -= tup[g][i] * x[i + 1];
-        group.r[i * kGroup + g] = v;
-      }
+      std::copy(tb[g], tb[g] + n, tx);
+      Tridiagonal<T>::sub_matvec(t_op[g], x, tx, n);
+      for (int i = 0; i < n; ++i) group.r[i * kGroup + g] = tx[i];
     }
     group.solve();
     for (int g = 0; g < kGroup; ++g) {
@@ -449,11 +444,10 @@ int64_t tridiagonal_jvp_groups(const std::vector<ffi::AnyBuffer>& in, const std:
   return s;
 }
 
-
 // Inputs, in order: the operator's buffers, b, [the operator tangent's buffers (kJvp)],
 // [b' (kJvp, kJvpVector)]. Outputs: x, [x' (kJvp, kJvpVector)].
 template <typename T, template <typename> class Solver>
-ffi::Error run(Kind kind, bool cholesky, ffi::ThreadPool* pool, ffi::RemainingArgs& args,
+ffi::Error run(Kind kind, bool cholesky, ffi::ThreadPool& pool, ffi::RemainingArgs& args,
                ffi::RemainingRets& rets) {
   constexpr int nop = Solver<T>::kOperatorBuffers;
   const int n_in = nop + 1 + (kind == Kind::kJvp ? nop + 1 : kind == Kind::kJvpVector ? 1 : 0);
@@ -616,16 +610,16 @@ ffi::Error run(Kind kind, bool cholesky, ffi::ThreadPool* pool, ffi::RemainingAr
   // thread handoff; a shared operator (jax.jacfwd, vmap over b only) stays on one thread so
   // that it is factorised once.
   const double work_estimate = static_cast<double>(total) * Solver<T>::cost(n);
-  if (!distinct_ops || work_estimate < kParallelMinWork || pool == nullptr) {
+  if (!distinct_ops || work_estimate < kParallelMinWork) {
     process(0, total);
   } else {
-    run_chunks(*pool, total, work_estimate, process);
+    run_chunks(pool, total, work_estimate, process);
   }
   return ffi::Error::Success();
 }
 
 template <template <typename> class Solver>
-ffi::Error dispatch(Kind kind, bool cholesky, ffi::ThreadPool* pool, ffi::RemainingArgs args,
+ffi::Error dispatch(Kind kind, bool cholesky, ffi::ThreadPool& pool, ffi::RemainingArgs args,
                     ffi::RemainingRets rets) {
   if (args.size() < 1) return ffi::Error::InvalidArgument("perflab ffi: no operands");
   auto first = args.get<ffi::AnyBuffer>(0);
@@ -649,7 +643,7 @@ ffi::Error dispatch(Kind kind, bool cholesky, ffi::ThreadPool* pool, ffi::Remain
 
 #define PERFLAB_HANDLER(NAME, SOLVER, KIND, CHOL)                                                    \
   ffi::Error NAME##_impl(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::RemainingRets rets) { \
-    return dispatch<SOLVER>(KIND, CHOL, &pool, args, rets);                                         \
+    return dispatch<SOLVER>(KIND, CHOL, pool, args, rets);                                          \
   }                                                                                                  \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, NAME##_impl,                                                   \
                                 ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().RemainingArgs().RemainingRets());

@@ -121,14 +121,6 @@ def _thomas_substitute(factors, rhs):
     return x
 
 
-def _substitution(variant):
-    if variant == "factor_once_ffi":
-        from . import _ffi
-
-        return _ffi.thomas_substitute
-    return _thomas_substitute
-
-
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
 def _factored_steps(substitute, steps, operator, factors, u0):
     """`steps` substitutions u <- A^-1 u with the stored factors (the factor_once time loop);
@@ -226,13 +218,15 @@ def heat_solve(u0, kappa, *, steps: int, dt: float = 1e-4, variant: str | None =
     operator = heat_operator(u0.shape[0], kappa, dt)
 
     if variant in ("factor_once", "factor_once_ffi"):
+        substitute = _thomas_substitute
         if variant == "factor_once_ffi":
             from . import _ffi
 
             _ffi.check_platform(u0, kappa, variant=variant)
             _ffi.check_forward_mode(u0, kappa, variant=variant)
+            substitute = _ffi.thomas_substitute
         factors = _thomas_factor(jax.lax.stop_gradient(operator))
-        return _factored_steps(_substitution(variant), steps, operator, factors, u0)
+        return _factored_steps(substitute, steps, operator, factors, u0)
 
     def step(u, _):
         return linear_solve("tridiagonal", operator, u, variant=variant), None
