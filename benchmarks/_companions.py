@@ -1,8 +1,9 @@
 """What does not drift, recorded beside every timing: compiled cost, program fingerprint, compile
 time and numerical error of each callable an interleaved class measures.
 
-Computed in the first measuring process only (they are properties of the program, not of the
-process), before the timed rounds start. JAX callables made by `common.jit_compile` carry their
+The deterministic ones are computed in the first measuring process of a setup cache (they are
+properties of the program, not of the process), compile times in every process, all before the
+timed rounds start. JAX callables made by `common.jit_compile` carry their
 compiled executable: XLA's own cost analysis and the optimised HLO are read from it. Callables
 that run torch ops are run once under `torch.utils.flop_counter.FlopCounterMode` and a dispatch
 recorder whose op sequence is the fingerprint. Other callables (Cython, numpy) have no cost or
@@ -32,17 +33,18 @@ import math
 import re
 import sys
 
-from . import _interleave
-
 # metric -> asv unit of its track method
 METRICS = {
     "flops": "flops",
     "bytes": "bytes accessed",
+    "memory": "bytes",
     "fingerprint": "program hash",
     "compile": "seconds to compile",
     "error": "relative error",
 }
-
+# Figures measured again in every process (a sample per asv round); the others are properties
+# of the program, the same in every process.
+SAMPLED = {"compile"}
 
 
 class ErrorOf:
@@ -123,24 +125,22 @@ def hlo_fingerprint(text: str) -> float:
     return fingerprint_value(hashlib.sha256(body.encode()).hexdigest())
 
 
-def describe(call, operation: str, params, reference) -> dict[str, float]:
-    """The companions of one callable, keyed as the cache keys them (``"flops:jvp|lu|100|fused"``).
+def describe(call, reference) -> dict[str, float]:
+    """The companions of one callable.
 
     Arguments:
         call: the warm, blocking callable (returns its output).
-        operation: its operation name.
-        params: the cell's parameters, the variant last.
         reference: zero-argument callable giving the study's reference for this cell: the
             expected output, an `ErrorOf`, or ``None`` (see the module's doc).
 
     Returns:
-        metric key -> value, for the metrics this callable has.
+        metric -> value, for the metrics this callable has.
     """
     out = {}
 
     def put(metric, value):
         if value is not None and math.isfinite(value):
-            out[_interleave.key(f"{metric}:{operation}", params)] = float(value)
+            out[metric] = float(value)
 
     compiled = getattr(call, "compiled", None)
     if compiled is not None:
@@ -148,30 +148,63 @@ def describe(call, operation: str, params, reference) -> dict[str, float]:
         cost = cost[0] if isinstance(cost, list) else (cost or {})
         put("flops", cost.get("flops"))
         put("bytes", cost.get("bytes accessed"))
+        put("memory", program_memory(compiled))
         put("fingerprint", hlo_fingerprint(compiled.as_text()))
-        put("compile", getattr(call, "compile_seconds", None))
         result = call()
     elif getattr(call, "torch_compiled", False):
         # torch.compile'd code refuses to run under a dispatch mode (and is poisoned for later
-        # calls by trying), so it has no op-level fingerprint or flop count: its first-call
-        # compile time (measured at build, `common.first_call_compile`) and its error.
-        put("compile", getattr(call, "compile_seconds", None))
+        # calls by trying), so it has no op-level fingerprint or flop count.
         result = call()
     elif "torch" in sys.modules:
         result, flops, ops = _torch_trace(call)
         if ops:
             put("flops", flops)
             put("fingerprint", fingerprint_value(hashlib.sha256("\n".join(ops).encode()).hexdigest()))
-        # Eager torch compiles nothing; a CUDA-graph capture (GPU only) is its compile step.
-        put("compile", getattr(call, "compile_seconds", None))
     else:
         result = call()
+    out.update(compile_time(call))
     try:
         expected = reference()
     except NotImplementedError:  # `skip`: no reference in this commit/environment (n/a)
         expected = None
     put("error", error_of(result, expected))
     return out
+
+
+def compile_time(call) -> dict[str, float]:
+    """``{"compile": seconds}`` where building `call` compiled something (see the module's doc).
+
+    Arguments:
+        call: a callable built by the suite.
+
+    Returns:
+        The compile time, or an empty dict (eager torch, Cython and numpy compile nothing).
+    """
+    seconds = getattr(call, "compile_seconds", None)
+    return {"compile": float(seconds)} if seconds is not None and math.isfinite(seconds) else {}
+
+
+def program_memory(compiled) -> float | None:
+    """Bytes an XLA executable holds while it runs: its arguments, outputs and temporaries.
+
+    XLA's `memory_analysis()` of the compiled program: deterministic for a program and a
+    backend, unlike the process's peak resident memory, which holds the compiler too.
+
+    Arguments:
+        compiled: a `jax.stages.Compiled`.
+
+    Returns:
+        The bytes, or None where the backend gives no analysis.
+    """
+    try:
+        stats = compiled.memory_analysis()
+    except (AttributeError, NotImplementedError):
+        return None
+    if stats is None:
+        return None
+    parts = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes")
+    total = sum(getattr(stats, part, 0) for part in parts)
+    return total - getattr(stats, "alias_size_in_bytes", 0)
 
 
 def _torch_trace(call):
@@ -215,12 +248,8 @@ def relative_error(result, expected) -> float:
 
 
 def _leaves(tree):
+    import jax
     import numpy as np
 
-    if isinstance(tree, dict):
-        return [x for k in sorted(tree) for x in _leaves(tree[k])]
-    if isinstance(tree, (list, tuple)):
-        return [x for item in tree for x in _leaves(item)]
-    if hasattr(tree, "detach"):
-        tree = tree.detach().cpu().numpy()
-    return [np.asarray(tree, dtype=np.float64)]
+    leaves = jax.tree_util.tree_leaves(tree)
+    return [np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64) for x in leaves]

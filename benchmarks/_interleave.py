@@ -1,21 +1,37 @@
-"""Variants measured interleaved in one process, repeated over several fresh processes.
+"""The interleaved measurement: every variant of a cell timed in the same fresh process, one
+process per asv round.
 
 On the 2-core machines this suite runs on, the largest source of noise is the process: the same
-program started again lands 25-100% away, while inside one process it moves by 1-2%. So
-`InterleavedBenchmark.setup_cache` starts `processes` fresh Python processes (this module run as a
-script). Each builds and warms every callable of every cell, then measures the variants of a cell
+program started again lands 25-100% away, while inside one process it moves by 1-2%. So each asv
+round of an `InterleavedBenchmark` class is one fresh Python process (this module run as a
+script) that builds and warms every callable of every cell, then measures the variants of a cell
 in a new random order in each of `rounds_per_process` rounds (A C B, B A C, ...), each
-measurement `k` calls long with `k` set so that a measurement lasts `measurement_time`, and keeps
-per callable the median per-call time over its rounds. asv then records, per cell, one sample per
-process: the statistics of asv compare and of the report see the process as the unit of noise,
-and samples of one class share their process order, so the report can pair the variants of a
-cell process by process.
+measurement `k` calls long with `k` set so that it lasts `measurement_time`, and keeps per
+callable the median per-call time over its rounds. asv records one sample per round, so `asv
+compare`, `asv publish` and the report see the process as the unit of noise, and the samples of
+one class share their round order: the report pairs the variants of a cell round by round.
+
+How rounds map onto processes. asv keys a class's `setup_cache` and runs it once per
+`run_benchmarks` call, handing its result to every round of that call:
+
+- commits compared with asv's `--interleave-rounds` (the default of `asv continuous`, `asv run
+  A^! B^!` and `asv run A..B` in virtualenv environments) get one `run_benchmarks` call per
+  (round, commit), alternating the commit order round by round: each round's `setup_cache`
+  measures that round's process, so commit A's and commit B's processes alternate;
+- a single commit (`asv run --python=same ...`) gets one call for all rounds: `setup_cache`
+  measures the first process and each later round measures its own when it first reads the
+  cache (`_RoundCache`), so a recording still holds one sample per process.
+
+asv's ``--quick`` runs one round: one process, the smoke run.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
+import hashlib
 import importlib
+import itertools
 import json
 import math
 import os
@@ -25,6 +41,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from . import _companions
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,18 +54,13 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTROL = "control"
 INJECTED = {"plus5pct": 0.05, "plus10pct": 0.10}
 INJECT_ENV = "PERFLAB_INJECT"
-
-
 QUICK_ENV = "PERFLAB_QUICK"
+# Only calibration sets it: a scratch commit turns it on to make the library itself slower.
+SLOWDOWN_ENV = "PERFLAB_LIBRARY_SLOWDOWN"
 
 
 def quick() -> bool:
-    """Whether PERFLAB_QUICK=1 asks for a smoke run: one process, one round per callable.
-
-    asv's own ``--quick`` does not reach `setup_cache`, where the processes are started, so
-    ``PERFLAB_QUICK=1 asv run --quick`` is the suite's quick run; results of one process are
-    shown as "n=1, not tested" by the report.
-    """
+    """Whether PERFLAB_QUICK=1 asks for one timed round per callable inside each process."""
     return os.environ.get(QUICK_ENV) == "1"
 
 
@@ -64,12 +77,15 @@ def spin(seconds: float) -> None:
 
 
 def _timed(call, k, fraction):
-    start = time.perf_counter()
+    # A callable may carry its own clock (``call.timer``, e.g. `time.thread_time`); wall clock
+    # otherwise.
+    clock = getattr(call, "timer", time.perf_counter)
+    start = clock()
     for _ in range(k):
         call()
     if fraction:
-        spin(fraction * (time.perf_counter() - start))
-    return (time.perf_counter() - start) / k
+        spin(fraction * (clock() - start))
+    return (clock() - start) / k
 
 
 def _calls_for(call, target):
@@ -126,38 +142,313 @@ def key(operation: str, params) -> str:
     return "|".join([operation, *map(str, params)])
 
 
-def run_processes(module: str, qualname: str, processes: int, timeout: float) -> dict:
-    """Run the measuring worker of `module.qualname` in `processes` fresh processes, one at a time.
+class InterleavedBenchmark:
+    """Base class for comparing variants: every cell measured interleaved, one process per round.
+
+    A subclass declares `params`/`param_names` with the variant parameter last, lists its timed
+    `operations` (and any per-process `ratios` of two of them), names the `baseline` variant the
+    control twin copies (and the `optimised` one reports treat as AFTER), implements
+    `build(operation, *params)` returning a warm, blocking zero-argument callable (or raising
+    `NotImplementedError` via `common.skip`/`common.require`: that cell is recorded n/a, with
+    the reason), and defines its own one-line ``setup_cache`` returning
+    ``self.measure_round()``: asv keys a setup cache by the module and line of its definition,
+    so an inherited one would hand one class's measurements to every class.
+    `track_<operation>` (seconds per call), `track_<ratio>` and the companions'
+    `track_<operation>_<metric>` methods are generated.
+
+    The variant list must include `"control"` (the baseline's callable measured again under a
+    second name: identical code, which the report must not find different). Under
+    PERFLAB_INJECT=1 (calibration only) the twins `plus5pct` and `plus10pct` are added.
+
+    Attributes:
+        processes: asv rounds, one fresh measuring process each; the unit of noise.
+        rounds_per_process: interleaved measurements of each callable in one process.
+        measurement_time: seconds one measurement lasts (it holds as many calls as that takes).
+    """
+
+    operations: tuple[str, ...] = ()
+    # name -> (numerator operation, denominator operation, unit): per-process ratios.
+    ratios: dict[str, tuple[str, str, str]] = {}
+    baseline: str = ""
+    optimised: str = ""
+    processes = 5
+    rounds_per_process = 7
+    measurement_time = 0.004
+    # Per asv benchmark call (one cell of one round); a round that measures its own process
+    # takes that process's time, so it gets the class's whole budget.
+    timeout = 120
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_") and "setup_cache" not in vars(cls):
+            raise TypeError(
+                f"{cls.__module__}.{cls.__qualname__} must define its own `def setup_cache(self): "
+                "return self.measure_round()`: asv shares a setup cache between classes whose "
+                "setup_cache is defined at the same module and line"
+            )
+        if "setup_cache" in vars(cls):
+            cls.setup_cache.timeout = cls.timeout * 10
+        for operation in cls.operations:
+            if f"track_{operation}" not in vars(cls):
+                setattr(cls, f"track_{operation}", _samples_method(operation))
+            for metric, unit in _companions.METRICS.items():
+                if f"track_{operation}_{metric}" not in vars(cls):
+                    setattr(cls, f"track_{operation}_{metric}", _companion_method(metric, operation, unit))
+        for name, (numerator, denominator, unit) in cls.ratios.items():
+            if f"track_{name}" not in vars(cls):
+                setattr(cls, f"track_{name}", _ratio_method(numerator, denominator, unit))
+        for name in dir(cls):
+            if name.startswith("track_"):
+                fn = getattr(cls, name)
+                setattr(cls, name, _per_round(cls, name, getattr(fn, "__wrapped__", fn)))
+
+    def build(self, operation: str, *params):
+        """The warm callable of `operation` at `params` (the variant last); see the class doc."""
+        raise NotImplementedError
+
+    def reference(self, operation: str, *head):
+        """The study's reference output for `operation` at a cell (all parameters but the
+        variant), for the recorded numerical error; ``None`` where the class has none."""
+        return None
+
+    def cells(self):
+        """The parameter combinations, grouped by everything but the variant."""
+        for head in itertools.product(*self.params[:-1]):
+            yield head, list(self.params[-1])
+
+    def measure_process(self, full: bool = True) -> dict:
+        """Build and measure every cell of this class in the current process.
+
+        Arguments:
+            full: also record the deterministic companions (cost, fingerprint, error), which
+                one process per cache suffices for; compile times are recorded in every process.
+
+        Returns:
+            ``{"values": {key: value}, "skipped": {key: reason}}``.
+        """
+        values, skipped = {}, {}
+        for head, variants in self.cells():
+            calls, twins = {}, {}
+            for operation in self.operations:
+                for variant in variants:
+                    name = key(operation, (*head, variant))
+                    twin = variant == CONTROL or variant in INJECTED
+                    try:
+                        call = self.build(operation, *head, self.baseline if twin else variant)
+                    except NotImplementedError as err:
+                        skipped[name] = str(err)
+                        continue
+                    if variant in INJECTED:
+                        twins[name] = (key(operation, (*head, self.baseline)), INJECTED[variant])
+                        continue
+                    calls[name] = call
+                    if full:
+                        figures = _companions.describe(call, functools.partial(self.reference, operation, *head))
+                    else:
+                        figures = _companions.compile_time(call)
+                    values.update({key(f"{metric}:{operation}", (*head, variant)): v for metric, v in figures.items()})
+            twins = {n: t for n, t in twins.items() if t[0] in calls}
+            if calls:
+                rounds = 1 if quick() else self.rounds_per_process
+                values.update(
+                    measure(
+                        calls,
+                        rounds=rounds,
+                        target=self.measurement_time,
+                        twins=twins,
+                        seed=int.from_bytes(os.urandom(4), "little"),
+                    )
+                )
+        return {"values": values, "skipped": skipped}
+
+    def measure_round(self) -> dict:
+        """This asv round's measuring process, started fresh; the body of every `setup_cache`.
+
+        Returns:
+            ``{"values": {key: [value]}, "skipped": {...}, "provenance": {...}}``.
+        """
+        provenance = _recorded_provenance()
+        cls = type(self)
+        cache = run_process(cls.__module__, cls.__qualname__, full=True, timeout=self.timeout * 10)
+        cache["provenance"] = provenance
+        return cache
+
+    def setup(self, cache, *params):
+        names = [key(operation, params) for operation in self.operations]
+        if not any(name in cache["values"] for name in names):
+            _skip(cache["skipped"].get(names[0], f"{names[0]} was not measured"))
+
+    def samples(self, cache, operation: str, params) -> dict:
+        """asv's timing-result form for one cell: this round's sample (seconds per call).
+
+        Arguments:
+            cache: this round's measurements.
+            operation: one of `operations`.
+            params: the cell's parameter values, the variant last.
+
+        Returns:
+            ``{"samples": [...], "number": 1}``; NaN (n/a) where this operation was not
+            measured in an otherwise measured cell.
+        """
+        name = key(operation, params)
+        if name not in cache["values"]:
+            return math.nan
+        return {"samples": cache["values"][name], "number": 1}
+
+    def ratio(self, cache, numerator: str, denominator: str, params) -> dict:
+        """This round's ratio of two operations of one cell (measured interleaved in its process).
+
+        Returns:
+            ``{"samples": [...], "number": 1}``; NaN where either is missing.
+        """
+        num, den = (cache["values"].get(key(op, params)) for op in (numerator, denominator))
+        if num is None or den is None:
+            return math.nan
+        return {"samples": [a / b for a, b in zip(num, den)], "number": 1}
+
+
+def _skip(reason):
+    raise NotImplementedError(reason)
+
+
+def _per_round(cls, name, fn):
+    # A sampled figure is read once per asv round, from that round's process; a deterministic
+    # companion (one value, the same in every process) is read in one round only.
+    deterministic = getattr(fn, "deterministic", False)
+
+    @functools.wraps(fn)
+    def track(self, cache, *params):
+        return fn(self, _RoundCache.of(cache, type(self), name, params), *params)
+
+    track.rounds = 1 if deterministic else cls.processes
+    track.timeout = cls.timeout * 10
+    # Exported by asv into benchmarks.json: the report and the calibration read the roles,
+    # the control and the pairing there.
+    track.baseline = cls.baseline
+    track.optimised = cls.optimised
+    track.control = CONTROL
+    track.paired_processes = True
+    track.processes = cls.processes
+    return track
+
+
+class _RoundCache:
+    # asv runs every benchmark call with its current folder set to the setup cache's folder,
+    # and a cache serves one round (interleaved commits) or all rounds (a single commit). The
+    # n-th read of one (method, cell) from a folder is round n's: the first is the process
+    # `setup_cache` measured, a later one the process of its round, measured by the round's
+    # first reader and kept beside the cache for the round's other readers.
+    @staticmethod
+    def of(cache, cls, method, params):
+        folder = os.getcwd()
+        if not os.path.exists(os.path.join(folder, "cache.pickle")):
+            return cache  # called outside asv (tests): the cache is all there is
+        counter = os.path.join(folder, "perflab-reads", hashlib.sha1(repr((method, params)).encode()).hexdigest())
+        os.makedirs(os.path.dirname(counter), exist_ok=True)
+        n = int(open(counter).read()) if os.path.exists(counter) else 0
+        with open(counter, "w") as fh:
+            fh.write(str(n + 1))
+        if n == 0:
+            return cache
+        path = os.path.join(folder, f"perflab-process-{n}.json")
+        if not os.path.exists(path):
+            measured = run_process(cls.__module__, cls.__qualname__, full=False, timeout=cls.timeout * 10)
+            with open(path + ".tmp", "w") as fh:
+                json.dump(measured, fh)
+            os.replace(path + ".tmp", path)
+        with open(path) as fh:
+            measured = json.load(fh)
+        # Deterministic companions come from the first process; timings from this round's.
+        values = {**{k: v for k, v in cache["values"].items() if ":" in k}, **measured["values"]}
+        return {**cache, "values": values}
+
+
+def _recorded_provenance():
+    # A recorded run must have timed the commit it is labelled with: checked before anything is
+    # measured. asv's own builds (ASV_COMMIT set) are judged by the wheel's build info, written
+    # by setup.py from asv's clean checkout of that commit; `--python=same` runs by the
+    # installed perflab's own `provenance.check`. Commits that predate either cannot say.
+    label = os.environ.get("ASV_COMMIT")
+    if label:
+        try:
+            from perflab import _build_info
+        except ImportError:
+            return None
+        commit = _build_info.COMMIT or ""
+        if commit and not (commit.startswith(label) or label.startswith(commit)):
+            raise RuntimeError(f"asv built commit {label[:8]}, but the installed perflab says it is {commit[:8]}")
+        if _build_info.DIRTY:
+            raise RuntimeError(f"asv's build of commit {label[:8]} has uncommitted changes in its build info")
+        return {"commit": commit or label, "dirty": False, "source": "build info of asv's wheel"}
+    try:
+        from perflab import provenance
+    except ImportError:
+        return None
+    labelled = getattr(provenance, "labelled_commit", lambda: None)()
+    code = provenance.check(labelled)
+    return {"commit": code.commit, "dirty": code.dirty, "source": code.source}
+
+
+def _samples_method(operation):
+    def track(self, cache, *params):
+        return self.samples(cache, operation, params)
+
+    track.unit = "seconds"
+    return track
+
+
+def _companion_method(metric, operation, unit):
+    def track(self, cache, *params):
+        recorded = cache["values"].get(key(f"{metric}:{operation}", params))
+        if not recorded:
+            return math.nan
+        if metric in _companions.SAMPLED:
+            return {"samples": recorded, "number": 1}
+        return recorded[0]
+
+    track.unit = unit
+    track.deterministic = metric not in _companions.SAMPLED
+    return track
+
+
+def _ratio_method(numerator, denominator, unit):
+    def track(self, cache, *params):
+        return self.ratio(cache, numerator, denominator, params)
+
+    track.unit = unit
+    return track
+
+
+def run_process(module: str, qualname: str, *, full: bool, timeout: float) -> dict:
+    """Run the measuring worker of `module.qualname` in one fresh process.
+
+    Arguments:
+        module, qualname: the class.
+        full: whether the process also records the deterministic companions.
+        timeout: seconds before the process is given up.
 
     Returns:
-        ``{"values": {key: [one value per process]}, "skipped": {key: reason},
-        "processes": processes}``; values of a key are in process order in every key.
+        ``{"values": {key: [value]}, "skipped": {key: reason}}``.
     """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([_ROOT, *filter(None, [env.get("PYTHONPATH")])])
-    values, skipped = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for index in range(processes):
-            out = os.path.join(tmp, f"{index}.json")
-            cmd = [sys.executable, "-m", "benchmarks._interleave", module, qualname, str(index), out]
-            proc = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True, timeout=timeout)
-            if proc.returncode != 0:
-                raise RuntimeError(
-                    f"{module}.{qualname}: measuring process {index} failed (exit {proc.returncode}):\n"
-                    f"{proc.stderr[-4000:]}"
-                )
-            with open(out) as fh:
-                result = json.load(fh)
-            for name, value in result["values"].items():
-                values.setdefault(name, []).append(value)
-            skipped.update(result["skipped"])
-    return {"values": values, "skipped": skipped, "processes": processes}
+        out = os.path.join(tmp, "out.json")
+        cmd = [sys.executable, "-m", "benchmarks._interleave", module, qualname, "full" if full else "timing", out]
+        proc = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"{module}.{qualname}: measuring process failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+            )
+        with open(out) as fh:
+            result = json.load(fh)
+    return {"values": {k: [v] for k, v in result["values"].items()}, "skipped": result["skipped"]}
 
 
 def _main(argv):
-    module, qualname, index, out = argv
+    module, qualname, mode, out = argv
     cls = getattr(importlib.import_module(module), qualname)
-    result = cls().measure_process(int(index))
+    result = cls().measure_process(full=mode == "full")
     with open(out, "w") as fh:
         json.dump(result, fh)
 

@@ -45,5 +45,8 @@ class Calibration(InterleavedBenchmark):
     processes = 4
     rounds_per_process = 5
 
+    def setup_cache(self):
+        return self.measure_round()
+
     def build(self, operation, variant):
         return _workload(variant)

@@ -37,6 +37,7 @@ from ._interleave import CONTROL, injected_variants
 from .common import (
     Benchmark,
     InterleavedBenchmark,
+    call_peak_bytes,
     compile_cache_dir,
     first_call_compile,
     jit_compile,
@@ -90,12 +91,23 @@ def _flops(config):
     return 6 * batch * heads * chunks * chunk * HEAD_DIM * HEAD_DIM
 
 
+def _host_only(variant):
+    # The torch and Cython variants run on the host CPU (numpy inputs, CPU tensors): beside JAX's
+    # device rows their times would read as device figures.
+    import jax
+
+    backend = jax.default_backend()
+    if not variant.startswith("jax") and backend != "cpu":
+        skip(f"{variant} runs on the host CPU in this suite; JAX's backend here is {backend}")
+
+
 @functools.lru_cache(maxsize=None)
 def _call(config, variant):
     """A warm zero-argument call of one variant on one config's inputs (blocks until done)."""
     dr = _study()
     if variant not in dr.DELTA_RULE.variants:
         skip(f"variant {variant!r} does not exist in this commit")
+    _host_only(variant)
     args = _inputs(config)
     if variant.startswith("jax"):
         import jax
@@ -190,6 +202,7 @@ class DeltaRule(InterleavedBenchmark):
     param_names = ["config", "variant"]
     operations = ("forward", "matmul")
     baseline = BASELINE
+    optimised = "cython"
     # A process spends most of its time building (imports, XLA compiles, torch_compiled's 20-60 s
     # inductor compile) and the large config's calls take 0.15-0.6 s: a measurement is one call
     # of the slow cells, five interleaved rounds add only seconds, and three processes keep the
@@ -198,6 +211,9 @@ class DeltaRule(InterleavedBenchmark):
     rounds_per_process = 5
     measurement_time = 0.05
     timeout = 600
+
+    def setup_cache(self):
+        return self.measure_round()
 
     def build(self, operation, config, variant):
         call = _call(config, variant)  # a variant that cannot run skips both operations
@@ -208,15 +224,18 @@ class DeltaRule(InterleavedBenchmark):
         (its error is `MatmulPeak`'s): none."""
         return _reference(config) if operation == "forward" else None
 
-    def track_gflops(self, cache, config, variant):
-        """Useful FLOPs of the recurrent form (6 d^2 per token and head) / time, per process."""
+    def track_seconds_per_gflop(self, cache, config, variant):
+        """Time per GFLOP of the recurrent form's useful work (6 d^2 per token and head), per
+        process: a rate written lower-is-better, as asv reads every figure."""
         times = self.samples(cache, "forward", (config, variant))
-        return _per_process(times, lambda t: _flops(config) / t / 1e9)
+        return _per_process(times, lambda t: t / (_flops(config) / 1e9))
 
-    track_gflops.unit = "GFLOP/s"
+    track_seconds_per_gflop.unit = "s/GFLOP"
 
-    def track_peak_fraction(self, cache, config, variant):
-        """GFLOP/s as a fraction of the matmul's, per process: t(matmul) / t(variant) x FLOP ratio.
+    def track_time_over_peak(self, cache, config, variant):
+        """The variant's time over the time its useful FLOPs would take at the matmul's rate, per
+        process: t(variant) / t(matmul) / FLOP ratio, the reciprocal of the fraction of peak
+        (lower is better, as asv reads every figure; 4 is 25% of peak).
 
         The matmul is the same call under every variant's name; per process its time is the
         median over all of the cell's names (not only this variant's), so every variant of a
@@ -230,9 +249,9 @@ class DeltaRule(InterleavedBenchmark):
             return math.nan
         peak = [statistics.median(per_process) for per_process in zip(*peaks)]
         scale = _flops(config) / (2 * PEAK_SIZE**3)
-        return {"samples": [p / t * scale for p, t in zip(peak, times["samples"])], "number": 1}
+        return {"samples": [t / p / scale for p, t in zip(peak, times["samples"])], "number": 1}
 
-    track_peak_fraction.unit = "fraction"
+    track_time_over_peak.unit = "x peak time"
 
 
 def _cores(call):
@@ -265,12 +284,15 @@ class DeltaRuleCores(_LargeConfig):
 
 
 class DeltaRuleMemory(_LargeConfig):
-    """Peak resident memory of a process running the large config once per variant."""
+    """Peak resident memory one call of the large config adds, after its warm-up call
+    (`common.call_peak_bytes`): what the variant needs, not what compiling it took."""
 
     repeat = 1
 
-    def peakmem_forward(self, config, variant):
-        self.call()
+    def track_peak_memory(self, config, variant):
+        return call_peak_bytes(self.call)
+
+    track_peak_memory.unit = "bytes"
 
 
 MATMUL_SIZES = [1024, 2048]
@@ -295,6 +317,9 @@ class MatmulPeak(InterleavedBenchmark):
     rounds_per_process = 5
     measurement_time = 0.1
 
+    def setup_cache(self):
+        return self.measure_round()
+
     def build(self, operation, size, variant):
         return _matmul(variant, size)
 
@@ -302,11 +327,11 @@ class MatmulPeak(InterleavedBenchmark):
         """The same product in numpy float64 (one-thread BLAS: 0.1 s at 1024, ~1 s at 2048)."""
         return _matmul_reference(size)
 
-    def track_gflops(self, cache, size, variant):
+    def track_seconds_per_gflop(self, cache, size, variant):
         times = self.samples(cache, "matmul", (size, variant))
-        return _per_process(times, lambda t: 2 * size**3 / t / 1e9)
+        return _per_process(times, lambda t: t / (2 * size**3 / 1e9))
 
-    track_gflops.unit = "GFLOP/s"
+    track_seconds_per_gflop.unit = "s/GFLOP"
 
 
 class MatmulCores(Benchmark):

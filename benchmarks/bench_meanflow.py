@@ -122,8 +122,28 @@ def _torch_if_present():
     return torch
 
 
+# Trims for a run that must fit a short window (tools/gpu/record.sh); unset, everything runs.
+# Parameter values stay the same: what is left out is recorded n/a with the reason.
+SKIP_ENV, RATIOS_ENV, PROCESSES_ENV = "PERFLAB_MEANFLOW_SKIP", "PERFLAB_MEANFLOW_RATIOS", "PERFLAB_MEANFLOW_PROCESSES"
+
+
+def _listed(name):
+    return [v.strip() for v in os.environ.get(name, "").split(",") if v.strip()]
+
+
+def _processes(default):
+    value = os.environ.get(PROCESSES_ENV)
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{PROCESSES_ENV} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def _check(variant):
     """Skip what this machine cannot run: torch missing, cuda_graph without CUDA, compiled on CPU."""
+    if variant in _listed(SKIP_ENV):
+        skip(f"{variant} is left out of this run by {SKIP_ENV}")
     if variant == "jax":
         require("perflab.meanflow.jax")
         return
@@ -356,7 +376,7 @@ class _MeanFlowClass(InterleavedBenchmark):
     # noise) and a few dozen of the fast ones; five interleaved rounds give a per-process median;
     # four processes are the process-level samples. Each class's asv run then stays within a
     # few minutes on the shared 2-core machine.
-    processes = 4
+    processes = _processes(4)
     rounds_per_process = 5
     measurement_time = 0.05
     # One measuring process's build (cold XLA cache: 1-3 minutes per program) must fit.
@@ -374,10 +394,17 @@ class MeanFlowStep(_MeanFlowClass):
     param_names = ["model", "ratio", "variant"]
     operations = ("step",)
     baseline = BASELINE
+    optimised = "stacked"
     # 54 step callables make a process last about a minute: one process fewer keeps the run short.
-    processes = 3
+    processes = _processes(3)
+
+    def setup_cache(self):
+        return self.measure_round()
 
     def build(self, operation, model, ratio, variant):
+        ratios = _listed(RATIOS_ENV)
+        if ratios and ratio not in ratios:
+            skip(f"ratio {ratio} is left out of this run by {RATIOS_ENV}")
         return _calls(variant, model, ratio, [operation])[operation]
 
     def reference(self, operation, model, ratio):
@@ -397,6 +424,10 @@ class MeanFlowOverhead(_MeanFlowClass):
     param_names = ["model", "variant"]
     operations = ("step", "fm_step")
     baseline = BASELINE
+    optimised = "stacked"
+
+    def setup_cache(self):
+        return self.measure_round()
 
     def build(self, operation, model, variant):
         return _calls(variant, model, "0.25", [operation])[operation]
@@ -423,6 +454,9 @@ class JVPCost(_MeanFlowClass):
     operations = ("jvp", "forward")
     baseline = "func_jvp"  # naive's JVP code
 
+    def setup_cache(self):
+        return self.measure_round()
+
     def build(self, operation, model, variant):
         return _calls(JVPS[variant], model, "0.25", [operation])[operation]
 
@@ -443,6 +477,9 @@ class Forward(_MeanFlowClass):
     operations = ("forward",)
     baseline = "eager"  # naive's forward
 
+    def setup_cache(self):
+        return self.measure_round()
+
     def build(self, operation, model, variant):
         return _calls(FORWARDS[variant], model, "0.25", [operation])[operation]
 
@@ -457,6 +494,9 @@ class FMStep(_MeanFlowClass):
     param_names = ["model", "variant"]
     operations = ("fm_step",)
     baseline = "eager"  # naive's FM step
+
+    def setup_cache(self):
+        return self.measure_round()
 
     def build(self, operation, model, variant):
         return _calls(FM_STEPS[variant], model, "0.25", [operation])[operation]

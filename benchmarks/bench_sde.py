@@ -23,10 +23,11 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
+import os
 
 from ._companions import ErrorOf
 from ._interleave import CONTROL, injected_variants
-from .common import Benchmark, CostlySetupBenchmark, InterleavedBenchmark, jit_compile, require, skip
+from .common import Benchmark, InterleavedBenchmark, jit_compile, require, skip
 
 VARIANTS = [
     "pregen",
@@ -59,6 +60,29 @@ def _check_variant(variant, n_traj, n_steps):
         skip("diffrax is not installed")
     if variant == "diffrax_vbt" and n_traj * n_steps > VBT_MAX_TRAJ_STEPS:
         skip("diffrax_vbt is timed at 100 x 1000 only (about 2 s per call beyond)")
+
+
+SIZE_ENV = "PERFLAB_SDE_SIZE"
+GPU_SIZE = (1000, 10000)
+
+
+def _check_size(n_traj, n_steps):
+    # PERFLAB_SDE_SIZE=gpu (or NxM, one cell of the grid) measures one size and records the
+    # others n/a: the grid stays the same on every machine, so reports still pair the cells.
+    chosen = os.environ.get(SIZE_ENV, "")
+    if not chosen:
+        return
+    if chosen == "gpu":
+        wanted = GPU_SIZE
+    else:
+        try:
+            wanted = tuple(int(v) for v in chosen.split("x"))
+        except ValueError:
+            wanted = ()
+        if len(wanted) != 2:
+            raise ValueError(f"{SIZE_ENV} must be 'gpu' or '<n_traj>x<n_steps>' (e.g. 100x1000), got {chosen!r}")
+    if (n_traj, n_steps) != wanted:
+        skip(f"{SIZE_ENV}={chosen}: only {wanted[0]} x {wanted[1]} is measured in this run")
 
 
 def _problem():
@@ -191,14 +215,14 @@ def _generator(variant):
 
 
 def _per_process_rate(cache, operation, params, work):
-    """`work` / seconds per call, one value per process (the per-process medians the cache
+    """Seconds per call / `work`, one value per process (the per-process medians the cache
     holds: one statistic everywhere, the one the `track_` times carry); NaN where not measured."""
     from ._interleave import key
 
     seconds = cache["values"].get(key(operation, params))
     if seconds is None:
         return math.nan
-    return {"samples": [work / t for t in seconds], "number": 1}
+    return {"samples": [t / work for t in seconds], "number": 1}
 
 
 class EnsembleSimulation(InterleavedBenchmark):
@@ -206,7 +230,7 @@ class EnsembleSimulation(InterleavedBenchmark):
 
     Two operations per cell, interleaved in each process: `simulate` (the variant from a key to
     its paths) and `bound` (drawing the same n_traj x n_steps normals alone with the variant's
-    generator). `track_rng_bound` is their ratio process by process. diffrax_vbt is measured at
+    generator). `track_time_over_rng_bound` is their ratio process by process. diffrax_vbt is measured at
     100 x 1000 only (skipped with the reason elsewhere: ~2 s per call beyond). The error of
     `simulate` is `moments_error` (final-time sample moments against the OU Euler chain's);
     `bound` has none.
@@ -216,6 +240,7 @@ class EnsembleSimulation(InterleavedBenchmark):
     param_names = ["n_traj", "n_steps", "variant"]
     operations = ("simulate", "bound")
     baseline = BASELINE
+    optimised = "time_major_chunked"
     # The slowest cells take 0.2-1.5 s a call (auto, diffrax and every bound at 1000 x 10000),
     # and a process compiles 34 programs (seconds from the persistent cache, minutes cold) and
     # measures 74 callables. With 3 rounds of 20 ms (two or three calls of the 7-10 ms cells at
@@ -229,7 +254,11 @@ class EnsembleSimulation(InterleavedBenchmark):
     measurement_time = 0.06
     timeout = 900
 
+    def setup_cache(self):
+        return self.measure_round()
+
     def build(self, operation, n_traj, n_steps, variant):
+        _check_size(n_traj, n_steps)
         _check_variant(variant, n_traj, n_steps)
         if operation == "bound":
             return _bound_call(n_traj, n_steps, _generator(variant))
@@ -239,17 +268,18 @@ class EnsembleSimulation(InterleavedBenchmark):
         # The bound is a bare draw of normals: no study reference (n/a).
         return _ou_reference(n_steps) if operation == "simulate" else None
 
-    def track_steps_per_second(self, cache, n_traj, n_steps, variant):
+    def track_seconds_per_step(self, cache, n_traj, n_steps, variant):
+        # Seconds per trajectory-step: a throughput written lower-is-better, as asv reads it.
         return _per_process_rate(cache, "simulate", (n_traj, n_steps, variant), n_traj * n_steps)
 
-    track_steps_per_second.unit = "traj-steps/s"
+    track_seconds_per_step.unit = "s/traj-step"
 
-    def track_rng_bound(self, cache, n_traj, n_steps, variant):
-        # time(draw the same normals alone, same generator) / time(variant), both measured
+    def track_time_over_rng_bound(self, cache, n_traj, n_steps, variant):
+        # time(variant) / time(draw the same normals alone, same generator), both measured
         # interleaved in each process, so that machine load hits both alike.
-        return self.ratio(cache, "bound", "simulate", (n_traj, n_steps, variant))
+        return self.ratio(cache, "simulate", "bound", (n_traj, n_steps, variant))
 
-    track_rng_bound.unit = "fraction of PRNG bound"
+    track_time_over_rng_bound.unit = "x PRNG bound"
 
     def track_chunk(self, cache, n_traj, n_steps, variant):
         # Deterministic (the rule, not a measurement): the control and injected twins run the
@@ -257,20 +287,6 @@ class EnsembleSimulation(InterleavedBenchmark):
         return _chunk_used(n_traj, n_steps, variant if variant in VARIANTS else self.baseline)
 
     track_chunk.unit = "steps"
-
-
-class EnsembleSimulationMemory(CostlySetupBenchmark):
-    """Peak memory of one `EnsembleSimulation` call (asv's own peakmem: a process per cell)."""
-
-    params = [[100, 1000], [1000, 10000], VARIANTS]
-    param_names = ["n_traj", "n_steps", "variant"]
-
-    def setup(self, n_traj, n_steps, variant):
-        _check_variant(variant, n_traj, n_steps)
-        self.call = _simulate_call(n_traj, n_steps, variant)
-
-    def peakmem_simulate(self, n_traj, n_steps, variant):
-        self.call()
 
 
 class RNGBound(InterleavedBenchmark):
@@ -291,7 +307,11 @@ class RNGBound(InterleavedBenchmark):
     rounds_per_process = 5
     measurement_time = 0.02
 
+    def setup_cache(self):
+        return self.measure_round()
+
     def build(self, operation, n_traj, n_steps, variant):
+        _check_size(n_traj, n_steps)
         _study()
         return _bound_call(n_traj, n_steps, variant)
 
@@ -301,7 +321,11 @@ LONG_VARIANTS = ["pregen", "chunked", "time_major_chunked", "diffrax"]
 
 class LongRun(Benchmark):
     """Memory of 1,000 trajectories x 50,000 steps (float32): the path is 200 MB; pre-generated
-    noise adds as much again. With output="final" only the noise-in-scan variants stay small."""
+    noise adds as much again. With output="final" only the noise-in-scan variants stay small.
+
+    The figure is XLA's memory analysis of the compiled program (arguments, outputs and
+    temporaries): the program's own, deterministic, and nothing is run.
+    """
 
     params = [LONG_VARIANTS, ["path", "final"]]
     param_names = ["variant", "output"]
@@ -314,14 +338,14 @@ class LongRun(Benchmark):
         import jax
 
         _, _, _, key = _problem()
-        # Compiled, not run: the measured process holds only what one call needs.
         self.compiled = jax.jit(simulate_fn(1000, 50000, variant, output)).lower(key).compile()
-        self.key = key
 
-    def peakmem_simulate(self, variant, output):
-        import jax
+    def track_memory(self, variant, output):
+        from ._companions import program_memory
 
-        jax.block_until_ready(self.compiled(self.key))
+        return program_memory(self.compiled)
+
+    track_memory.unit = "bytes"
 
     def track_chunk(self, variant, output):
         return _chunk_used(1000, 50000, variant)
@@ -385,12 +409,16 @@ class ParameterSweep(InterleavedBenchmark):
     param_names = ["variant"]
     operations = ("sweep",)
     baseline = BASELINE
+    optimised = "time_major_chunked"
     # One cell of 9 callables, 5-100 ms a call: a 50 ms measurement is one to ten calls, and
     # 7 rounds are ~4 s of timing per process next to ~8 s of start-up and compilation, so 5
     # processes (more samples for the one cell the class has) stay near a minute.
     processes = 5
     rounds_per_process = 7
     measurement_time = 0.05
+
+    def setup_cache(self):
+        return self.measure_round()
 
     def build(self, operation, variant):
         _check_variant(variant, SWEEP_TRAJ, SWEEP_STEPS)

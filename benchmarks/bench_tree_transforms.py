@@ -26,7 +26,7 @@ if _FLAG not in os.environ.get("XLA_FLAGS", ""):
 
 from ._companions import ErrorOf, relative_error  # noqa: E402
 from ._interleave import CONTROL, injected_variants  # noqa: E402
-from .common import CostlySetupBenchmark, InterleavedBenchmark, require, skip  # noqa: E402
+from .common import InterleavedBenchmark, require, skip  # noqa: E402
 
 LAYERS = [4, 12, 24]
 DEVICES = [2, 4, 8]
@@ -51,6 +51,8 @@ def _mesh(devices):
 
     tt = _study()
     available = len(jax.devices())
+    if available < devices and jax.default_backend() != "cpu":
+        skip(f"{devices} devices wanted but JAX's {jax.default_backend()} backend has {available}")
     if available < devices:
         skip(
             f"{devices} devices wanted but JAX has {available}: XLA_FLAGS={_FLAG}=N must be set "
@@ -79,8 +81,17 @@ COMPARED = [*VARIANTS, CONTROL, *injected_variants()]
 def _apply_call(layers, devices, variant):
     tt = _study()
     tt.APPLY.check(variant)
+    _mesh(devices)  # skips before a model is built where the devices are missing
     model, matches = _model(layers), _matches(layers, devices)
     return lambda: tt.apply_matches(model, matches, variant=variant)
+
+
+def _thread_cpu(call):
+    def timed():
+        return call()
+
+    timed.timer = time.thread_time
+    return timed
 
 
 def _shard_call(layers, devices, variant):
@@ -88,7 +99,8 @@ def _shard_call(layers, devices, variant):
 
     tt = _study()
     tt.APPLY.check(variant)
-    model, mesh = _model(layers), _mesh(devices)
+    mesh = _mesh(devices)
+    model = _model(layers)
     _matches(layers, devices)  # the first device_put of each shape is slower: warm it
     return lambda: jax.block_until_ready(tt.shard_model(model, mesh, variant=variant))
 
@@ -163,15 +175,18 @@ class ApplyShardingRules(InterleavedBenchmark):
     """Swap every matched weight of a BERT-like model (hidden 768) for its sharded copy.
 
     `track_apply` is the tree surgery alone, in wall-clock time (the study's goals are judged on
-    it); `track_time_per_layer` is the same per-process times divided by the depth. The error
+    it); `track_time_per_layer` is the same per-process times divided by the depth;
+    `track_apply_thread_cpu` is the same call in the CPU time of the calling thread alone
+    (process time would also count JAX's and XLA's other threads), measured interleaved beside it. The error
     (`leaf_error`) compares the result leaf by leaf, values and shardings, with the naive
     per-leaf `eqx.tree_at` result: 0 when every leaf is right.
     """
 
     params = [LAYERS, DEVICES, COMPARED]
     param_names = ["layers", "devices", "variant"]
-    operations = ("apply",)
+    operations = ("apply", "apply_thread_cpu")
     baseline = BASELINE
+    optimised = "path_map"
     # `loop` at 24 layers takes 0.5-1 s a call, path_map well under 1 ms: a 20 ms measurement
     # is one call for the slow cells and tens for the fast ones. 5 rounds in 4 processes keep
     # the slowest cell (loop + control) near 10 s per process, and one process (three models,
@@ -182,9 +197,15 @@ class ApplyShardingRules(InterleavedBenchmark):
     measurement_time = 0.02
     timeout = 900
 
+    def setup_cache(self):
+        return self.measure_round()
+
     def build(self, operation, layers, devices, variant):
         _release(layers)
-        return _apply_call(layers, devices, variant)
+        call = _apply_call(layers, devices, variant)
+        if operation == "apply_thread_cpu":
+            return _thread_cpu(call)
+        return call
 
     def reference(self, operation, layers, devices):
         _release(layers)
@@ -201,37 +222,6 @@ class ApplyShardingRules(InterleavedBenchmark):
     track_time_per_layer.unit = "ms/layer"
 
 
-class ApplyShardingRulesThreadCPU(CostlySetupBenchmark):
-    """`apply_matches` in the CPU time of the calling thread, and the number of replacements:
-    asv-native (a process per cell), since the interleaved measurement times wall clock only."""
-
-    params = [LAYERS, DEVICES, VARIANTS]
-    param_names = ["layers", "devices", "variant"]
-    # Each process spends several seconds building the model and its sharded copies, and
-    # `loop` at 24 layers takes ~1 s a call: no warm-up, one round, few samples.
-    warmup_time = 0.0
-    timeout = 600
-
-    def setup(self, layers, devices, variant):
-        self.tt = _study()
-        self.tt.APPLY.check(variant)
-        self.model = _model(layers)
-        self.matches = _matches(layers, devices)
-
-    def time_apply_thread_cpu(self, layers, devices, variant):
-        self.tt.apply_matches(self.model, self.matches, variant=variant)
-
-    # CPU time of this thread alone: process_time also counted JAX's and XLA's other threads
-    # (61 ms of CPU against 31 ms of wall clock for the 4-layer loop), so it was neither the
-    # surgery's work nor a wall time. Secondary: the goals are judged on ApplyShardingRules.track_apply.
-    time_apply_thread_cpu.timer = time.thread_time
-
-    def track_matches(self, layers, devices, variant):
-        return len(self.matches)
-
-    track_matches.unit = "replacements"
-
-
 class ShardModel(InterleavedBenchmark):
     """The whole `shard_model` call: match the rules, `device_put` each leaf, apply.
 
@@ -243,6 +233,7 @@ class ShardModel(InterleavedBenchmark):
     param_names = ["layers", "devices", "variant"]
     operations = ("shard",)
     baseline = BASELINE
+    optimised = "path_map"
     # A call transfers every matched weight (~0.7 GB at 24 layers) on top of the surgery:
     # 40 ms to 0.7 s a call, so a 20 ms measurement is one call, and 5 rounds in 4 processes
     # (about 30 s each) keep the class within about two minutes.
@@ -250,6 +241,9 @@ class ShardModel(InterleavedBenchmark):
     rounds_per_process = 5
     measurement_time = 0.02
     timeout = 900
+
+    def setup_cache(self):
+        return self.measure_round()
 
     def build(self, operation, layers, devices, variant):
         _release(layers)

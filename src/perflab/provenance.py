@@ -1,23 +1,29 @@
-"""Which code is installed: the proof a recorded run carries of what it timed.
+"""Which code is installed, and which commit a run is labelled with: the proof a recorded run
+carries of what it timed.
 
 A results file names the commit asv labels it with (`--set-commit-hash`, or the commit asv
 built). That label proves nothing by itself: `--python=same` times whatever is installed, an
 editable checkout can hold uncommitted edits, a venv can point at another worktree. So the
-measuring code asks where perflab was imported from and compares:
+measuring code asks how perflab was installed (the distribution's PEP 610 ``direct_url.json``)
+and compares:
 
-- an editable checkout (perflab imported from a git work tree): its HEAD, and whether tracked
-  files other than asv's results differ from it (`git status --porcelain --untracked-files=no`;
-  `results/` is left out because asv itself rewrites `results/benchmarks.json` when a run
-  starts);
-- a built wheel (asv's virtualenv builds): the commit and dirty flag setup.py wrote into
-  `perflab/_build_info.py` when it built the wheel.
+- an editable install: its checkout's HEAD, and whether tracked files other than asv's results
+  differ from it (`results/` is left out because asv itself rewrites `results/benchmarks.json`
+  when a run starts);
+- a built wheel (asv's virtualenv builds, or any non-editable install): the commit and dirty
+  flag setup.py wrote into `perflab/_build_info.py` from the checkout it built. A git work tree
+  that happens to enclose the environment (asv keeps its environments inside the user's
+  checkout) says nothing about the wheel and is never asked.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
+import json
 import os
-import subprocess
+
+from ._git import git
 
 ALLOW_ENV = "PERFLAB_PROVENANCE_REASON"
 
@@ -42,21 +48,34 @@ class Installed:
 
 
 def installed() -> Installed:
-    """Where the imported perflab comes from, and which commit it is.
+    """How the imported perflab was installed, and which commit it is.
 
     Returns:
-        An `Installed`.
+        An `Installed`: an editable install judged by its checkout, anything else by the build
+        info its wheel carries.
     """
     here = os.path.dirname(os.path.abspath(__file__))
-    top = _git(here, "rev-parse", "--show-toplevel")
-    if top is not None:
-        commit = _git(here, "rev-parse", "HEAD")
-        return Installed(commit, dirty(top), f"git checkout {top}")
+    if _editable():
+        top = git(here, "rev-parse", "--show-toplevel")
+        if top is not None:
+            return Installed(git(here, "rev-parse", "HEAD"), dirty(top), f"git checkout {top}")
     try:
         from . import _build_info
     except ImportError:
-        return Installed(None, False, "no git checkout and no build info")
+        return Installed(None, False, "a non-editable install without build info")
     return Installed(_build_info.COMMIT or None, bool(_build_info.DIRTY), "build info of the installed wheel")
+
+
+def _editable() -> bool:
+    # PEP 610: pip records how a distribution was installed; an editable one has dir_info.editable.
+    # Without the record (a source tree on sys.path, no install at all) the code is its folder's.
+    try:
+        text = importlib.metadata.distribution("perflab").read_text("direct_url.json")
+    except importlib.metadata.PackageNotFoundError:
+        return True
+    if not text:
+        return False
+    return bool(json.loads(text).get("dir_info", {}).get("editable", False))
 
 
 def dirty(top: str) -> bool:
@@ -68,12 +87,51 @@ def dirty(top: str) -> bool:
     Returns:
         True when any tracked file outside ``results/`` is modified, staged or deleted.
     """
-    status = _git(top, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
+    status = git(top, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return bool(status)
 
 
+def labelled_commit() -> str | None:
+    """The commit the running asv command records results under, resolved to a full hash.
+
+    asv sets ASV_COMMIT in the environments it builds; `--python=same` runs get the label
+    from the ``--set-commit-hash`` argument of the asv command up this process's tree
+    (forkserver, then asv).
+
+    Returns:
+        The full hash (or the label as given when git cannot resolve it), or ``None`` outside
+        an asv run that records.
+    """
+    label = os.environ.get("ASV_COMMIT") or _set_commit_hash_argument()
+    if not label:
+        return None
+    where = os.environ.get("ASV_CONF_DIR") or os.getcwd()
+    return git(where, "rev-parse", "--verify", f"{label}^{{commit}}") or label
+
+
+def _set_commit_hash_argument():
+    pid = os.getpid()
+    for _ in range(8):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                args = [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
+            with open(f"/proc/{pid}/stat") as fh:
+                parent = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+        for i, arg in enumerate(args):
+            if arg == "--set-commit-hash" and i + 1 < len(args):
+                return args[i + 1]
+            if arg.startswith("--set-commit-hash="):
+                return arg.split("=", 1)[1]
+        if parent <= 1:
+            return None
+        pid = parent
+    return None
+
+
 def check(label: str | None) -> Installed:
-    """Fail unless the installed code is the clean commit `label` (asv's ASV_COMMIT).
+    """Fail unless the installed code is the clean commit `label`.
 
     Arguments:
         label: the commit the run is recorded under; ``None`` (not an asv run) checks nothing.
@@ -104,11 +162,3 @@ def check(label: str | None) -> Installed:
             )
         print(f"perflab provenance: {message}; recorded anyway: {reason}", flush=True)
     return code
-
-
-def _git(where, *args):
-    try:
-        out = subprocess.run(["git", "-C", where, *args], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None

@@ -1,0 +1,173 @@
+"""The suite's harness: asv rounds map onto measuring processes, and provenance knows asv's builds."""
+
+import json
+import os
+import pickle
+import sys
+import types
+
+import pytest
+
+
+def _fake_process(values):
+    def run_process(module, qualname, *, full, timeout):
+        assert not full  # a later round measures timings and compile times only
+        return {"values": {k: [v] for k, v in values.items()}, "skipped": {}}
+
+    return run_process
+
+
+def test_each_asv_round_reads_its_own_process(tmp_path, monkeypatch):
+    # A single commit's run hands one setup cache to every round (asv runs each benchmark
+    # call in the cache's folder): the first read of a cell is the setup cache's process, the
+    # second read the next round's, measured once for all readers of that round.
+    from benchmarks import _interleave
+    from benchmarks.bench_linear_solve import LinearSolveJVP
+
+    params = ("lu", 10, "fused")
+    first = {
+        "values": {
+            _interleave.key("jvp", params): [1.0],
+            _interleave.key("primal", params): [0.5],
+            _interleave.key("flops:jvp", params): [123.0],
+            _interleave.key("compile:jvp", params): [0.2],
+        },
+        "skipped": {},
+    }
+    (tmp_path / "cache.pickle").write_bytes(pickle.dumps(first))
+    monkeypatch.chdir(tmp_path)
+    measured = []
+
+    def run_process(module, qualname, *, full, timeout):
+        measured.append(qualname)
+        return _fake_process(
+            {_interleave.key("jvp", params): 2.0, _interleave.key("primal", params): 1.0,
+             _interleave.key("compile:jvp", params): 0.3}
+        )(module, qualname, full=full, timeout=timeout)
+
+    monkeypatch.setattr(_interleave, "run_process", run_process)
+    obj = LinearSolveJVP()
+    assert obj.track_jvp(first, *params) == {"samples": [1.0], "number": 1}
+    assert obj.track_jvp_over_primal(first, *params) == {"samples": [2.0], "number": 1}
+    assert obj.track_jvp_compile(first, *params) == {"samples": [0.2], "number": 1}
+    assert measured == []
+    # Round two: one new process, read by every method of the round.
+    assert obj.track_jvp(first, *params) == {"samples": [2.0], "number": 1}
+    assert obj.track_jvp_over_primal(first, *params) == {"samples": [2.0], "number": 1}
+    assert obj.track_jvp_compile(first, *params) == {"samples": [0.3], "number": 1}
+    assert measured == ["LinearSolveJVP"]
+    # A deterministic companion is read in one round only, from the first process.
+    assert LinearSolveJVP.track_jvp_flops.rounds == 1
+    assert obj.track_jvp_flops(first, *params) == 123.0
+
+
+def test_rounds_are_processes_and_roles_are_exported():
+    from benchmarks.bench_linear_solve import LinearSolveJVP
+
+    cls = LinearSolveJVP
+    assert cls.track_jvp.rounds == cls.processes > 1
+    assert cls.track_jvp_over_primal.rounds == cls.processes
+    assert cls.track_jvp_compile.rounds == cls.processes  # sampled in every process
+    for metric in ("flops", "bytes", "memory", "fingerprint", "error"):
+        assert getattr(cls, f"track_jvp_{metric}").rounds == 1
+    assert (cls.track_jvp.baseline, cls.track_jvp.optimised) == ("separate_solves", "fused")
+    # Generated timeouts cover a round that measures its own process.
+    assert cls.track_jvp.timeout >= cls.timeout * 10
+
+
+def test_a_class_without_its_own_setup_cache_is_refused():
+    from benchmarks._interleave import InterleavedBenchmark
+
+    with pytest.raises(TypeError, match="own `def setup_cache"):
+        type("Shared", (InterleavedBenchmark,), {"params": [["a"]], "param_names": ["variant"]})
+
+
+def test_rates_are_recorded_lower_is_better():
+    # asv reads every figure as lower-is-better: no rate may be recorded as one.
+    from benchmarks import bench_delta_rule, bench_sde
+
+    for cls in (bench_delta_rule.DeltaRule, bench_delta_rule.MatmulPeak, bench_sde.EnsembleSimulation):
+        names = [m for m in dir(cls) if m.startswith("track_")]
+        assert not [m for m in names if m.endswith(("gflops", "per_second", "fraction", "_rng_bound"))
+                    and not m.endswith("over_rng_bound")], names
+    cache = {"values": {"forward|small|jax_scan": [2.0], "matmul|small|jax_scan": [1.0]}, "skipped": {}}
+    slow = bench_delta_rule.DeltaRule().track_seconds_per_gflop(cache, "small", "jax_scan")["samples"][0]
+    cache["values"]["forward|small|jax_scan"] = [1.0]
+    fast = bench_delta_rule.DeltaRule().track_seconds_per_gflop(cache, "small", "jax_scan")["samples"][0]
+    assert fast < slow
+    assert bench_delta_rule.DeltaRule().track_time_over_peak(cache, "small", "jax_scan")["samples"][0] > 0
+
+
+def test_call_peak_bytes_sees_what_a_call_allocates():
+    import numpy as np
+
+    from benchmarks.common import call_peak_bytes
+
+    def call():
+        return float(np.ones(4_000_000).sum())  # 32 MB, freed on return
+
+    call()
+    got = call_peak_bytes(call)
+    assert 30e6 < got < 40e6, got
+    assert call_peak_bytes(lambda: 1.0) < 2e6
+
+
+def _wheel_install(monkeypatch, commit, dirty, editable):
+    from perflab import provenance
+
+    class Dist:
+        def read_text(self, name):
+            assert name == "direct_url.json"
+            info = {"dir_info": {"editable": True}} if editable else {"archive_info": {}}
+            return json.dumps({"url": "file:///x", **info})
+
+    monkeypatch.setattr(provenance.importlib.metadata, "distribution", lambda name: Dist())
+    info = types.ModuleType("perflab._build_info")
+    info.COMMIT, info.DIRTY = commit, dirty
+    monkeypatch.setitem(sys.modules, "perflab._build_info", info)
+    import perflab
+
+    monkeypatch.setattr(perflab, "_build_info", info, raising=False)
+    return provenance
+
+
+def test_a_wheel_is_judged_by_its_build_info_not_the_enclosing_checkout(monkeypatch):
+    # asv's environments live inside the user's checkout: a wheel asv built from the parent
+    # commit must not be read as the checkout's HEAD (nor its local edits as the wheel's).
+    provenance = _wheel_install(monkeypatch, "ab" * 20, False, editable=False)
+    code = provenance.installed()
+    assert code == provenance.Installed("ab" * 20, False, "build info of the installed wheel")
+    assert provenance.check("abababab").commit == "ab" * 20
+    with pytest.raises(provenance.ProvenanceError, match="installed perflab is commit abababab"):
+        provenance.check("cd" * 20)
+
+
+def test_an_editable_install_is_judged_by_its_checkout(monkeypatch, tmp_path):
+    provenance = _wheel_install(monkeypatch, "ab" * 20, False, editable=True)
+    code = provenance.installed()
+    assert code.source.startswith("git checkout") and code.commit != "ab" * 20
+    # Uncommitted edits in the checkout are refused for an editable install.
+    monkeypatch.setattr(provenance, "dirty", lambda top: True)
+    monkeypatch.delenv(provenance.ALLOW_ENV, raising=False)
+    with pytest.raises(provenance.ProvenanceError, match="uncommitted changes"):
+        provenance.check(code.commit)
+
+
+def test_the_harness_judges_asv_builds_by_build_info(monkeypatch):
+    from benchmarks import _interleave
+
+    _wheel_install(monkeypatch, "ab" * 20, False, editable=False)
+    monkeypatch.setenv("ASV_COMMIT", "ab" * 20)
+    assert _interleave._recorded_provenance()["commit"] == "ab" * 20
+    monkeypatch.setenv("ASV_COMMIT", "cd" * 20)
+    with pytest.raises(RuntimeError, match="asv built commit cdcdcdcd"):
+        _interleave._recorded_provenance()
+
+
+def test_labelled_commit_reads_asv_commit(monkeypatch):
+    from perflab import provenance
+
+    monkeypatch.setenv("ASV_COMMIT", "HEAD")
+    monkeypatch.setenv("ASV_CONF_DIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    label = provenance.labelled_commit()
+    assert label and len(label) == 40
