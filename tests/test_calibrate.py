@@ -14,8 +14,15 @@ from perflab import calibrate
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "bench_x.Cls.track_t"
-INFO = {NAME: {"param_names": ["size", "variant"], "baseline": "base", "control": "control",
-               "unit": "seconds", "paired_processes": True}}
+INFO = {
+    NAME: {
+        "param_names": ["size", "variant"],
+        "baseline": "base",
+        "control": "control",
+        "unit": "seconds",
+        "paired_processes": True,
+    }
+}
 
 
 def trial(rng, *, control=1.0, plus5=1.05, plus10=1.10, offset=0.3, inner=0.005, processes=5):
@@ -24,7 +31,7 @@ def trial(rng, *, control=1.0, plus5=1.05, plus10=1.10, offset=0.3, inner=0.005,
     for size in ("10", "20"):
         for variant, ratio in (("base", 1.0), ("control", control), ("plus5pct", plus5), ("plus10pct", plus10)):
             values = offsets * ratio * np.exp(rng.normal(0, inner, processes))
-            cells[(NAME, (size, repr(variant)))] = values.tolist()
+            cells[(NAME, (size, variant))] = values.tolist()
     return calibrate.Recorded(cells, INFO)
 
 
@@ -67,13 +74,33 @@ def test_empty_results_folder_is_a_clear_error(tmp_path):
 def test_real_trials_in_a_fresh_home(tmp_path):
     # A home where asv never ran: calibrate makes its own machine file.
     # The trials are labelled HEAD; a developer's uncommitted edits are deliberate here.
-    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "PERFLAB_CACHE_DIR": str(tmp_path / "cache"),
-           "PERFLAB_PROVENANCE_REASON": "the test suite calibrates the working tree"}
+    env = {
+        "HOME": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+        "PERFLAB_CACHE_DIR": str(tmp_path / "cache"),
+        "PERFLAB_PROVENANCE_REASON": "the test suite calibrates the working tree",
+    }
     out = tmp_path / "cal.md"
     done = subprocess.run(
-        [sys.executable, "-m", "perflab", "calibrate", "--trials", "2", "-b", "Calibration\\.", "-o", str(out),
-         "--keep", str(tmp_path / "kept")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "perflab",
+            "calibrate",
+            "--trials",
+            "2",
+            "-b",
+            "Calibration\\.",
+            "-o",
+            str(out),
+            "--keep",
+            str(tmp_path / "kept"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr
     text = out.read_text()
@@ -92,7 +119,11 @@ def test_failed_asv_run_carries_asv_output(tmp_path):
     env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
         [sys.executable, "-m", "perflab", "calibrate", "--trials", "2", "-b", "NoSuchBenchmark"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 2
     assert "calibrate: error: --bench" in done.stderr

@@ -1,9 +1,6 @@
-"""`python -m perflab report` on a real asv results fixture (tests/data/asv_results).
-
-The fixture was recorded with `asv run --python=same --record-samples -a rounds=1 -a repeat=7`
-on a 2-core VM and trimmed with asv's own `Results.remove_result` / `Results.save` to
-LinearSolveJVP.time_jvp, LinearSolveJVP.track_jvp_over_primal and LinearSolveJVPDefault.time_jvp.
-Expected numbers are recomputed here from the JSON through asv's loader, not taken from report.py.
+"""`python -m perflab report` on the committed results (results/), so a renamed benchmark breaks
+a test. Expected numbers are recomputed here from the JSON through asv's loader, not taken from
+the report's modules.
 """
 
 from __future__ import annotations
@@ -26,14 +23,27 @@ from asv_runner.statistics import compute_stats
 from perflab import report, significance, variants
 from perflab.__main__ import main
 
-DATA = Path(__file__).parent / "data" / "asv_results"
-RESULTS_FILE = DATA / "vm" / "b58392fc-existing-py_work_main_.venv_bin_python3.json"
-COMMIT = "b58392fce14b0fda9e065d7987141b7ce0e92023"
-ENV = "existing-py_work_main_.venv_bin_python3"
-TIME_JVP = "bench_linear_solve.LinearSolveJVP.time_jvp"
-TRACK = "bench_linear_solve.LinearSolveJVP.track_jvp_over_primal"
-SOLVERS = ["tridiagonal", "lu", "cholesky"]
-SIZES = ["10", "50", "100", "200", "500"]
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "results"
+MACHINE = "vm-2core-xeon"
+BENCH = "bench_linear_solve.LinearSolveJVP.track_jvp"
+TRACK = "bench_linear_solve.LinearSolveJVP.track_jvp_error"
+_INFO = json.loads((DATA / "benchmarks.json").read_text())[BENCH]
+SOLVERS = [ast.literal_eval(v) for v in _INFO["params"][0]]
+SIZES = _INFO["params"][1]
+VARIANTS = [ast.literal_eval(v) for v in _INFO["params"][2]]
+BEFORE, AFTER, CONTROL = _INFO["baseline"], _INFO["optimised"], _INFO["control"]
+
+
+def _newest():
+    # The run the report reads by default: the newest commit date, as asv's own loader reads it.
+    runs = [Results.load(str(p)) for p in (DATA / MACHINE).glob("*.json") if p.name != "machine.json"]
+    newest = max(runs, key=lambda r: (r.date or 0, max(t for t in r.started_at.values() if t)))
+    return newest, next(p for p in (DATA / MACHINE).glob(f"{newest.commit_hash[:8]}-*.json"))
+
+
+_RESULTS, RESULTS_FILE = _newest()
+COMMIT, ENV = _RESULTS.commit_hash, _RESULTS.env_name
 
 
 @pytest.fixture(autouse=True)
@@ -44,8 +54,8 @@ def _no_asv_machine_file(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(home))
 
 
-def run_report(capsys, *args):
-    status = main(["report", "--results-dir", str(DATA), *args])
+def run_report(capsys, *args, bench=("-b", "LinearSolveJVP.track_jvp")):
+    status = main(["report", "--results-dir", str(DATA), *bench, *args])
     out, err = capsys.readouterr()
     return status, out, err
 
@@ -97,96 +107,84 @@ def close(text, expected, rel=5e-4):
 # Structure and arithmetic -----------------------------------------------------------------
 
 
-def test_markdown_tables_per_solver_with_seed_columns(capsys):
+def test_markdown_tables_per_solver_with_extra_and_control_columns(capsys):
     status, out, err = run_report(capsys, "--format", "markdown", "--extra", "lineax")
     assert status == 0, err
     tables = markdown_tables(out)
-    assert list(tables) == [f"LinearSolveJVP.time_jvp — solver={s}" for s in SOLVERS]
+    assert list(tables) == [f"LinearSolveJVP.track_jvp — solver={s}" for s in SOLVERS]
     for head, rows in tables.values():
         assert head == [
-            "Size", "BEFORE (ms)", "AFTER (ms)", "Speedup (CI)", "Change", "Spread B / A", "n B / A",
-            "lineax (ms)", "Best (ms)",
+            "Size",
+            "BEFORE (ms)",
+            "AFTER (ms)",
+            "Speedup (CI)",
+            "Change",
+            "Spread B / A",
+            "n B / A",
+            "lineax (ms)",
+            "Best (ms)",
+            "Control",
         ]
         assert [r[0] for r in rows] == SIZES
-    assert "|---:|---:|---:|---:|---:|---:|---:|---:|---|" in out
 
 
 def test_speedup_change_and_best_match_the_recorded_json(capsys):
     status, out, _ = run_report(capsys, "--format", "markdown", "--extra", "lineax")
     assert status == 0
-    data = recorded(TIME_JVP)
+    data = recorded(BENCH)
     for solver in SOLVERS:
-        _, rows = markdown_tables(out)[f"LinearSolveJVP.time_jvp — solver={solver}"]
-        for size, before_ms, after_ms, speedup, change, _, _, lineax_ms, best in rows:
-            before = data[(solver, size, "before")][0]
-            after = data[(solver, size, "after")][0]
-            assert close(before_ms, before * 1e3)
-            assert close(after_ms, after * 1e3)
+        _, rows = markdown_tables(out)[f"LinearSolveJVP.track_jvp — solver={solver}"]
+        for size, before_ms, after_ms, speedup, change, _, _, lineax_ms, best, control in rows:
+            before, after = data[(solver, size, BEFORE)], data[(solver, size, AFTER)]
+            assert close(before_ms, before[0] * 1e3)
+            assert close(after_ms, after[0] * 1e3)
             assert close(lineax_ms, data[(solver, size, "lineax")][0] * 1e3)
-            verdict = significance.compare(
-                data[(solver, size, "before")][2], data[(solver, size, "after")][2], paired=False
-            )
+            # One class of one run: the variants shared their processes, so the pair is paired.
+            verdict = significance.compare(before[2], after[2], paired=True)
             assert speedup == f"{1 / verdict.ratio:.2f}x ({1 / verdict.high:.2f}-{1 / verdict.low:.2f})"
-            assert change in ("~ within noise", f"{(verdict.ratio - 1) * 100:+.1f}%")
+            assert change == ("~ within noise" if not verdict.changed else f"{(verdict.ratio - 1) * 100:+.1f}%")
             finite = {
                 v: data[(solver, size, v)][0]
-                for v in ["before", "after", "lineax", "fused", "cython"]
-                if not math.isnan(data[(solver, size, v)][0])
+                for v in VARIANTS
+                if v != CONTROL and not math.isnan(data[(solver, size, v)][0])
             }
             fastest = min(finite, key=finite.get)
             value, name = best.split(" ")
             assert name == f"({fastest})"
             assert close(value, finite[fastest] * 1e3)
-
-
-def test_pair_marks_agree_with_asv_statistics(capsys):
-    status, out, _ = run_report(capsys, "--format", "markdown")
-    assert status == 0
-    data = recorded(TIME_JVP)
-    for solver in SOLVERS:
-        _, rows = markdown_tables(out)[f"LinearSolveJVP.time_jvp — solver={solver}"]
-        for size, _, _, _, change, *_ in rows:
-            b_samples = data[(solver, size, "before")][2]
-            a_samples = data[(solver, size, "after")][2]
-            # The fixture's cells come from asv's own timing (no process pairing): Welch.
-            verdict = significance.compare(b_samples, a_samples, paired=False)
-            flagged = verdict.changed
-            assert (change == "~ within noise") == (not flagged), (solver, size)
-            if flagged:
-                assert change == f"{(verdict.ratio - 1) * 100:+.1f}%"
+            twin = significance.compare(before[2], data[(solver, size, CONTROL)][2], paired=True)
+            assert control == f"{'FLAGGED' if twin.changed else 'ok'} {twin.ratio:.3f}"
 
 
 def test_spread_and_sample_count_come_from_asv_statistics(capsys):
     status, out, _ = run_report(capsys, "--format", "markdown")
     assert status == 0
-    data = recorded(TIME_JVP)
+    data = recorded(BENCH)
     for solver in SOLVERS:
-        _, rows = markdown_tables(out)[f"LinearSolveJVP.time_jvp — solver={solver}"]
+        _, rows = markdown_tables(out)[f"LinearSolveJVP.track_jvp — solver={solver}"]
         for size, _, _, _, _, spread, count, *_ in rows:
             expected_spread, expected_count = [], []
-            for variant in ("before", "after"):
+            for variant in (BEFORE, AFTER):
                 value, stats, samples = data[(solver, size, variant)]
                 half_iqr = (stats["q_75"] - stats["q_25"]) / 2
                 expected_spread.append(f"±{half_iqr / value * 100:.1f}%")
                 expected_count.append(str(len(samples)))
             assert spread == " / ".join(expected_spread)
-            assert count == " / ".join(expected_count) == "7 / 7"
+            assert count == " / ".join(expected_count)
 
 
 def test_identical_pair_is_within_noise(capsys):
-    status, out, _ = run_report(
-        capsys, "--format", "markdown", "--before", "after", "--after", "after"
-    )
+    status, out, _ = run_report(capsys, "--format", "markdown", "--before", AFTER, "--after", AFTER)
     assert status == 0
     for _, rows in markdown_tables(out).values():
         for row in rows:
-            assert row[3].startswith("1.00x (")
+            assert row[3] == "1.00x (1.00-1.00)"
             assert row[4] == "~ within noise"
 
 
 def test_text_and_markdown_show_the_same_numbers(capsys):
-    _, markdown, _ = run_report(capsys, "--format", "markdown", "--extra", "fused")
-    _, text, _ = run_report(capsys, "--extra", "fused")
+    _, markdown, _ = run_report(capsys, "--format", "markdown", "--extra", "lineax")
+    _, text, _ = run_report(capsys, "--extra", "lineax")
     assert "|" not in text and "## " not in text
     for title, (head, rows) in markdown_tables(markdown).items():
         assert f"{title}\n{'=' * len(title)}\n" in text
@@ -201,52 +199,50 @@ def test_header_states_machine_commit_env_samples_and_command(capsys):
     status, out, _ = run_report(capsys, "--format", "markdown")
     assert status == 0
     header = out.split("\n## ")[0]
-    assert "vm (AMD EPYC, x86_64, 2 CPUs, 23.5 GiB RAM, Linux 6.18.44-fc-v782)" in header
-    assert COMMIT in header
-    assert ENV in header
-    assert "2026-11-23" in header  # the recorded run's date
-    assert "7 timings of 1 call each" in header
-    assert f"`python -m perflab report --results-dir {DATA} --format markdown`" in header
+    info = json.loads((DATA / MACHINE / "machine.json").read_text())
+    assert f"{MACHINE} ({info['cpu']}, {info['arch']}, {info['num_cpu']} CPUs" in header
+    assert COMMIT in header and ENV in header
+    assert "processes, one sample each" in header
+    assert f"`python -m perflab report --results-dir {DATA} -b LinearSolveJVP.track_jvp --format markdown`" in header
 
 
-def test_track_benchmark_is_shown_unconverted(capsys):
-    status, out, _ = run_report(capsys, "--format", "markdown", "-b", "track_jvp_over_primal")
+def test_single_value_benchmark_is_shown_untested(capsys):
+    status, out, _ = run_report(capsys, "--format", "markdown", bench=("-b", "LinearSolveJVP.track_jvp_error"))
     assert status == 0
     data = recorded(TRACK)
-    head, rows = markdown_tables(out)["LinearSolveJVP.track_jvp_over_primal — solver=lu"]
-    assert head[1:3] == ["BEFORE (ratio)", "AFTER (ratio)"]
-    for size, before, after, *_ in rows:
-        assert close(before, data[("lu", size, "before")][0])
-        assert close(after, data[("lu", size, "after")][0])
+    head, rows = markdown_tables(out)["LinearSolveJVP.track_jvp_error — solver=lu"]
+    unit = _asv_unit(TRACK)
+    assert head[1:3] == [f"BEFORE ({unit})", f"AFTER ({unit})"]
+    for size, before, after, _, change, *_ in rows:
+        assert close(before, data[("lu", size, BEFORE)][0])
+        assert close(after, data[("lu", size, AFTER)][0])
+        assert change == "n=1, not tested"
     assert "no samples or statistics recorded" in out
 
 
-def test_skipped_variant_shows_na(capsys):
-    status, out, _ = run_report(capsys, "--format", "markdown", "--before", "cython")
-    assert status == 0
-    _, rows = markdown_tables(out)["LinearSolveJVP.time_jvp — solver=lu"]
-    assert all(r[1] == "n/a" and r[3] == "n/a" and r[4] == "n/a" for r in rows)
+def _asv_unit(name):
+    return json.loads((DATA / "benchmarks.json").read_text())[name]["unit"]
 
 
 def test_rows_option_and_glob_selection(capsys):
     status, out, _ = run_report(capsys, "--format", "markdown", "--rows", "solver,size")
     assert status == 0
-    (title, (head, rows)), = markdown_tables(out).items()
-    assert title == "LinearSolveJVP.time_jvp"
-    assert head[:2] == ["Solver", "Size"] and len(rows) == 15
+    ((title, (head, rows)),) = markdown_tables(out).items()
+    assert title == "LinearSolveJVP.track_jvp"
+    assert head[:2] == ["Solver", "Size"] and len(rows) == len(SOLVERS) * len(SIZES)
 
-    status, out, _ = run_report(capsys, "--format", "markdown", "-b", "LinearSolveJVP*")
+    status, out, _ = run_report(capsys, "--format", "markdown", bench=("-b", "LinearSolveJVP.track_jvp_*"))
     assert status == 0
-    titles = list(markdown_tables(out))
-    assert len(titles) == 6 and not any("Default" in t for t in titles)
-    assert "LinearSolveJVPDefault.time_jvp (no 'variant' parameter)" in out
+    methods = {t.split(" — ")[0] for t in markdown_tables(out)}
+    assert "LinearSolveJVP.track_jvp_error" in methods and "LinearSolveJVP.track_jvp" not in methods
+    assert not any("Default" in m for m in methods)
 
 
 def test_output_file(capsys, tmp_path):
     target = tmp_path / "linear_solve.md"
     status, out, _ = run_report(capsys, "--format", "markdown", "--output", str(target))
     assert status == 0 and out == ""
-    assert target.read_text().startswith("# Benchmark report: LinearSolveJVP.time_jvp")
+    assert target.read_text().startswith("# Benchmark report: LinearSolveJVP.track_jvp")
 
 
 def test_compare_on_synthetic_cells():
@@ -314,26 +310,28 @@ def add_run(results_dir, commit=None, env=None, date=None):
     data["env_name"] = env or data["env_name"]
     data["date"] = date or data["date"]
     name = f"{data['commit_hash'][:8]}-{data['env_name']}.json"
-    (results_dir / "vm" / name).write_text(json.dumps(data))
+    (results_dir / MACHINE / name).write_text(json.dumps(data))
 
 
 def test_newest_commit_by_default_and_commit_prefix(tmp_path, capsys):
     results_dir = copy_results(tmp_path)
     older = "0123456789abcdef0123456789abcdef01234567"
     add_run(results_dir, commit=older, date=1_000_000_000_000)
-    assert main(["report", "--results-dir", str(results_dir)]) == 0
+    bench = ["-b", "LinearSolveJVP.track_jvp"]
+    assert main(["report", "--results-dir", str(results_dir), *bench]) == 0
     assert COMMIT in capsys.readouterr().out
-    assert main(["report", "--results-dir", str(results_dir), "--commit", "0123"]) == 0
+    assert main(["report", "--results-dir", str(results_dir), *bench, "--commit", "0123"]) == 0
     assert older in capsys.readouterr().out
 
 
 def test_several_environments_need_env(tmp_path, capsys):
     results_dir = copy_results(tmp_path)
-    add_run(results_dir, env="virtualenv-py3.11-numpy2.4.6")
-    assert main(["report", "--results-dir", str(results_dir)]) == 2
+    add_run(results_dir, env="virtualenv-py3.11-numpy2.4.6", date=2_000_000_000_000)
+    bench = ["-b", "LinearSolveJVP.track_jvp"]
+    assert main(["report", "--results-dir", str(results_dir), *bench]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--env" in err and "virtualenv-py3.11-numpy2.4.6" in err
-    assert main(["report", "--results-dir", str(results_dir), "--env", "virtualenv-py3.11"]) == 0
+    assert main(["report", "--results-dir", str(results_dir), *bench, "--env", "virtualenv-py3.11-numpy"]) == 0
     assert "virtualenv-py3.11-numpy2.4.6" in capsys.readouterr().out
 
 
@@ -342,8 +340,8 @@ def test_results_dir_from_asv_conf(tmp_path, monkeypatch, capsys):
     conf = '{\n  // asv allows comments\n  "results_dir": "results"\n}'
     (tmp_path / "asv.conf.json").write_text(conf)
     monkeypatch.chdir(tmp_path)
-    assert main(["report"]) == 0
-    assert os.path.join("results", "vm") in capsys.readouterr().out
+    assert main(["report", "-b", "LinearSolveJVP.track_jvp"]) == 0
+    assert os.path.join("results", MACHINE) in capsys.readouterr().out
 
 
 # Errors: one line on stderr naming the argument, exit status 2 ------------------------------
@@ -353,13 +351,13 @@ def test_results_dir_from_asv_conf(tmp_path, monkeypatch, capsys):
     "args, argument, detail",
     [
         (["--results-dir", "/nonexistent/results"], "--results-dir", "/nonexistent/results"),
-        (["--machine", "nosuchmachine"], "--machine", "recorded: vm"),
+        (["--machine", "nosuchmachine"], "--machine", f"recorded: {MACHINE}"),
         (["--benchmark", "NoSuchBenchmark"], "--benchmark", "NoSuchBenchmark"),
-        (["--benchmark", "LinearSolveJVPDefault"], "--benchmark", "no parameter 'variant'"),
-        (["--after", "nosuchvariant"], "--after", "values: before, after, lineax, fused, cython"),
+        (["--benchmark", "LinearSolveJVPDefault.track_jvp"], "--after", "records no 'optimised' variant"),
+        (["--after", "nosuchvariant"], "--after", f"values: {', '.join(VARIANTS)}"),
         (["--before", "nosuchvariant"], "--before", "nosuchvariant"),
         (["--extra", "lineax,nosuchvariant"], "--extra", "nosuchvariant"),
-        (["--commit", "ffff"], "--commit", "recorded: b58392fc"),
+        (["--commit", "ffff"], "--commit", f"{COMMIT[:8]}"),
         (["--env", "nosuchenv"], "--env", ENV),
         (["--rows", "nosuchparam"], "--rows", "nosuchparam"),
         (["--factor", "0.5"], "--factor", "0.5"),
@@ -367,10 +365,12 @@ def test_results_dir_from_asv_conf(tmp_path, monkeypatch, capsys):
 )
 def test_errors(capsys, args, argument, detail):
     if args[0] == "--results-dir":
-        status = main(["report", *args])
+        status = main(["report", *args, "-b", "X"])
         out, err = capsys.readouterr()
     else:
-        status, out, err = run_report(capsys, *args)
+        status, out, err = run_report(
+            capsys, *args, bench=() if args[0] == "--benchmark" else ("-b", "LinearSolveJVP.track_jvp")
+        )
     assert status == 2
     assert out == ""
     assert err.count("\n") == 1
@@ -382,16 +382,17 @@ def test_several_machines_need_machine(tmp_path, capsys):
     results_dir = copy_results(tmp_path)
     other = results_dir / "gpu-box"
     other.mkdir()
-    machine = json.loads((DATA / "vm" / "machine.json").read_text()) | {"machine": "gpu-box"}
+    machine = json.loads((DATA / MACHINE / "machine.json").read_text()) | {"machine": "gpu-box"}
     (other / "machine.json").write_text(json.dumps(machine))
-    assert main(["report", "--results-dir", str(results_dir)]) == 2
+    bench = ["-b", "LinearSolveJVP.track_jvp"]
+    assert main(["report", "--results-dir", str(results_dir), *bench]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("perflab report: error: --machine: ") and "gpu-box, vm" in err
-    assert main(["report", "--results-dir", str(results_dir), "--machine", "vm"]) == 0
+    assert err.startswith("perflab report: error: --machine: ") and f"gpu-box, {MACHINE}" in err
+    assert main(["report", "--results-dir", str(results_dir), *bench, "--machine", MACHINE]) == 0
 
 
 def test_empty_results_dir(tmp_path, capsys):
-    assert main(["report", "--results-dir", str(tmp_path)]) == 2
+    assert main(["report", "--results-dir", str(tmp_path), "-b", "X"]) == 2
     assert capsys.readouterr().err.startswith("perflab report: error: --results-dir: ")
 
 
@@ -402,34 +403,42 @@ def test_python_m_perflab():
     bare = subprocess.run([sys.executable, "-m", "perflab"], capture_output=True, text=True)
     assert bare.returncode == 2
     assert "report" in bare.stderr and "usage:" in bare.stderr
-    helped = subprocess.run(
-        [sys.executable, "-m", "perflab", "report", "--help"], capture_output=True, text=True
-    )
+    helped = subprocess.run([sys.executable, "-m", "perflab", "report", "--help"], capture_output=True, text=True)
     assert helped.returncode == 0
-    for option in ("--results-dir", "--machine", "--commit", "--env", "--benchmark", "--before",
-                   "--after", "--extra", "--factor", "--format", "--output"):
+    for option in (
+        "--results-dir",
+        "--machine",
+        "--commit",
+        "--env",
+        "--benchmark",
+        "--before",
+        "--after",
+        "--extra",
+        "--factor",
+        "--format",
+        "--output",
+    ):
         assert option in helped.stdout
 
 
 # Study reports: docs/reports/<study>.toml -> .md -------------------------------------------
 
-ROOT = Path(__file__).resolve().parents[1]
-CELL = "{{cell:LinearSolveJVP.time_jvp[solver=tridiagonal,size=10,variant=cython]}}"
+CELL = "{{cell:LinearSolveJVP.track_jvp[solver=lu,size=10,variant=fused]}}"
 FIXTURE_SPEC = """\
 title = "Fixture report"
 commit = "{commit}"
-machine = "vm"
-prose = "Cython at size 10: CELL."
+machine = "vm-2core-xeon"
+prose = "Fused at size 10: CELL."
 
 [[sections]]
 heading = "1. JVP"
-benchmarks = ["LinearSolveJVP.time_jvp"]
+benchmarks = ["LinearSolveJVP.track_jvp"]
 extra = ["lineax"]
 
 [[sections]]
 heading = "2. Ratio"
-benchmarks = ["track_jvp_over_primal"]
-before = "after"
+benchmarks = ["LinearSolveJVP.track_jvp_over_primal"]
+before = "lineax"
 after = "fused"
 rows = ["solver", "size"]
 
@@ -442,7 +451,10 @@ prose = "No figures here."
 def git(root, *args):
     return subprocess.run(
         ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-        cwd=root, capture_output=True, text=True, check=True,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
 
 
@@ -476,23 +488,24 @@ def test_study_report_renders_one_header_and_every_section(tmp_path, monkeypatch
     assert "`python -m perflab report --study linear_solve`" in text
     assert list(sections(text)) == ["1. JVP", "2. Ratio", "Closing words"]
     # The placeholder is filled from the recorded value, with asv's unit formatting.
-    cython = recorded(TIME_JVP)[("tridiagonal", "10", "cython")][0]
+    fused = recorded(BENCH)[("lu", "10", "fused")][0]
     from asv.util import human_value
-    assert f"Cython at size 10: {human_value(cython, 'seconds')}." in text
+
+    assert f"Fused at size 10: {human_value(fused, 'seconds')}." in text
     body = sections(text)
-    # Defaults from the registry: linear_solve's baseline/optimised are before/after.
-    assert "BEFORE = variant before, AFTER = variant after" in body["1. JVP"]
-    assert "BEFORE = variant after, AFTER = variant fused" in body["2. Ratio"]
+    # Defaults from the recorded benchmarks.json: its baseline and optimised variants.
+    assert f"BEFORE = variant {BEFORE}, AFTER = variant {AFTER}" in body["1. JVP"]
+    assert "BEFORE = variant lineax, AFTER = variant fused" in body["2. Ratio"]
     assert body["Closing words"].strip() == "No figures here."
-    assert "### LinearSolveJVP.time_jvp — solver=lu" in body["1. JVP"]
+    assert "### LinearSolveJVP.track_jvp — solver=lu" in body["1. JVP"]
     assert "### LinearSolveJVP.track_jvp_over_primal\n" in body["2. Ratio"]
     # The tables are the single-report tables of the same run, byte for byte.
-    _, single, _ = run_report(capsys, "--format", "markdown", "--extra", "lineax")
+    _, single, _ = run_report(capsys, "--format", "markdown", "--extra", "lineax", "--commit", COMMIT[:8])
     for title in markdown_tables(single):
         table = single.split(f"## {title}\n")[1].split("\n## ")[0].strip()
         assert table in body["1. JVP"]
     # Outside a git repository the recorded commit cannot be placed in history: stale.
-    assert "**Status:** stale: recorded at b58392fc, a commit not in this" in text
+    assert f"**Status:** stale: recorded at {COMMIT[:8]}, a commit not in this" in text
 
 
 def test_study_report_to_stdout_is_deterministic(tmp_path, monkeypatch, capsys):
@@ -504,16 +517,51 @@ def test_study_report_to_stdout_is_deterministic(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().out == first and first.startswith("# Fixture report")
 
 
-def test_default_roles_come_from_the_registry():
-    from perflab.report import tables
+def test_default_roles_come_from_benchmarks_json(tmp_path, capsys):
+    results_dir = copy_results(tmp_path)
+    status = main(["report", "--results-dir", str(results_dir), "-b", "LinearSolveJVP.track_jvp"])
+    assert status == 0 and f"BEFORE = variant {BEFORE}, AFTER = variant {AFTER}" in capsys.readouterr().out
+    # A benchmarks.json without the optimised variant (recorded before the harness wrote it):
+    # the spec or --after must name it.
+    path = results_dir / "benchmarks.json"
+    data = json.loads(path.read_text())
+    del data[BENCH]["optimised"]
+    path.write_text(json.dumps(data))
+    assert main(["report", "--results-dir", str(results_dir), "-b", "LinearSolveJVP.track_jvp"]) == 2
+    err = capsys.readouterr().err
+    assert "--after: benchmarks.json records no 'optimised' variant for LinearSolveJVP.track_jvp" in err
+    bench = ["-b", "LinearSolveJVP.track_jvp", "--after", "fused"]
+    assert main(["report", "--results-dir", str(results_dir), *bench]) == 0
 
-    assert variants.roles("tree_transforms") == ("loop", "path_map")
-    assert variants.roles("sde") == ("pregen", "time_major_chunked")
-    assert variants.roles("no_such_study") is None
-    name = "bench_tree_transforms.ApplyShardingRules.time_apply"
-    assert tables.default_roles(name, ["loop", "batched", "path_map"]) == ("loop", "path_map")
-    assert tables.default_roles("bench_calibration.C.time_w", ["base"]) == ("before", "after")
-    assert tables.study_of("bench_sde.EnsembleSimulation.time_simulate") == "sde"
+
+def test_report_imports_no_study_package(tmp_path):
+    # Roles come from the recorded run, so reading results never imports JAX, torch or a study.
+    code = (
+        "import sys, os\n"
+        "from perflab import report\n"
+        "from perflab.report import pipeline, spec\n"
+        "os.chdir(sys.argv[1])\n"
+        "for one in spec.load_specs('.'):\n"
+        "    pipeline.study_text(one, 'results', '.')\n"
+        "studies = ('linear_solve', 'sde', 'delta_rule', 'tree_transforms', 'meanflow')\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('jax', 'torch', 'jaxlib')\n"
+        "       or any(m.startswith(f'perflab.{s}') for s in studies)]\n"
+        "print(bad)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_report_without_a_selection_lists_what_is_recorded(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert main(["report"]) == 0
+    out = capsys.readouterr().out
+    assert f"Recorded on machine {MACHINE}" in out and COMMIT[:8] in out
+    for path in sorted((ROOT / "docs" / "reports").glob("*.toml")):
+        assert f"python -m perflab report --study {path.stem}" in out
+    assert main(["report", "--before", "x"]) == 2
+    assert "--before: needs --benchmark" in capsys.readouterr().err
 
 
 def make_history(tmp_path):
@@ -528,9 +576,7 @@ def make_history(tmp_path):
     results_dir = copy_results(tmp_path)
     add_run(results_dir, commit=recorded_commit, date=2_000_000_000_000)
     (root / "docs" / "reports").mkdir(parents=True)
-    (root / "docs" / "reports" / "linear_solve.toml").write_text(
-        FIXTURE_SPEC.format(commit=recorded_commit[:8])
-    )
+    (root / "docs" / "reports" / "linear_solve.toml").write_text(FIXTURE_SPEC.format(commit=recorded_commit[:8]))
     return root, results_dir, recorded_commit
 
 
@@ -602,51 +648,52 @@ def test_study_on_empty_results_dir(tmp_path, monkeypatch, capsys):
 
 def test_study_on_missing_commit(tmp_path, monkeypatch, capsys):
     err = study_error(capsys, study_root(tmp_path, commit="ffffffff"), monkeypatch, DATA)
-    assert "--commit" in err and "'ffffffff'" in err and "machine 'vm'" in err
-    assert "recorded: b58392fc" in err
+    assert "--commit" in err and "'ffffffff'" in err and f"machine '{MACHINE}'" in err
+    assert "recorded: " in err and COMMIT[:8] in err
 
 
 def test_study_on_missing_machine(tmp_path, monkeypatch, capsys):
-    spec = FIXTURE_SPEC.replace('machine = "vm"', 'machine = "gpu-box"')
+    spec = FIXTURE_SPEC.replace(f'machine = "{MACHINE}"', 'machine = "gpu-box"')
     err = study_error(capsys, study_root(tmp_path, spec=spec), monkeypatch, DATA)
-    assert "--machine" in err and "'gpu-box'" in err and "recorded: vm" in err
+    assert "--machine" in err and "'gpu-box'" in err and f"recorded: {MACHINE}" in err
 
 
 def test_study_on_missing_benchmark(tmp_path, monkeypatch, capsys):
-    spec = FIXTURE_SPEC.replace('"LinearSolveJVP.time_jvp"]', '"HeatEquation.time_jvp"]')
+    spec = FIXTURE_SPEC.replace('"LinearSolveJVP.track_jvp"]', '"NoSuchClass.track_jvp"]')
     err = study_error(capsys, study_root(tmp_path, spec=spec), monkeypatch, DATA)
-    assert "section 1 (1. JVP): --benchmark" in err and "'HeatEquation.time_jvp'" in err
-    assert "commit b58392fc" in err
+    assert "section 1 (1. JVP): --benchmark" in err and "'NoSuchClass.track_jvp'" in err
+    assert f"commit {COMMIT[:8]}" in err
 
 
 def test_study_on_partial_results_without_benchmarks_json(tmp_path, monkeypatch, capsys):
     results_dir = copy_results(tmp_path)
     (results_dir / "benchmarks.json").unlink()
     err = study_error(capsys, study_root(tmp_path), monkeypatch, results_dir)
-    assert "not in benchmarks.json" in err and TIME_JVP in err
+    assert "benchmarks.json" in err and BENCH in err and "just-discover" in err
 
 
 def test_study_on_foreign_results_files(tmp_path, monkeypatch, capsys):
     results_dir = copy_results(tmp_path)
-    RESULTS_FILE_COPY = results_dir / "vm" / RESULTS_FILE.name
-    RESULTS_FILE_COPY.unlink()
-    (results_dir / "vm" / "other-tool.json").write_text('{"hello": 1}')
+    for path in (results_dir / MACHINE).glob("*.json"):
+        if path.name != "machine.json":
+            path.unlink()
+    (results_dir / MACHINE / "other-tool.json").write_text('{"hello": 1}')
     err = study_error(capsys, study_root(tmp_path), monkeypatch, results_dir)
     assert "--machine" in err and "other-tool.json not readable as asv results" in err
 
 
 def test_benchmark_without_any_value_is_an_error(tmp_path, capsys):
     results_dir = copy_results(tmp_path)
-    path = results_dir / "vm" / RESULTS_FILE.name
+    path = results_dir / MACHINE / RESULTS_FILE.name
     data = json.loads(path.read_text())
     column = data["result_columns"].index("result")
-    entry = data["results"][TIME_JVP]
+    entry = data["results"][BENCH]
     entry[column] = [None] * len(entry[column])
     path.write_text(json.dumps(data))
-    assert main(["report", "--results-dir", str(results_dir)]) == 2
+    assert main(["report", "--results-dir", str(results_dir), "-b", "LinearSolveJVP.track_jvp"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("perflab report: error: --benchmark: ")
-    assert "LinearSolveJVP.time_jvp holds no value" in err and "commit b58392fc" in err
+    assert "LinearSolveJVP.track_jvp holds no value" in err and f"commit {COMMIT[:8]}" in err
 
 
 @pytest.mark.parametrize(
@@ -682,8 +729,8 @@ def test_committed_results_are_found_before_asv_default(tmp_path, monkeypatch, c
     copy_results(tmp_path)
     (tmp_path / "asv.conf.json").write_text('{"results_dir": "elsewhere"}')
     monkeypatch.chdir(tmp_path)
-    assert main(["report"]) == 0
-    assert os.path.join("results", "vm") in capsys.readouterr().out
+    assert main(["report", "-b", "LinearSolveJVP.track_jvp"]) == 0
+    assert os.path.join("results", MACHINE) in capsys.readouterr().out
 
 
 # The repository's own specs ---------------------------------------------------------------
@@ -723,8 +770,40 @@ def test_repository_report_regenerates_byte_for_byte(path):
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
-        text = report.render_study(report.build_study(spec, "results"), ".")
+        text = report.study_text(spec, "results", ".")
     finally:
         os.chdir(cwd)
     committed = (ROOT / "docs" / "reports" / f"{path.stem}.md").read_text(encoding="utf-8")
     assert text == committed, f"docs/reports/{path.stem}.md differs from `{spec.command}`"
+
+
+def test_harness_and_pinned_versions_make_reports_stale(tmp_path):
+    root = tmp_path / "repo"
+    (root / "benchmarks").mkdir(parents=True)
+    (root / "benchmarks" / "_interleave.py").write_text("x = 1\n")
+    (root / "asv.conf.json").write_text(
+        '{\n  // pins\n  "matrix": {"req": {"jax": "0.1"}},\n  "pythons": ["3.11"]\n}\n'
+    )
+    git(root.parent, "init", "-q", str(root))
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "recorded")
+    recorded_commit = git(root, "rev-parse", "HEAD")
+
+    def later():
+        return report.staleness(str(root), recorded_commit, "linear_solve").later
+
+    (root / "asv.conf.json").write_text('{\n  "matrix": {"req": {"jax": "0.1"}},\n  "pythons": ["3.12"]\n}\n')
+    git(root, "commit", "-q", "-am", "not the pinned versions")
+    (root / "README").write_text("words\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "unrelated")
+    assert later() == ()
+    (root / "benchmarks" / "_new_harness.py").write_text("y = 1\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "a new harness module")
+    harness = git(root, "log", "-1", "--abbrev=8", "--format=%h")
+    assert later() == (harness,)
+    (root / "asv.conf.json").write_text('{\n  "matrix": {"req": {"jax": "0.2"}},\n  "pythons": ["3.12"]\n}\n')
+    git(root, "commit", "-q", "-am", "a new pin")
+    pin = git(root, "log", "-1", "--abbrev=8", "--format=%h")
+    assert later() == (pin, harness)

@@ -75,3 +75,36 @@ def test_binomial_interval():
     assert low == 0 and 0.3 < high < 0.4
     with pytest.raises(ValueError, match="successes"):
         sig.binomial_interval(9, 8)
+
+
+def _hand_interval(before, after, paired, confidence):
+    # The t intervals written out (as the module computed them before using scipy's tests).
+    from scipy import stats
+
+    la, lb = np.log(after), np.log(before)
+    if paired:
+        d = la - lb
+        mean, se, df = d.mean(), d.std(ddof=1) / math.sqrt(len(d)), len(d) - 1
+    else:
+        mean = la.mean() - lb.mean()
+        va, vb = la.var(ddof=1) / len(la), lb.var(ddof=1) / len(lb)
+        se = math.sqrt(va + vb)
+        df = (va + vb) ** 2 / (va**2 / (len(la) - 1) + vb**2 / (len(lb) - 1))
+    t = stats.t.ppf(0.5 + confidence / 2, df)
+    return math.exp(mean - t * se), math.exp(mean + t * se)
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_scipy_intervals_equal_the_written_out_t_intervals(rng, paired):
+    for n_before, n_after in [(5, 5), (4, 4), (8, 8)] if paired else [(5, 5), (4, 7), (3, 9)]:
+        before = np.exp(rng.normal(0, 0.2, n_before)).tolist()
+        after = np.exp(rng.normal(0.1, 0.3, n_after)).tolist()
+        for confidence in (0.95, 0.999):
+            v = sig.compare(before, after, paired=paired, confidence=confidence)
+            low, high = _hand_interval(before, after, paired, confidence)
+            assert v.low == pytest.approx(low, rel=1e-12) and v.high == pytest.approx(high, rel=1e-12)
+
+
+def test_identical_samples_give_a_zero_width_interval():
+    v = sig.compare([1.0, 1.1, 1.2], [1.0, 1.1, 1.2], paired=True)
+    assert v.tested and not v.changed and v.low == v.high == v.ratio == 1.0

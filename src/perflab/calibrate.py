@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import json
 import os
 import shlex
@@ -34,6 +33,7 @@ import tempfile
 from collections.abc import Sequence
 
 from . import _asv, significance
+from ._git import git
 
 DEFAULT_CLASSES = ("LinearSolveJVP", "EnsembleSimulation", "JVPCost")
 EFFECTS = {"plus5pct": 1.05, "plus10pct": 1.10}
@@ -45,7 +45,8 @@ class CalibrationError(_asv.PerflabError):
 
 @dataclasses.dataclass(frozen=True)
 class Recorded:
-    """The cells of one trial: (benchmark, params) -> per-process samples, and benchmark info."""
+    """The cells of one trial: (benchmark, parameter labels) -> per-process samples, and
+    benchmark info."""
 
     cells: dict
     benchmarks: dict
@@ -59,30 +60,25 @@ def load_trial(results_dir: str) -> Recorded:
         results_dir: an asv results directory.
 
     Returns:
-        The trial's cells and benchmark descriptions.
+        The trial's cells (keyed by parameter labels, as the report shows them) and benchmark
+        descriptions.
     """
-    from asv import results as asv_results
-
     benchmarks = _asv.load_benchmarks(results_dir)
     if not benchmarks:
         raise CalibrationError("results", f"no benchmarks.json in {results_dir!r}: asv recorded nothing")
-    files = [os.path.join(d, f) for d, _, fs in os.walk(results_dir) for f in fs
-             if f.endswith(".json") and f not in ("benchmarks.json", "machine.json")]
-    if len(files) != 1:
-        raise CalibrationError("results", f"expected one recorded run in {results_dir!r}, found {len(files)}")
-    res = asv_results.Results.load(files[0])
+    run = _asv.load_only_run(results_dir)
+    if run is None:
+        raise CalibrationError("results", f"expected one recorded run in {results_dir!r}")
     cells = {}
-    for name in _asv.recorded_benchmarks(res):
-        info = benchmarks.get(name)
-        if info is None or not info.get("paired_processes"):
+    for name in run.names:
+        if not run.info(name).get("paired_processes"):
             continue
-        params, _, _, samples = _asv.result_arrays(res, name)
-        for combo, s in zip(itertools.product(*params), samples):
-            if s:
-                cells[(name, combo)] = list(s)
+        for labels, _, _, samples in run.recorded(name).combinations():
+            if samples:
+                cells[(name, labels)] = list(samples)
     if not cells:
         raise CalibrationError("--bench", f"the run in {results_dir!r} holds no interleaved (process-paired) cell")
-    return Recorded(cells, benchmarks, res.commit_hash)
+    return Recorded(cells, benchmarks, run.commit)
 
 
 def _variant_index(info):
@@ -90,11 +86,11 @@ def _variant_index(info):
 
 
 def _partner(combo, index, variant):
-    return combo[:index] + (repr(variant),) + combo[index + 1:]
+    return combo[:index] + (variant,) + combo[index + 1 :]
 
 
 def _label(name, combo):
-    return f"{name.split('.', 1)[1]}({', '.join(v.strip(chr(39)) for v in combo)})"
+    return f"{name.split('.', 1)[1]}({', '.join(combo)})"
 
 
 @dataclasses.dataclass
@@ -153,7 +149,7 @@ def judge(trials: Sequence[Recorded], factor: float, confidence: float) -> dict[
         for (name, combo), samples in trial.cells.items():
             info = trial.benchmarks[name]
             i = _variant_index(info)
-            variant = combo[i].strip("'")
+            variant = combo[i]
             if variant == info["baseline"]:
                 continue
             base = trial.cells.get((name, _partner(combo, i, info["baseline"])))
@@ -163,8 +159,8 @@ def judge(trials: Sequence[Recorded], factor: float, confidence: float) -> dict[
             verdict = significance.compare(base, samples, paired=True, factor=factor, confidence=confidence)
             if variant == info["control"]:
                 result.false_within.add(verdict.changed)
-                result.false_within_asv.add(_asv_flags(base, samples, factor))
-                result.mde.setdefault(_label(name, combo[:i] + combo[i + 1:]), []).append(verdict.minimum_detectable())
+                result.false_within_asv.add(_asv.asv_compare_flags(base, samples, factor))
+                result.mde.setdefault(_label(name, combo[:i] + combo[i + 1 :]), []).append(verdict.minimum_detectable())
             elif variant in EFFECTS and info["unit"] == "seconds":
                 result.detected[variant].add(verdict.changed and verdict.ratio > 1)
                 result.significant[variant].add(verdict.significant and verdict.ratio > 1)
@@ -172,23 +168,14 @@ def judge(trials: Sequence[Recorded], factor: float, confidence: float) -> dict[
     for first, second in zip(trials, trials[1:]):
         for key, a in first.cells.items():
             b = second.cells.get(key)
-            variant = key[1][_variant_index(first.benchmarks[key[0]])].strip("'")
+            variant = key[1][_variant_index(first.benchmarks[key[0]])]
             if not b or variant in EFFECTS:
                 continue
             result = out.setdefault(_class_of(key[0]), ClassResult())
             verdict = significance.compare(a, b, paired=False, factor=factor)
             result.false_across_report.add(verdict.changed)
-            result.false_across_asv.add(_asv_flags(a, b, factor))
+            result.false_across_asv.add(_asv.asv_compare_flags(a, b, factor))
     return out
-
-
-def _asv_flags(a, b, factor):
-    # asv compare's own decision on the same per-process samples, either direction.
-    from asv.commands.compare import _is_result_better
-    from asv_runner.statistics import compute_stats
-
-    (va, sa), (vb, sb) = compute_stats(a, 1), compute_stats(b, 1)
-    return _is_result_better(vb, va, (sb, b), (sa, a), factor) or _is_result_better(va, vb, (sa, a), (sb, b), factor)
 
 
 def cross_run_drift(trials: Sequence[Recorded]) -> list[tuple[str, float]]:
@@ -210,8 +197,12 @@ def cross_run_drift(trials: Sequence[Recorded]) -> list[tuple[str, float]]:
     if len(ratios) < 2:
         return []
     cuts = statistics.quantiles(ratios, n=100, method="inclusive")
-    return [("median", statistics.median(ratios)), ("90th percentile", cuts[89]),
-            ("95th percentile", cuts[94]), ("99th percentile", cuts[98])]
+    return [
+        ("median", statistics.median(ratios)),
+        ("90th percentile", cuts[89]),
+        ("95th percentile", cuts[94]),
+        ("99th percentile", cuts[98]),
+    ]
 
 
 def render(
@@ -244,20 +235,40 @@ def render(
         rows = []
         for cls, r in sorted(by_level[level].items()):
             effects = ", ".join(f"{v}: {statistics.median(r.measured[v]):.3f}" for v in EFFECTS if r.measured[v])
-            rows.append([cls, str(r.false_within), str(r.false_within_asv), str(r.false_across_report),
-                         str(r.false_across_asv), str(r.detected["plus5pct"]), str(r.detected["plus10pct"]),
-                         str(r.significant["plus5pct"]), str(r.significant["plus10pct"]), effects or "-"])
+            rows.append(
+                [
+                    cls,
+                    str(r.false_within),
+                    str(r.false_within_asv),
+                    str(r.false_across_report),
+                    str(r.false_across_asv),
+                    str(r.detected["plus5pct"]),
+                    str(r.detected["plus10pct"]),
+                    str(r.significant["plus5pct"]),
+                    str(r.significant["plus10pct"]),
+                    effects or "-",
+                ]
+            )
         text += [
             "",
             f"## Verdicts with {100 * level:g}% intervals",
             "",
-            tabulate(rows, headers=["class", "identical flagged, one run (report)", "one run (asv rule)",
-                                    "identical flagged across runs (report, unpaired rule)",
-                                    "across runs (asv compare)",
-                                    "+5% detected", "+10% detected",
-                                    "+5% interval excludes 1", "+10% interval excludes 1",
-                                    "measured effect (median ratio)"],
-                     tablefmt="github"),
+            tabulate(
+                rows,
+                headers=[
+                    "class",
+                    "identical flagged, one run (report)",
+                    "one run (asv rule)",
+                    "identical flagged across runs (report, unpaired rule)",
+                    "across runs (asv compare)",
+                    "+5% detected",
+                    "+10% detected",
+                    "+5% interval excludes 1",
+                    "+10% interval excludes 1",
+                    "measured effect (median ratio)",
+                ],
+                tablefmt="github",
+            ),
         ]
     drift = cross_run_drift(trials_for_drift) if trials_for_drift else []
     if drift:
@@ -277,8 +288,11 @@ def render(
         "baseline, paired)",
         "",
     ]
-    mde_rows = [[cls, cell, f"{statistics.median(v):.3f}"] for cls, r in sorted(by_level[levels[0]].items())
-                for cell, v in sorted(r.mde.items())]
+    mde_rows = [
+        [cls, cell, f"{statistics.median(v):.3f}"]
+        for cls, r in sorted(by_level[levels[0]].items())
+        for cell, v in sorted(r.mde.items())
+    ]
     text.append(tabulate(mde_rows, headers=["class", "cell", "minimum detectable ratio"], tablefmt="github"))
     return "\n".join(text) + "\n"
 
@@ -316,17 +330,23 @@ def run_trials(
     if not os.path.isfile(config):
         raise CalibrationError("--config", f"no asv configuration at {config!r}")
 
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    commit = git(".", "rev-parse", "HEAD")
+    if commit is None:
+        raise CalibrationError("--config", "not in a git repository: the trials are labelled with HEAD")
     loaded = []
     with tempfile.TemporaryDirectory(prefix="perflab-calibrate-") as tmp:
         home = os.path.join(tmp, "home")
         os.makedirs(home)
-        run_env = os.environ | env | {
-            "HOME": home,
-            "PERFLAB_INJECT": "1",
-            "PERFLAB_CACHE_DIR": os.environ.get("PERFLAB_CACHE_DIR")
-            or os.path.join(os.path.expanduser("~"), ".cache", "perflab"),
-        }
+        run_env = (
+            os.environ
+            | env
+            | {
+                "HOME": home,
+                "PERFLAB_INJECT": "1",
+                "PERFLAB_CACHE_DIR": os.environ.get("PERFLAB_CACHE_DIR")
+                or os.path.join(os.path.expanduser("~"), ".cache", "perflab"),
+            }
+        )
         _run([sys.executable, "-m", "asv", "machine", "--yes", "--machine", "calibrate"], run_env, "asv machine")
         for i in range(trials):
             # Absolute: asv resolves a relative results_dir against the config's own folder.
@@ -334,8 +354,20 @@ def run_trials(
             conf = os.path.join(tmp, f"asv{i}.json")
             with open(conf, "w", encoding="utf-8") as fh:
                 json.dump(_asv_config(config, results_dir), fh)
-            cmd = [sys.executable, "-m", "asv", "run", "--python=same", "--record-samples", "--machine", "calibrate",
-                   "--set-commit-hash", commit, "--config", conf]
+            cmd = [
+                sys.executable,
+                "-m",
+                "asv",
+                "run",
+                "--python=same",
+                "--record-samples",
+                "--machine",
+                "calibrate",
+                "--set-commit-hash",
+                commit,
+                "--config",
+                conf,
+            ]
             for pattern in classes:
                 cmd += ["-b", pattern]
             if log:
@@ -369,8 +401,7 @@ def _run(cmd, env, argument):
     if failed:
         raise CalibrationError(
             argument,
-            f"{shlex.join(cmd[2:])} failed (exit {done.returncode}); asv said:\n"
-            f"{(done.stdout + done.stderr)[-3000:]}",
+            f"{shlex.join(cmd[2:])} failed (exit {done.returncode}); asv said:\n{(done.stdout + done.stderr)[-3000:]}",
         )
 
 
@@ -382,18 +413,35 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("--trials", type=int, default=8, help="asv runs (default: 8)")
-    parser.add_argument("-b", "--bench", action="append", metavar="REGEX",
-                        help=f"classes to run (default: {', '.join(DEFAULT_CLASSES)})")
+    parser.add_argument(
+        "-b",
+        "--bench",
+        action="append",
+        metavar="REGEX",
+        help=f"classes to run (default: {', '.join(DEFAULT_CLASSES)})",
+    )
     parser.add_argument("--factor", type=float, default=significance.DEFAULT_FACTOR)
-    parser.add_argument("--confidence", type=float, action="append",
-                        help=f"interval level, repeatable: one table each (default: the report's, "
-                             f"{significance.DEFAULT_CONFIDENCE})")
-    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                        help="environment variable for the runs (repeatable)")
+    parser.add_argument(
+        "--confidence",
+        type=float,
+        action="append",
+        help=f"interval level, repeatable: one table each (default: the report's, {significance.DEFAULT_CONFIDENCE})",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment variable for the runs (repeatable)",
+    )
     parser.add_argument("--config", default="asv.conf.json", help="asv configuration file")
     parser.add_argument("--keep", metavar="DIR", help="keep the trials' asv results in DIR (trial0/, ...)")
-    parser.add_argument("--from", dest="kept", metavar="DIR",
-                        help="judge the trials kept in DIR by an earlier --keep instead of running new ones")
+    parser.add_argument(
+        "--from",
+        dest="kept",
+        metavar="DIR",
+        help="judge the trials kept in DIR by an earlier --keep instead of running new ones",
+    )
     parser.add_argument("--output", "-o", metavar="FILE", help="write Markdown to FILE (default: stdout)")
     parser.set_defaults(func=run)
     return parser
@@ -417,8 +465,14 @@ def run(args: argparse.Namespace) -> int:
     levels = args.confidence or [significance.DEFAULT_CONFIDENCE]
     by_level = {level: judge(trials, args.factor, level) for level in levels}
     command = getattr(args, "command_line", "python -m perflab calibrate")
-    text = render(by_level, trials=len(trials), factor=args.factor, command=command, commit=trials[0].commit,
-                  trials_for_drift=trials)
+    text = render(
+        by_level,
+        trials=len(trials),
+        factor=args.factor,
+        command=command,
+        commit=trials[0].commit,
+        trials_for_drift=trials,
+    )
     if args.output:
         with open(args.output, "w", encoding="utf-8") as fh:
             fh.write(text)

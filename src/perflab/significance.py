@@ -7,9 +7,10 @@ docs/trust.md). So every value judged here is one number per process (what
 the comparison is on the logarithms of those numbers:
 
 - paired (two variants of one cell, measured interleaved in the same processes): a t interval on
-  the per-process log ratios; process offsets cancel in each ratio.
+  the per-process log ratios (`scipy.stats.ttest_rel`); process offsets cancel in each ratio.
 - unpaired (cells of two runs, or of two classes): Welch's t interval on the difference of mean
-  logs; the between-process spread of both sides enters the interval.
+  logs (`scipy.stats.ttest_ind` with ``equal_var=False``); the between-process spread of both
+  sides enters the interval.
 
 A pair is *changed* when the interval excludes a ratio of 1 and the estimate lies beyond the
 factor. With one process per side there is nothing to judge: the verdict says so ("n=1, not
@@ -20,8 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Sequence
 
+import numpy as np
 from scipy import stats as _stats
 
 DEFAULT_FACTOR = 1.05
@@ -115,37 +118,27 @@ def compare(
     b, a = _clean(before, "before"), _clean(after, "after")
     if not b or not a:
         raise ValueError(f"nothing to compare: {len(b)} value(s) before, {len(a)} after")
+    if paired and len(a) != len(b):
+        raise ValueError(f"paired comparison needs as many processes on each side, got {len(b)} and {len(a)}")
+    la, lb = np.log(a), np.log(b)
+    n = len(la) if paired else min(len(la), len(lb))
+    # The estimate as a ratio of each pair (paired) or of the geometric means (Welch).
     if paired:
-        if len(a) != len(b):
-            raise ValueError(f"paired comparison needs as many processes on each side, got {len(b)} and {len(a)}")
-        logs = [math.log(x / y) for x, y in zip(a, b)]
-        n = len(logs)
-        mean = sum(logs) / n
-        if n < 2:
-            return Verdict(math.exp(mean), math.nan, math.nan, n, True, False, False, confidence, factor)
-        se = _std(logs) / math.sqrt(n)
-        df = n - 1
+        mean = sum(math.log(x / y) for x, y in zip(a, b)) / n
     else:
-        la, lb = [math.log(x) for x in a], [math.log(x) for x in b]
-        n = min(len(la), len(lb))
-        mean = sum(la) / len(la) - sum(lb) / len(lb)
-        if n < 2:
-            return Verdict(math.exp(mean), math.nan, math.nan, n, False, False, False, confidence, factor)
-        va, vb = _std(la) ** 2 / len(la), _std(lb) ** 2 / len(lb)
-        se = math.sqrt(va + vb)
-        df = (va + vb) ** 2 / (va**2 / (len(la) - 1) + vb**2 / (len(lb) - 1)) if va + vb > 0 else len(la) + len(lb) - 2
-    t = _stats.t.ppf(0.5 + confidence / 2, df)
-    low, high = math.exp(mean - t * se), math.exp(mean + t * se)
+        mean = sum(map(math.log, a)) / len(a) - sum(map(math.log, b)) / len(b)
+    if n < 2:
+        return Verdict(math.exp(mean), math.nan, math.nan, n, paired, False, False, confidence, factor)
+    with warnings.catch_warnings():
+        # Identical samples on both sides are a valid A/A pair: a zero-width interval.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        test = _stats.ttest_rel(la, lb) if paired else _stats.ttest_ind(la, lb, equal_var=False)
+        interval = test.confidence_interval(confidence_level=confidence)
+    low, high = math.exp(interval.low), math.exp(interval.high)
     ratio = math.exp(mean)
     beyond = ratio > factor or ratio < 1 / factor
     changed = beyond and (low > 1 or high < 1)
     return Verdict(ratio, low, high, n, paired, True, changed, confidence, factor)
-
-
-def _std(values):
-    n = len(values)
-    mean = sum(values) / n
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
 def binomial_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:

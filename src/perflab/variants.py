@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,8 +21,8 @@ class Operation:
         name: the operation's name, e.g. ``"solve_jvp"``.
         variants: variant name -> one-line description of what it does.
         default: the variant used when the caller names none.
-        baseline: the variant reports treat as BEFORE.
-        optimised: the variant reports treat as AFTER.
+        baseline: the variant reports treat as BEFORE (the suite records it in benchmarks.json).
+        optimised: the variant reports treat as AFTER (likewise).
         same_program: {frozenset({a, b}): reason} for variant pairs that are expected to
             compile to the same program at some benchmarked size (a test fails on any other
             pair that does).
@@ -126,9 +126,7 @@ def get(study: str, name: str) -> Operation:
     try:
         return _REGISTRY[(study, name)]
     except KeyError:
-        raise KeyError(
-            f"no operation {study}.{name}; registered: {sorted('.'.join(k) for k in _REGISTRY)}"
-        ) from None
+        raise KeyError(f"no operation {study}.{name}; registered: {sorted('.'.join(k) for k in _REGISTRY)}") from None
 
 
 def for_study(study: str) -> tuple[Operation, ...]:
@@ -150,24 +148,3 @@ def for_study(study: str) -> tuple[Operation, ...]:
         if err.name not in (f"{__package__}.{study}", __package__):
             raise
     return tuple(op for op in _REGISTRY.values() if op.study == study)
-
-
-def roles(study: str, variants: Sequence[str] | None = None) -> tuple[str, str] | None:
-    """The (baseline, optimised) variants reports use as BEFORE and AFTER for a study.
-
-    Arguments:
-        study: the study's name.
-        variants: the variant values of the benchmark at hand; operations whose baseline or
-            optimised variant is not among them are ignored.
-
-    Returns:
-        (baseline, optimised), or ``None`` when the study registers no operation, or its
-        operations disagree, for these variants.
-    """
-    ops = [
-        op
-        for op in for_study(study)
-        if variants is None or (op.baseline in variants and op.optimised in variants)
-    ]
-    pairs = list(dict.fromkeys((op.baseline, op.optimised) for op in ops))
-    return pairs[0] if len(pairs) == 1 else None

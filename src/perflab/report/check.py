@@ -1,37 +1,28 @@
-"""Is a report still true? Staleness from git history, drift from regeneration.
+"""Checks: is a study report still true? Staleness from git history, drift from regeneration.
 
-A report is *stale* when a commit after its recorded commit changed the study's package or its
-benchmarks (``git log <recorded>..HEAD -- src/perflab/<study>/ benchmarks/bench_<study>.py``):
-the tables describe code that is no longer there. It has *drifted* when regenerating it from
-its spec and the recorded results does not give the committed ``.md`` byte for byte.
+A report is *stale* when a commit after its recorded commit changed what it measured: the
+study's package or benchmarks, the measuring harness (``benchmarks/common.py`` and the
+``benchmarks/_*.py`` modules), or the versions pinned in ``asv.conf.json``'s ``matrix``. It
+has *drifted* when its regeneration differs from the committed ``.md``. This module only
+checks; the pipeline (`perflab.report.pipeline`) regenerates.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
 from collections.abc import Sequence
 
-from .._asv import PerflabError
+from .. import _asv
+from .._git import ABBREV, git, resolve
 
-ABBREV = 8
-
-
-def _git(root, *args):
-    try:
-        done = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, timeout=60,
-            env=os.environ | {"TZ": "UTC"},  # format-local dates in UTC on every machine
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
+HARNESS = ("benchmarks/common.py", "benchmarks/_*.py")
+"""The measuring harness every study's figures pass through (a git pathspec glob)."""
+CONFIG = "asv.conf.json"
 
 
-def resolve(root: str, commit: str) -> str | None:
-    """The full hash of a commit prefix in the repository at `root`, or ``None``."""
-    return _git(root, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
+def study_paths(study: str) -> tuple[str, str]:
+    """The study's own code: its package and its benchmark module."""
+    return (f"src/perflab/{study}/", f"benchmarks/bench_{study}.py")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +33,7 @@ class Staleness:
         commit: the recorded commit (full hash, or the prefix when it cannot be resolved).
         short: its abbreviated hash.
         date: its commit date (``YYYY-MM-DD HH:MM UTC``), or ``""``.
-        later: abbreviated hashes of the later commits that touched the watched paths.
+        later: abbreviated hashes of the later commits that changed what was measured.
         known: False when the commit is not in this repository's history.
     """
 
@@ -57,7 +48,7 @@ class Staleness:
         """Stale: changed since, or not checkable against the history."""
         return bool(self.later) or not self.known
 
-    def describe(self) -> str:
+    def summary(self) -> str:
         """``recorded at abcd1234 (date), later changes: a, b`` (or why it cannot be told)."""
         if not self.known:
             return f"recorded at {self.short}, a commit not in this repository's history"
@@ -67,13 +58,13 @@ class Staleness:
         return text
 
 
-def staleness(root: str, commit: str, paths: Sequence[str]) -> Staleness:
-    """The commits after `commit` that touched `paths`.
+def staleness(root: str, commit: str, study: str) -> Staleness:
+    """The commits after `commit` that changed the study, the harness or the pinned versions.
 
     Arguments:
         root: the repository root.
         commit: the recorded commit (hash or prefix).
-        paths: the watched paths, relative to `root`.
+        study: the study's name.
 
     Returns:
         The `Staleness`.
@@ -81,72 +72,62 @@ def staleness(root: str, commit: str, paths: Sequence[str]) -> Staleness:
     full = resolve(root, commit)
     if full is None:
         return Staleness(commit, commit[:ABBREV], "", (), known=False)
-    short = _git(root, "log", "-1", f"--abbrev={ABBREV}", "--format=%h", full) or full[:ABBREV]
-    date = _git(
-        root, "log", "-1", "--date=format-local:%Y-%m-%d %H:%M UTC", "--format=%cd", full
-    ) or ""
-    out = _git(root, "log", f"--abbrev={ABBREV}", "--format=%h", f"{full}..HEAD", "--", *paths)
-    if out is None:
+    short = git(root, "log", "-1", f"--abbrev={ABBREV}", "--format=%h", full) or full[:ABBREV]
+    date = git(root, "log", "-1", "--date=format-local:%Y-%m-%d %H:%M UTC", "--format=%cd", full) or ""
+    log = ("log", f"--abbrev={ABBREV}", "--format=%h", f"{full}..HEAD", "--")
+    code = git(root, *log, *study_paths(study), *HARNESS)
+    config = git(root, *log, CONFIG)
+    if code is None or config is None:
         return Staleness(full, short, date, (), known=False)
-    return Staleness(full, short, date, tuple(out.split()))
+    changed = set(code.split()) | {c for c in config.split() if _matrix_changed(root, c)}
+    every = git(root, *log, *study_paths(study), *HARNESS, CONFIG) or ""
+    return Staleness(full, short, date, tuple(c for c in every.split() if c in changed))
 
 
-def status_text(spec, commits: Sequence[str], root: str = ".") -> str:
-    """The report header's Status line for a spec's recorded commits.
+def _matrix_changed(root, commit):
+    # Only the pinned versions change what was measured; other settings of asv.conf.json do not.
+    def matrix(revision):
+        text = git(root, "show", f"{revision}:{CONFIG}")
+        conf = _asv.parse_config(text) if text is not None else None
+        return conf.get("matrix") if conf else None
+
+    return matrix(commit) != matrix(f"{commit}^")
+
+
+def status_text(study: str, states: Sequence[Staleness]) -> str:
+    """The report header's Status line.
 
     Arguments:
-        spec: the `Spec`.
-        commits: the full hashes of the recorded commits shown.
-        root: the repository root.
+        study: the study's name.
+        states: the `Staleness` of every recorded commit shown.
 
     Returns:
         ``stale: recorded at X (date), later changes: a, b`` (one clause per stale commit,
-        ``;``-separated), or ``current: ...`` naming the watched paths.
+        ``;``-separated), or ``current: ...`` naming the study's watched paths.
     """
-    states = [staleness(root, c, spec.watched) for c in commits]
     stale = [s for s in states if s.stale]
     if stale:
-        return "stale: " + "; ".join(s.describe() for s in stale)
+        return "stale: " + "; ".join(s.summary() for s in stale)
     shown = ", ".join(s.short for s in states)
-    return f"current: no commit after {shown} changed {' or '.join(spec.watched)}"
+    return f"current: no commit after {shown} changed {' or '.join(study_paths(study))}"
 
 
-def check_spec(spec, results_dir: str, root: str = ".") -> list[str]:
-    """What is wrong with one study report: stale, drifted, missing, or not regenerable.
+def drift(path: str, text: str, command: str) -> str | None:
+    """Whether the committed report at `path` differs from its regeneration `text`.
 
     Arguments:
-        spec: the `Spec`.
-        results_dir: the asv results directory.
-        root: the repository root.
+        path: the committed ``.md``.
+        text: its regeneration.
+        command: the command that regenerates it.
 
     Returns:
-        One line per problem (empty when the report is current and regenerates byte for byte).
+        The problem line (``missing: ...`` or ``drifted: ...``), or ``None`` when identical.
     """
-    from .spec import NEWEST, build_study, render_study
-
-    problems = []
     try:
-        study = build_study(spec, results_dir)
-    except PerflabError as err:
-        study = None
-        problems.append(f"not regenerated: {err.message}")
-        # Without results, the commits the spec names can still be checked against git.
-        named = [s.commit or spec.commit for s in spec.sections] + [spec.commit]
-        commits = list(dict.fromkeys(c for c in named if c != NEWEST))
-    else:
-        commits = study.commits
-    states = [staleness(root, c, spec.watched) for c in commits]
-    problems += [f"stale: {s.describe()}" for s in states if s.stale]
-    if study is not None:
-        text = render_study(study, root)
-        try:
-            with open(spec.output, encoding="utf-8", newline="") as f:
-                committed = f.read()
-        except OSError:
-            problems.append(f"missing: {spec.output} (run `{spec.command}`)")
-        else:
-            if committed != text:
-                problems.append(
-                    f"drifted: {spec.output} differs from its regeneration (run `{spec.command}`)"
-                )
-    return problems
+        with open(path, encoding="utf-8", newline="") as f:
+            committed = f.read()
+    except OSError:
+        return f"missing: {path} (run `{command}`)"
+    if committed != text:
+        return f"drifted: {path} differs from its regeneration (run `{command}`)"
+    return None

@@ -1,8 +1,11 @@
-"""``python -m perflab report``: argument parsing and the three modes.
+"""The ``report`` command line: parses the arguments and calls `pipeline` for each mode.
 
-- tables of named benchmarks (``--benchmark``, ``--before``, ``--after`` ...), to stdout or a file;
+- no selection: what is recorded (machines, commits) and which study reports exist, with the
+  commands that render them;
+- tables of named benchmarks (``--benchmark``, ``--before``, ``--after`` ...);
 - ``--study NAME``: the study report of ``docs/reports/NAME.toml``, into ``docs/reports/NAME.md``;
-- ``--check``: every study report's staleness and drift; exit 1 if any report is not current.
+- ``--check``: every study report's staleness and drift; exit 1 if any report is not current;
+- ``--cost``: the wall time per benchmark class of a recorded run.
 """
 
 from __future__ import annotations
@@ -12,12 +15,10 @@ import sys
 
 from .. import _asv
 from .._asv import ReportError
-from . import check, spec
-from .compare import DEFAULT_FACTOR
+from . import pipeline, spec
+from .comparisons import DEFAULT_FACTOR
 from .cost import class_costs, render_costs
-from .locate import load_run
-from .render import FORMATS, RENDERERS
-from .tables import DEFAULT_BENCHMARK, build_report
+from .render import FORMATS, RENDERERS, when
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -48,13 +49,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "./asv.conf.json, else .asv/results)"
         ),
     )
-    where.add_argument(
-        "--machine", help="asv machine name (default: this machine, else the only one recorded)"
-    )
+    where.add_argument("--machine", help="asv machine name (default: this machine, else the only one recorded)")
     where.add_argument("--commit", help="commit hash prefix (default: the newest recorded)")
-    where.add_argument(
-        "--env", help="asv environment name, when the commit was recorded in several"
-    )
+    where.add_argument("--env", help="asv environment name, when the commit was recorded in several")
     what = parser.add_argument_group("what to show")
     what.add_argument(
         "--benchmark",
@@ -64,17 +61,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         nargs="+",
         metavar="NAME",
         help=(
-            f"benchmark(s): a full name, dotted part of one (e.g. LinearSolveJVP) or a glob "
-            f"(e.g. 'LinearSolveJVP.*'); repeatable (default: {DEFAULT_BENCHMARK})"
+            "benchmark(s): a full name, dotted part of one (e.g. LinearSolveJVP) or a glob "
+            "(e.g. 'LinearSolveJVP.*'); repeatable; without it, the report lists what is "
+            "recorded"
         ),
     )
     what.add_argument(
         "--before",
-        help="the BEFORE variant (default: the study's registered baseline, else 'before')",
+        help="the BEFORE variant (default: the baseline benchmarks.json records for it)",
     )
     what.add_argument(
         "--after",
-        help="the AFTER variant (default: the study's registered optimised variant, else 'after')",
+        help="the AFTER variant (default: the optimised variant benchmarks.json records)",
     )
     what.add_argument(
         "--extra",
@@ -116,12 +114,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     out = parser.add_argument_group("output")
     out.add_argument(
-        "--format", choices=FORMATS, default="text",
+        "--format",
+        choices=FORMATS,
+        default="text",
         help="output format (default: text; study reports are Markdown)",
     )
-    out.add_argument(
-        "--output", "-o", metavar="FILE", help="write to FILE instead of stdout ('-': stdout)"
-    )
+    out.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout ('-': stdout)")
     parser.set_defaults(func=run)
     return parser
 
@@ -154,22 +152,27 @@ def run(args: argparse.Namespace) -> int:
     if args.study:
         return _study(args, results_dir)
     if args.cost:
-        run = load_run(results_dir, machine=args.machine, commit=args.commit, env=args.env)
+        run = _asv.load_run(results_dir, machine=args.machine, commit=args.commit, env=args.env)
         command = getattr(args, "command_line", None) or "python -m perflab report --cost"
         _write(render_costs(run, class_costs(run), command), args.output)
         return 0
-    command = getattr(args, "command_line", None) or "python -m perflab report"
+    if not args.benchmarks:
+        given = [f"--{o}" for o in ("before", "after", "rows") if getattr(args, o, None)]
+        given += ["--extra"] if args.extra else []
+        if given:
+            raise ReportError(given[0], "needs --benchmark: the benchmarks whose variants to pair")
+        _write(_overview(results_dir, args.machine), args.output)
+        return 0
+    command = getattr(args, "command_line", None) or pipeline.DEFAULT_COMMAND
     try:
-        report = build_report(
-            results_dir=results_dir,
-            benchmarks=args.benchmarks or [DEFAULT_BENCHMARK],
+        run = _asv.load_run(results_dir, machine=args.machine, commit=args.commit, env=args.env)
+        report = pipeline.build_report(
+            run,
+            args.benchmarks,
             before=args.before,
             after=args.after,
             extra=[v for e in args.extra for v in e.split(",") if v],
             rows=[r for r in args.rows.split(",") if r] if args.rows else None,
-            machine=args.machine,
-            commit=args.commit,
-            env=args.env,
             factor=args.factor,
             command=command,
         )
@@ -178,6 +181,40 @@ def run(args: argparse.Namespace) -> int:
         raise ReportError("--results-dir", " ".join(str(err).split())) from None
     _write(RENDERERS[args.format](report), args.output)
     return 0
+
+
+def _overview(results_dir, machine):
+    lines = []
+    try:
+        machine, runs = _asv.machine_runs(results_dir, machine)
+    except ReportError as err:
+        lines += [f"No recorded results to report: {err.message}", ""]
+    else:
+        lines += [f"Recorded on machine {machine} in {results_dir} (newest last):"]
+        for run in runs:
+            date = f"committed {when(run.date)}" if run.date else "date unknown"
+            lines.append(f"  {run.commit[:8]}  {date}  {len(run.names)} benchmarks  {run.env_name}")
+        lines.append("")
+    try:
+        specs = spec.load_specs(".")
+    except ReportError as err:
+        specs = []
+        lines += [f"Study reports: {err}", ""]
+    if specs:
+        lines.append("Study reports (docs/reports/STUDY.toml -> .md):")
+        width = max(len(s.study) for s in specs)
+        for one in specs:
+            lines.append(f"  {one.study:<{width}}  recorded at {one.commit}  `{one.command}`")
+        lines.append("")
+    lines += [
+        "Commands:",
+        "  python -m perflab report --study STUDY        a study report from its spec",
+        "  python -m perflab report --check              stale or drifted study reports (exit 1)",
+        "  python -m perflab report -b BENCHMARK [--before V --after V] [--commit C]",
+        "                                                 BEFORE/AFTER tables of one recorded run",
+        "  python -m perflab report --cost [--commit C]  wall time per benchmark class",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _default_results_dir():
@@ -189,7 +226,7 @@ def _default_results_dir():
 
 def _study(args, results_dir):
     (one,) = spec.load_specs(".", [args.study])
-    text = spec.regenerate(one, results_dir, ".")
+    text = pipeline.study_text(one, results_dir, ".")
     target = args.output or one.output
     _write(text, None if target == "-" else target)
     if target != "-":
@@ -203,7 +240,7 @@ def _check(args, results_dir):
         raise ReportError("--check", f"no report specs in {spec.SPEC_DIR}")
     bad = 0
     for one in specs:
-        problems = check.check_spec(one, results_dir, ".")
+        problems = pipeline.check_study(one, results_dir, ".")
         bad += bool(problems)
         if not problems:
             print(f"{one.study}: current ({one.output})")

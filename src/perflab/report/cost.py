@@ -1,4 +1,4 @@
-"""What a recorded run cost: wall time and processes per benchmark class.
+"""Cost: the wall time and processes per benchmark class of one recorded run, as Markdown.
 
 asv records, per benchmark, the wall time of all its cells and rounds, and per setup_cache
 key the time of that setup_cache (for the interleaved classes: their measuring processes,
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from tabulate import tabulate
 
-from .locate import RecordedRun
+from .._asv import RecordedRun
 
 _CACHE_PREFIX = "<setup_cache "
 
@@ -52,7 +52,7 @@ def class_costs(run: RecordedRun) -> list[ClassCost]:
     Returns:
         One `ClassCost` per class with a recorded duration.
     """
-    durations = run.results.duration
+    durations = run.durations
     cells, seconds, measuring, setup = {}, {}, {}, {}
     for name in run.names:
         cls = name.rsplit(".", 1)[0]
@@ -76,8 +76,16 @@ def render_costs(run: RecordedRun, costs: Sequence[ClassCost], command: str) -> 
         for c in costs
     ]
     total = sum(c.seconds for c in costs)
-    rows.append(["**all classes**", sum(c.cells for c in costs), sum(c.measuring for c in costs), "", "",
-                 f"**{total / 60:.1f}**"])
+    rows.append(
+        [
+            "**all classes**",
+            sum(c.cells for c in costs),
+            sum(c.measuring for c in costs),
+            "",
+            "",
+            f"**{total / 60:.1f}**",
+        ]
+    )
     table = tabulate(
         rows,
         headers=["class", "asv cells", "measuring processes", "setup_cache (s)", "cells (s)", "total (min)"],

@@ -1,4 +1,8 @@
-"""Rendering reports as Markdown (``docs/reports/``) or terminal text, tables by `tabulate`."""
+"""Rendering: reports as Markdown (``docs/reports/``) or terminal text, tables by `tabulate`.
+
+Last stage of the report (spec -> load -> cells -> comparisons -> tables -> **render**): turns
+a `Report` or `StudyReport` into text and decides nothing about the figures.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,10 @@ from collections.abc import Sequence
 
 from tabulate import DataRow, TableFormat, tabulate
 
-from .compare import MISSING, NOISE_MARK, UNTESTED, UNTESTED_MARK, describe
-from .locate import RecordedRun, short_name
-from .tables import VARIANT_PARAM, Report, Table
+from .._asv import RecordedRun, short_name
+from .cells import VARIANT_PARAM
+from .comparisons import MISSING, NOISE_MARK, UNTESTED, UNTESTED_MARK, rule_text
+from .tables import Report, StudyReport, Table
 
 FORMATS = ("text", "markdown")
 
@@ -36,9 +41,7 @@ def _tabulate(head, body, fmt):
     # Numbers are already formatted strings: no re-parsing; every column right-aligned but the
     # last (Best: "value (variant)").
     aligns = ["right"] * (len(head) - 1) + ["left"]
-    text = tabulate(
-        body, headers=head, tablefmt=fmt, colalign=aligns, disable_numparse=True
-    )
+    text = tabulate(body, headers=head, tablefmt=fmt, colalign=aligns, disable_numparse=True)
     return [line.rstrip() for line in text.splitlines()]
 
 
@@ -148,14 +151,18 @@ def _control_verdict(table):
     failed = table.failed_controls
     if failed:
         where = ", ".join("/".join(row.labels) for row in failed)
-        return [f"**UNTRUSTWORTHY: the identical-code control (`{table.before}` measured twice) was "
-                f"flagged as changed at {where}; no verdict of this table can be relied on.**"]
+        return [
+            f"**UNTRUSTWORTHY: the identical-code control (`{table.before}` measured twice) was "
+            f"flagged as changed at {where}; no verdict of this table can be relied on.**"
+        ]
     tested = [row for row in table.rows if row.control is not None and row.control.verdict not in (MISSING, UNTESTED)]
     if not tested:
         return ["Identical-code control not tested (a single process per cell): no verdict of this table is checked."]
     untested = len(table.rows) - len(tested)
-    return ["Identical-code control (the baseline measured again under another name): within noise in every "
-            + ("row." if not untested else f"tested row ({untested} row(s) untested).")]
+    return [
+        "Identical-code control (the baseline measured again under another name): within noise in every "
+        + ("row." if not untested else f"tested row ({untested} row(s) untested).")
+    ]
 
 
 def markdown_table(table: Table) -> list[str]:
@@ -184,6 +191,7 @@ def machine_text(run: RecordedRun) -> str:
 
 def pair_text(report: Report) -> str:
     """``BEFORE = variant a, AFTER = variant b`` (per benchmark when they differ)."""
+
     def one(before, after):
         return f"BEFORE = {VARIANT_PARAM} {before}, AFTER = {VARIANT_PARAM} {after}"
 
@@ -204,7 +212,7 @@ COLUMNS = (
 def noise_text(factor: float) -> str:
     """What the "~" mark, Spread and n mean."""
     return (
-        f"{describe(factor)}. Spread = half the interquartile range of the samples "
+        f"{rule_text(factor)}. Spread = half the interquartile range of the samples "
         "relative to the median (asv's ±); n = timings per cell"
     )
 
@@ -273,9 +281,7 @@ def _samples_text(tables):
 
 def when(ms: float) -> str:
     """An asv date (JavaScript timestamp: milliseconds since the epoch, UTC) as text."""
-    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc).strftime(
-        "%Y-%m-%d %H:%M UTC"
-    )
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _ram(value):
@@ -286,9 +292,7 @@ def _ram(value):
         return str(value)
 
 
-def markdown_bullets(
-    lines: Sequence[tuple[str, str]], code: Sequence[str] = ("Command", "Results file")
-) -> list[str]:
+def markdown_bullets(lines: Sequence[tuple[str, str]], code: Sequence[str] = ("Command", "Results file")) -> list[str]:
     """``- **Key:** value`` lines, values of the `code` keys in backticks."""
     return [f"- **{k}:** `{v}`" if k in code else f"- **{k}:** {v}" for k, v in lines]
 
@@ -338,9 +342,63 @@ def render_text(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_study(study: StudyReport, status: str, results: str) -> str:
+    """A study report as Markdown: one header, then every section.
+
+    Arguments:
+        study: the study's reports and filled prose.
+        status: the header's Status line (see `perflab.report.check.status_text`).
+        results: the results directory as the header states it.
+
+    Returns:
+        The text, ending with a newline.
+    """
+    spec = study.spec
+    lines = [f"# {spec.title}", ""]
+    if study.prose[0].strip():
+        lines += [study.prose[0].strip(), ""]
+    header = [
+        ("Machine", machine_text(study.run)),
+        ("Columns", COLUMNS),
+        ("Noise", noise_text(spec.factor)),
+        ("Results", results),
+        ("Command", spec.command),
+        ("Status", status),
+    ]
+    lines += markdown_bullets(header, code=("Command", "Results"))
+    parts = zip(spec.sections, study.prose[1:], study.reports, study.runs[1:])
+    for section, prose, report, run in parts:
+        lines += ["", f"## {section.heading}", ""]
+        if prose.strip():
+            lines += [prose.strip(), ""]
+        if report is None:
+            if lines[-1] == "":
+                lines.pop()
+            continue
+        bullets = run_lines(report)
+        bullets += [("Pair", pair_text(report)), ("Results file", run.relative_path)]
+        if report.skipped:
+            bullets.append(("Skipped", ", ".join(f"{short_name(n)} (no 'variant' parameter)" for n in report.skipped)))
+        lines += markdown_bullets(bullets)
+        lines += markdown_tables(report.tables, level=3)
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS = {"text": render_text, "markdown": render_markdown}
 
 __all__ = [
-    "FORMATS", "RENDERERS", "render_markdown", "render_text", "markdown_table", "text_table",
-    "header_lines", "run_lines", "machine_text", "pair_text", "noise_text", "when", "number",
+    "FORMATS",
+    "RENDERERS",
+    "render_markdown",
+    "render_text",
+    "markdown_table",
+    "text_table",
+    "header_lines",
+    "run_lines",
+    "machine_text",
+    "pair_text",
+    "noise_text",
+    "when",
+    "number",
+    "render_study",
 ]

@@ -1,8 +1,10 @@
-"""Report specs: ``docs/reports/<study>.toml`` -> ``docs/reports/<study>.md``.
+"""Specs: parsing and validating ``docs/reports/<study>.toml``, and finding them.
 
-A spec names the recorded commit, the sections (benchmarks, BEFORE/AFTER, extra variants, row
-parameters) and the prose of one study's report; `render_study` turns it and the recorded
-results into the Markdown file, byte for byte the same on every machine that has the results.
+First stage of the report (**spec** -> load -> cells -> comparisons -> tables -> render). A
+spec names the recorded commit, the sections (benchmarks, BEFORE/AFTER, extra variants, row
+parameters) and the prose of one study's report; `perflab.report.pipeline` turns it and the
+recorded results into ``docs/reports/<study>.md``, byte for byte the same on every machine
+that has the results.
 
 Format (every key but ``title`` and the sections' ``heading`` optional)::
 
@@ -16,8 +18,8 @@ Format (every key but ``title`` and the sections' ``heading`` optional)::
     [[sections]]
     heading = "1. The user's table"
     benchmarks = ["EnsembleSimulation.time_simulate"]
-    before = "pregen"            # default: the study's registered baseline
-    after = "auto"               # default: the study's registered optimised variant
+    before = "pregen"            # default: the baseline benchmarks.json records
+    after = "auto"               # default: the optimised variant benchmarks.json records
     extra = ["chunked"]
     rows = ["n_traj", "n_steps"] # default: size, else every non-variant parameter
     commit = "4a9d6a67"          # this section's recorded commit, when not the spec's
@@ -33,23 +35,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import tomllib
 from collections.abc import Sequence
 
-from .. import _asv
 from .._asv import ReportError
-from . import check, render
-from .compare import DEFAULT_FACTOR
-from .locate import RecordedRun, load_run, match_one, short_name
-from .tables import Report, build_report
+from ..significance import DEFAULT_FACTOR
 
 SPEC_DIR = os.path.join("docs", "reports")
 NEWEST = "newest"
 _TOP_KEYS = {"title", "commit", "machine", "env", "factor", "prose", "sections"}
-_SECTION_KEYS = {
-    "heading", "benchmarks", "before", "after", "extra", "rows", "commit", "env", "prose"
-}
+_SECTION_KEYS = {"heading", "benchmarks", "before", "after", "extra", "rows", "commit", "env", "prose"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,9 +53,9 @@ class Section:
 
     Attributes:
         heading: the section's heading.
-        benchmarks: benchmark names or patterns (see `match_benchmarks`); empty: prose only.
-        before: the BEFORE variant, or ``None`` for the study's registered baseline.
-        after: the AFTER variant, or ``None`` for the registered optimised variant.
+        benchmarks: benchmark names or patterns (see `perflab.report.cells.select`); empty: prose only.
+        before: the BEFORE variant, or ``None`` for the recorded ``baseline``.
+        after: the AFTER variant, or ``None`` for the recorded ``optimised`` variant.
         extra: further variants shown as columns.
         rows: the row parameters, or ``None`` for the default.
         commit: this section's recorded commit, or ``None`` for the spec's.
@@ -111,11 +106,6 @@ class Spec:
         return os.path.splitext(self.path)[0] + ".md"
 
     @property
-    def watched(self) -> tuple[str, str]:
-        """The paths whose changes make the report stale: the study package and its benchmarks."""
-        return (f"src/perflab/{self.study}/", f"benchmarks/bench_{self.study}.py")
-
-    @property
     def command(self) -> str:
         """The command that regenerates the report."""
         return f"python -m perflab report --study {self.study}"
@@ -127,6 +117,7 @@ class Spec:
 
 
 def _fail(path, message):
+    # Every spec error names the file first, as the command line prints it.
     raise ReportError(path, message)
 
 
@@ -178,8 +169,7 @@ def load_spec(path: str) -> Spec:
             _fail(path, f"{where}not a table")
         unknown = sorted(set(raw) - _SECTION_KEYS)
         if unknown:
-            _fail(path, f"{where}unknown key(s) {', '.join(unknown)} "
-                        f"(known: {', '.join(sorted(_SECTION_KEYS))})")
+            _fail(path, f"{where}unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_SECTION_KEYS))})")
         if not isinstance(raw.get("heading"), str) or not raw["heading"]:
             _fail(path, f"{where}needs a heading")
         rows = raw.get("rows")
@@ -221,196 +211,6 @@ def discover_specs(root: str = ".") -> dict[str, str]:
     return {n[: -len(".toml")]: os.path.normpath(os.path.join(directory, n)) for n in names}
 
 
-@dataclasses.dataclass(frozen=True)
-class StudyReport:
-    """A spec with its runs loaded and its tables built.
-
-    Attributes:
-        spec: the spec.
-        runs: the run of the spec itself (its ``commit``) and of each section, in order.
-        reports: per section, its `Report`, or ``None`` for a prose-only section.
-        results_dir: where the results were read.
-    """
-
-    spec: Spec
-    runs: tuple[RecordedRun, ...]
-    reports: tuple[Report | None, ...]
-    results_dir: str
-
-    @property
-    def run(self) -> RecordedRun:
-        """The spec's own run (its ``commit``)."""
-        return self.runs[0]
-
-    @property
-    def commits(self) -> list[str]:
-        """The distinct full commit hashes shown, in order."""
-        return list(dict.fromkeys(r.commit for r in self.runs))
-
-
-def build_study(spec: Spec, results_dir: str) -> StudyReport:
-    """Load the runs a spec names and build every section's tables.
-
-    Arguments:
-        spec: the spec.
-        results_dir: the asv results directory.
-
-    Returns:
-        The `StudyReport`.
-
-    Raises:
-        ReportError: naming the spec (and section) and what is missing: machine, commit,
-            environment, benchmark or variant.
-    """
-    loaded = {}
-
-    def run_of(commit, env, where):
-        if (commit, env) not in loaded:
-            try:
-                loaded[commit, env] = load_run(results_dir, spec.machine, commit, env)
-            except ReportError as err:
-                raise ReportError(spec.path, f"{where}{err.argument}: {err.message}") from None
-            except _asv.UserError as err:
-                raise ReportError(spec.path, f"{where}{' '.join(str(err).split())}") from None
-        return loaded[commit, env]
-
-    top = spec.commit if spec.commit != NEWEST else None
-    runs, reports = [run_of(top, spec.env, "")], []
-    for i, section in enumerate(spec.sections, 1):
-        commit, env = spec.where(section)
-        where = f"section {i} ({section.heading}): "
-        run = run_of(commit, env, where)
-        runs.append(run)
-        if not section.benchmarks:
-            reports.append(None)
-            continue
-        try:
-            reports.append(
-                build_report(
-                    benchmarks=section.benchmarks,
-                    before=section.before,
-                    after=section.after,
-                    extra=section.extra,
-                    rows=section.rows,
-                    factor=spec.factor,
-                    command=spec.command,
-                    run=run,
-                )
-            )
-        except ReportError as err:
-            raise ReportError(spec.path, f"{where}{err.argument}: {err.message}") from None
-    if len({r.machine for r in runs}) > 1:
-        raise ReportError(spec.path, "sections recorded on several machines; name `machine`")
-    return StudyReport(spec, tuple(runs), tuple(reports), results_dir)
-
-
-_CELL = re.compile(r"\{cell:([^\[\]{}]+)\[([^\]{}]*)\]\}")
-
-
-def fill_prose(text: str, run: RecordedRun, where: str = "") -> str:
-    """Replace every ``{cell:Class.method[param=value,...]}`` with the recorded value.
-
-    Arguments:
-        text: Markdown.
-        run: the run to read.
-        where: the context to name in errors (e.g. ``"section 2: "``).
-
-    Returns:
-        The text with the values filled in (asv's unit formatting: ``1.23ms``).
-
-    Raises:
-        ReportError: when the benchmark, a parameter or the value does not exist.
-    """
-
-    def one(match):
-        pattern, wanted = match.group(1).strip(), match.group(2)
-        names = match_one(run, pattern)
-        if len(names) != 1:
-            raise ReportError("prose", f"{where}{pattern!r} names {len(names)} benchmarks")
-        name = names[0]
-        pairs = [p.split("=", 1) for p in wanted.split(",") if p.strip()]
-        if any(len(p) != 2 for p in pairs):
-            raise ReportError("prose", f"{where}{match.group(0)}: expected param=value pairs")
-        given = {k.strip(): v.strip() for k, v in pairs}
-        param_names, _, cells = run.cells(name)
-        if set(given) != set(param_names):
-            raise ReportError(
-                "prose",
-                f"{where}{match.group(0)} must give every parameter of {short_name(name)}: "
-                f"{', '.join(param_names)}",
-            )
-        key = tuple(given[n] for n in param_names)
-        cell = cells.get(key)
-        if cell is None or not cell.ok:
-            status = "not recorded" if cell is None else cell.status
-            raise ReportError("prose", f"{where}{match.group(0)} is {status} in {run.path}")
-        return _asv.human_value(cell.value, run.unit(name))
-
-    return _CELL.sub(one, text)
-
-
-def render_study(study: StudyReport, root: str = ".") -> str:
-    """The study report as Markdown: one header, then every section.
-
-    Arguments:
-        study: the built report.
-        root: the repository root (for the staleness line and relative paths).
-
-    Returns:
-        The text, ending with a newline.
-
-    Raises:
-        ReportError: when prose names a value that does not exist.
-    """
-    spec = study.spec
-    lines = [f"# {spec.title}", ""]
-    try:
-        prose = fill_prose(spec.prose, study.run)
-    except ReportError as err:
-        raise ReportError(spec.path, err.message) from None
-    if prose.strip():
-        lines += [prose.strip(), ""]
-    results = os.path.relpath(study.results_dir, root)
-    if results.startswith(".."):
-        results = study.results_dir
-    header = [
-        ("Machine", render.machine_text(study.run)),
-        ("Columns", render.COLUMNS),
-        ("Noise", render.noise_text(spec.factor)),
-        ("Results", results),
-        ("Command", spec.command),
-        ("Status", check.status_text(spec, study.commits, root)),
-    ]
-    lines += render.markdown_bullets(header, code=("Command", "Results"))
-    for i, (section, report, run) in enumerate(
-        zip(spec.sections, study.reports, study.runs[1:]), 1
-    ):
-        lines += ["", f"## {section.heading}", ""]
-        try:
-            prose = fill_prose(section.prose, run, f"section {i}: ")
-        except ReportError as err:
-            raise ReportError(spec.path, err.message) from None
-        if prose.strip():
-            lines += [prose.strip(), ""]
-        if report is None:
-            if lines[-1] == "":
-                lines.pop()
-            continue
-        bullets = render.run_lines(report)
-        bullets += [("Pair", render.pair_text(report)), ("Results file", run.relative_path)]
-        if report.skipped:
-            bullets.append(("Skipped", ", ".join(
-                f"{short_name(n)} (no 'variant' parameter)" for n in report.skipped)))
-        lines += render.markdown_bullets(bullets)
-        lines += render.markdown_tables(report.tables, level=3)
-    return "\n".join(lines) + "\n"
-
-
-def regenerate(spec: Spec, results_dir: str, root: str = ".") -> str:
-    """`build_study` then `render_study`."""
-    return render_study(build_study(spec, results_dir), root)
-
-
 def load_specs(root: str, studies: Sequence[str] | None = None) -> list[Spec]:
     """The specs of `studies` (default: every ``docs/reports/*.toml``) under `root`.
 
@@ -424,7 +224,6 @@ def load_specs(root: str, studies: Sequence[str] | None = None) -> list[Spec]:
     if missing:
         raise ReportError(
             "--study",
-            f"no spec {os.path.join(SPEC_DIR, missing[0] + '.toml')} "
-            f"(specs: {', '.join(found) or 'none'})",
+            f"no spec {os.path.join(SPEC_DIR, missing[0] + '.toml')} (specs: {', '.join(found) or 'none'})",
         )
     return [load_spec(found[s]) for s in studies]

@@ -1,4 +1,10 @@
-"""BEFORE/AFTER tables: rows of variants of one recorded run, each pair judged by `compare`."""
+"""Tables: judged benchmarks arranged into rows and tables, and tables into reports.
+
+Fourth stage of the report (spec -> load -> cells -> comparisons -> **tables** -> render):
+one table per combination of the parameters that are neither rows nor the variant, one row per
+combination of the row parameters; a `Report` holds the tables of one run, a `StudyReport` the
+reports of a study's sections.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +12,12 @@ import dataclasses
 import itertools
 from collections.abc import Mapping, Sequence
 
-from .. import variants as _variants
-from .._asv import ReportError
-from .compare import DEFAULT_FACTOR, Cell, Comparison, best, compare, higher_is_better
-from .locate import RecordedRun, label, load_run, match_one, short_name
+from .._asv import RecordedRun, ReportError, short_name
+from .cells import VARIANT_PARAM, Cell
+from .comparisons import FASTER, SLOWER, Comparison, JudgedGrid
 
-DEFAULT_BENCHMARK = "bench_linear_solve.LinearSolveJVP.time_jvp"
-"""What ``python -m perflab report`` shows without ``--benchmark`` or ``--study``."""
-VARIANT_PARAM = "variant"
 ROW_PARAM = "size"
 """The default row parameter when a benchmark has it (otherwise every non-variant parameter)."""
-FALLBACK_ROLES = ("before", "after")
-"""BEFORE/AFTER for benchmarks of no registered study (e.g. a benchmark outside perflab)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +43,7 @@ class Row:
 
 @dataclasses.dataclass(frozen=True)
 class Table:
-    """One table: one benchmark at fixed values of the parameters that are neither rows nor
-    the variant.
+    """One benchmark at fixed values of the parameters that are neither rows nor the variant.
 
     Attributes:
         benchmark: the full benchmark name.
@@ -55,6 +54,7 @@ class Table:
         after: the AFTER variant.
         extra: further variants shown as columns.
         rows: the rows.
+        same_programs: ``"size=10: a = b"`` for variants that compiled to one program.
     """
 
     benchmark: str
@@ -75,168 +75,64 @@ class Table:
     @property
     def failed_controls(self) -> list[Row]:
         """Rows whose identical-code control was flagged as changed: the table is untrustworthy."""
-        return [row for row in self.rows if row.control is not None and row.control.verdict in ("faster", "slower")]
+        return [r for r in self.rows if r.control is not None and r.control.verdict in (FASTER, SLOWER)]
 
     @property
     def title(self) -> str:
-        """E.g. ``"LinearSolveJVP.time_jvp — solver=lu"``."""
+        """E.g. ``"LinearSolveJVP.track_jvp — solver=lu"``."""
         fixed = ", ".join(f"{k}={v}" for k, v in self.fixed)
         return f"{short_name(self.benchmark)} — {fixed}" if fixed else short_name(self.benchmark)
 
 
-def study_of(benchmark: str) -> str | None:
-    """The study a benchmark times, from its module: ``bench_sde.X.time_y`` -> ``"sde"``."""
-    module = benchmark.split(".")[0]
-    return module[len("bench_"):] if module.startswith("bench_") else None
-
-
-def default_roles(benchmark: str, variants: Sequence[str]) -> tuple[str, str]:
-    """BEFORE and AFTER for a benchmark: its study's registered baseline and optimised variants.
+def arrange(judged: JudgedGrid, extra: Sequence[str] = (), rows: Sequence[str] | None = None) -> list[Table]:
+    """The tables of one judged benchmark: one per combination of the non-row parameters.
 
     Arguments:
-        benchmark: the full benchmark name.
-        variants: the benchmark's variant values.
-
-    Returns:
-        (before, after): from `perflab.variants.roles`, else ``("before", "after")``.
-
-    Raises:
-        ReportError: when the study's package cannot be imported.
-    """
-    study = study_of(benchmark)
-    if study is None:
-        return FALLBACK_ROLES
-    try:
-        found = _variants.roles(study, variants)
-    except ImportError as err:
-        raise ReportError(
-            "--before",
-            f"cannot read the BEFORE/AFTER roles of {short_name(benchmark)} from perflab.{study} "
-            f"({err}); name --before and --after",
-        ) from None
-    return found or FALLBACK_ROLES
-
-
-def build_tables(
-    run: RecordedRun,
-    benchmark: str,
-    before: str | None = None,
-    after: str | None = None,
-    extra: Sequence[str] = (),
-    rows: Sequence[str] | None = None,
-    factor: float = DEFAULT_FACTOR,
-    variant_param: str = VARIANT_PARAM,
-) -> list[Table]:
-    """The tables of one benchmark: one per combination of the non-row, non-variant parameters.
-
-    Arguments:
-        run: the recorded run.
-        benchmark: the full benchmark name.
-        before: the BEFORE variant; default: the study's registered baseline (`default_roles`).
-        after: the AFTER variant; default: the study's registered optimised variant.
+        judged: the benchmark, judged.
         extra: variants shown as extra columns.
         rows: the parameters down the rows; default ``size`` if the benchmark has it, else
             every parameter other than the variant.
-        factor: the factor for the "~" (within noise) mark.
-        variant_param: the parameter that names the variant.
 
     Returns:
         The tables, in asv's parameter order.
 
     Raises:
-        ReportError: when the benchmark has no variant parameter, a variant is not one of its
-            values, a row parameter does not exist, or no cell of it holds a value.
+        ReportError: when an extra variant or a row parameter does not exist.
     """
-    if benchmark not in run.benchmarks:
-        raise ReportError(
-            "--benchmark",
-            f"{benchmark} is not in benchmarks.json next to the results ({run.results_dir}), so "
-            "its parameter names are unknown; run `asv run --bench just-discover` to regenerate it",
-        )
-    param_names, param_values, cells = run.cells(benchmark)
-    if variant_param not in param_names:
-        raise ReportError(
-            "--benchmark",
-            f"{short_name(benchmark)} has no parameter {variant_param!r} "
-            f"(parameters: {', '.join(param_names) or 'none'})",
-        )
-    vi = param_names.index(variant_param)
-    variants = param_values[vi]
-    if before is None or after is None:
-        default_before, default_after = default_roles(benchmark, variants)
-        before = default_before if before is None else before
-        after = default_after if after is None else after
-    wanted = [("--before", before), ("--after", after)] + [("--extra", e) for e in extra]
-    for option, variant in wanted:
-        if variant not in variants:
+    grid, others = judged.grid, judged.others
+    name = short_name(grid.benchmark)
+    for variant in extra:
+        if variant not in grid.variants:
             raise ReportError(
-                option,
-                f"{variant!r} is not a value of {variant_param!r} in {short_name(benchmark)} "
-                f"(values: {', '.join(variants)})",
+                "--extra",
+                f"{variant!r} is not a value of {VARIANT_PARAM!r} in {name} (values: {', '.join(grid.variants)})",
             )
-    others = [n for n in param_names if n != variant_param]
     if rows is None:
-        rows = [ROW_PARAM] if ROW_PARAM in others else others
+        rows = [ROW_PARAM] if ROW_PARAM in others else list(others)
     for r in rows:
         if r not in others:
             raise ReportError(
                 "--rows",
-                f"{r!r} is not a parameter of {short_name(benchmark)} other than "
-                f"{variant_param!r} (parameters: {', '.join(others)})",
+                f"{r!r} is not a parameter of {name} other than {VARIANT_PARAM!r} (parameters: {', '.join(others)})",
             )
-    if not any(c.ok for c in cells.values()):
-        statuses = sorted({c.status for c in cells.values()})
-        raise ReportError(
-            "--benchmark",
-            f"{short_name(benchmark)} holds no value on machine {run.machine}, commit "
-            f"{run.commit[:8]} ({run.path}): all {len(cells)} cells {'/'.join(statuses)}",
-        )
     fixed_names = [n for n in others if n not in rows]
-    index = {n: i for i, n in enumerate(param_names)}
-    unit = run.unit(benchmark)
-    rate = higher_is_better(unit)
-    control = run.control(benchmark)
-    if control and not set(control) <= set(variants):
-        control = None
-
-    fingerprints = {}
-    if f"{benchmark}_fingerprint" in run.names:
-        fingerprints = run.cells(f"{benchmark}_fingerprint")[2]
-
     tables = []
-    for fixed_values in itertools.product(*(param_values[index[n]] for n in fixed_names)):
+    for fixed_values in itertools.product(*(grid.values_of(n) for n in fixed_names)):
         table_rows, same = [], []
-        for row_values in itertools.product(*(param_values[index[n]] for n in rows)):
+        for row_values in itertools.product(*(grid.values_of(n) for n in rows)):
             where = dict(zip(fixed_names, fixed_values)) | dict(zip(rows, row_values))
-            row_cells = {}
-            groups = {}
-            for variant in variants:
-                where[variant_param] = variant
-                row_cells[variant] = cells[tuple(where[n] for n in param_names)]
-                program = fingerprints.get(tuple(where[n] for n in param_names))
-                if program is not None and program.ok and (not control or variant != control[1]):
-                    groups.setdefault(program.value, []).append(variant)
-            for group in groups.values():
-                if len(group) > 1:
-                    at = ", ".join(f"{k}={v}" for k, v in zip(rows, row_values))
-                    same.append(f"{at}: {' = '.join(group)}")
-            table_rows.append(
-                Row(
-                    labels=tuple(row_values),
-                    cells=row_cells,
-                    comparison=compare(row_cells[before], row_cells[after], factor, rate),
-                    best=best({v: c for v, c in row_cells.items() if not control or v != control[1]}, rate),
-                    control=compare(row_cells[control[0]], row_cells[control[1]], factor, rate) if control else None,
-                )
-            )
+            one = judged.judged[tuple(where[n] for n in others)]
+            at = ", ".join(f"{k}={v}" for k, v in zip(rows, row_values))
+            same += [f"{at}: {' = '.join(group)}" for group in one.same_program]
+            table_rows.append(Row(tuple(row_values), one.cells, one.comparison, one.best, one.control))
         tables.append(
             Table(
-                benchmark=benchmark,
-                unit=unit,
+                benchmark=grid.benchmark,
+                unit=grid.unit,
                 fixed=tuple(zip(fixed_names, fixed_values)),
                 row_params=tuple(rows),
-                before=before,
-                after=after,
+                before=judged.before,
+                after=judged.after,
                 extra=tuple(extra),
                 rows=tuple(table_rows),
                 same_programs=tuple(same),
@@ -247,7 +143,7 @@ def build_tables(
 
 @dataclasses.dataclass(frozen=True)
 class Report:
-    """Everything a rendered report shows.
+    """The tables of one recorded run: a single report, or one section of a study report.
 
     Attributes:
         run: the recorded run.
@@ -271,81 +167,30 @@ class Report:
         return list(dict.fromkeys((t.before, t.after) for t in self.tables))
 
 
-def build_report(
-    results_dir: str | None = None,
-    benchmarks: Sequence[str] = (DEFAULT_BENCHMARK,),
-    before: str | None = None,
-    after: str | None = None,
-    extra: Sequence[str] = (),
-    rows: Sequence[str] | None = None,
-    machine: str | None = None,
-    commit: str | None = None,
-    env: str | None = None,
-    factor: float = DEFAULT_FACTOR,
-    command: str = "python -m perflab report",
-    run: RecordedRun | None = None,
-) -> Report:
-    """Load a recorded run and build the tables of the selected benchmarks.
+@dataclasses.dataclass(frozen=True)
+class StudyReport:
+    """A study report's content: its runs, filled prose and section reports.
 
-    Arguments:
-        results_dir: the asv results directory (unused when `run` is given).
-        benchmarks: benchmark names, dotted parts of names or globs (see `match_benchmarks`).
-        before: the BEFORE variant (default: per benchmark, its study's registered baseline).
-        after: the AFTER variant (default: per benchmark, its study's registered optimised one).
-        extra: variants shown as extra columns.
-        rows: the parameters down the rows (see `build_tables`).
-        machine: the asv machine name (see `load_run`).
-        commit: a commit hash prefix (see `load_run`).
-        env: an environment name (see `load_run`).
-        factor: the factor for the "~" (within noise) mark.
-        command: the command line to state in the header.
-        run: an already loaded run, instead of `results_dir`, `machine`, `commit`, `env`.
-
-    Returns:
-        The `Report`.
-
-    Raises:
-        ReportError: on any user error (see `load_run`, `match_benchmarks`, `build_tables`).
+    Attributes:
+        spec: the `perflab.report.spec.Spec`.
+        runs: the run of the spec itself (its ``commit``) and of each section, in order.
+        prose: the filled prose of the spec, then of each section.
+        reports: per section, its `Report`, or ``None`` for a prose-only section.
+        results_dir: where the results were read.
     """
-    if not factor >= 1.0:
-        raise ReportError("--factor", f"must be at least 1.0, got {factor}")
-    if run is None:
-        run = load_run(results_dir, machine=machine, commit=commit, env=env)
-    tables, done, skipped, used = [], set(), [], set()
-    for pattern in benchmarks:
-        found = match_one(run, pattern)
-        for name in found:
-            if name in done:
-                continue
-            done.add(name)
-            # A pattern naming several benchmarks (LinearSolveJVP*) may sweep in ones without
-            # variants (LinearSolveJVPDefault); those are left out, but one named alone is an error.
-            sweep = len(found) > 1 and name in run.benchmarks
-            if sweep and VARIANT_PARAM not in run.param_names(name):
-                skipped.append(name)
-                continue
-            # An extra variant that only some of the selected benchmarks have (cython is
-            # tridiagonal-only, so absent from the batched benchmark) is left out of the others.
-            values = variant_values(run, name)
-            here = [e for e in extra if values is None or e in values]
-            used.update(here)
-            tables.extend(build_tables(run, name, before, after, here, rows, factor))
-    for e in extra:
-        if e not in used:
-            raise ReportError("--extra", f"{e!r} is not a variant of any selected benchmark")
-    if not tables:
-        raise ReportError(
-            "--benchmark",
-            f"none of {', '.join(short_name(n) for n in skipped)} has a parameter "
-            f"{VARIANT_PARAM!r}",
-        )
-    return Report(run, tuple(tables), tuple(extra), factor, command, tuple(skipped))
 
+    spec: object
+    runs: tuple[RecordedRun, ...]
+    prose: tuple[str, ...]
+    reports: tuple[Report | None, ...]
+    results_dir: str
 
-def variant_values(run: RecordedRun, name: str) -> list[str] | None:
-    """The values of a benchmark's variant parameter, or ``None`` if it has none."""
-    info = run.benchmarks.get(name, {})
-    names = info.get("param_names") or []
-    if VARIANT_PARAM not in names:
-        return None
-    return [label(v) for v in info["params"][names.index(VARIANT_PARAM)]]
+    @property
+    def run(self) -> RecordedRun:
+        """The spec's own run (its ``commit``)."""
+        return self.runs[0]
+
+    @property
+    def commits(self) -> list[str]:
+        """The distinct full commit hashes shown, in order."""
+        return list(dict.fromkeys(r.commit for r in self.runs))
