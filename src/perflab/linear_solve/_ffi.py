@@ -24,8 +24,13 @@ solved four at a time with their loops interleaved (the same arithmetic as gttrf
 one-system substitutions, bit for bit): one system's factorisation and substitutions are chains
 of dependent operations, and four independent chains keep the core busy.
 
-Forward mode only: JAX cannot transpose a foreign call, so `jax.grad` and other reverse-mode
-transforms raise an error that names the variants to use instead. CPU only.
+Reverse mode (`jax.grad`, `jax.vjp`, `jax.linear_transpose`): the JVP is a `_reverse.fused_jvp`
+whose forward-mode lowering is the single fused call above; linearised for reverse mode it runs
+``perflab_<solver>_factor_solve`` (x and the factors F, one factorisation) and transposes
+``perflab_<solver>_tangent`` into ``perflab_<solver>_cotangent``: lambda = A^-T g by the
+transposed substitution with F (getrs 'N' on the factors of A^T, potrs' two triangular solves,
+gttrs' transposed substitutions), the operator's cotangent -lambda x^T on its pattern. Once
+differentiable: a JVP of a gradient raises an error naming the variant. CPU only.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-from . import _ffi_kernels
+from . import _ffi_kernels, _reverse
 
 _LAPACK = ("getrf", "getrs", "potrf", "potrs", "gttrf", "gttrs")
 
@@ -65,11 +70,6 @@ _CPU_ONLY = (
     "but {what} is on platform {platform!r}: use variant='fused' or 'lineax' there (the heat "
     "equation: also 'factor_once')"
 )
-_NO_REVERSE = (
-    "variant={variant!r} is forward-mode only: JAX cannot transpose its foreign-function JVP call, so "
-    "jax.grad/jax.vjp/jax.linear_transpose do not work through it; use variant='fused' (or "
-    "'lineax'; the heat equation: also 'factor_once') for reverse mode"
-)
 
 
 def check_platform(*arrays, variant="ffi"):
@@ -95,30 +95,6 @@ def check_platform(*arrays, variant="ffi"):
         platforms, what = {jax.default_backend()}, "JAX's default backend"
     if platforms != {"cpu"}:
         raise ValueError(_CPU_ONLY.format(variant=variant, what=what, platform=sorted(platforms - {"cpu"})[0]))
-
-
-def check_forward_mode(*arrays, variant="ffi"):
-    """Raise `_NO_REVERSE` when an input is being linearised for reverse mode (`jax.grad`, `vjp`).
-
-    Otherwise JAX fails later with a generic "Linearization failed to produce known values"
-    that does not name the variant. It looks through vmap/jvp tracers for JAX's linearisation
-    tracer; a `jax.grad` applied outside a `jax.jit` that contains the call is not seen here and
-    gets JAX's own message.
-
-    Arguments:
-        arrays: the inputs (pytrees allowed).
-        variant: the variant named in the error.
-
-    Returns:
-        None.
-    """
-    for leaf in jax.tree_util.tree_leaves(arrays):
-        for _ in range(32):  # a chain of nested transformations' tracers
-            if not isinstance(leaf, jax.core.Tracer):
-                break
-            if type(leaf).__name__ == "LinearizeTracer":
-                raise ValueError(_NO_REVERSE.format(variant=variant))
-            leaf = getattr(leaf, "primal", getattr(leaf, "val", None))
 
 
 def _operands(solver, operator):
@@ -168,7 +144,8 @@ def _jvp_call(target, n_primal):
 
 
 def ffi_solve(solver, operator, vector):
-    """x = A^-1 b through the FFI kernel; differentiable in forward mode (one call per JVP).
+    """x = A^-1 b through the FFI kernel; differentiable once, in forward mode (one call per JVP)
+    and in reverse mode (one factorisation per gradient).
 
     Inputs are assumed checked (`linear_solve` does it).
 
@@ -183,10 +160,30 @@ def ffi_solve(solver, operator, vector):
     return ffi_solve_flagged(solver, operator, vector)[0]
 
 
+def _op_cores(solver, n):
+    return ((n - 1,), (n,), (n - 1,)) if solver == "tridiagonal" else ((n, n),)
+
+
+def _factor_solve(solver, ops, vector):
+    # (x, ok, F): the primal solve keeping its factorisation F for the tangent part.
+    n = vector.shape[-1]
+    rows = {"lu": n + 1, "cholesky": n, "tridiagonal": 6}[solver]
+    lead = vector.shape[:-1]
+    outs = (
+        jax.ShapeDtypeStruct(vector.shape, vector.dtype),
+        jax.ShapeDtypeStruct(lead, vector.dtype),
+        jax.ShapeDtypeStruct((*lead, rows, n), vector.dtype),
+    )
+    return jax.ffi.ffi_call(f"perflab_{solver}_factor_solve", outs, vmap_method="expand_dims")(*ops, vector)
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def ffi_solve_flagged(solver, operator, vector):
     """`ffi_solve` with the kernel's check: (x, ok), ok 1.0 where the system was factorised and x
     is finite, else 0.0 (shape: the batch shape; () for one system). Its tangent is zero.
+
+    Linear in `vector` for `jax.linear_transpose`: partially evaluated with the operator known,
+    it factorises once and stages the substitution (transposed: the transposed substitution).
 
     Arguments:
         solver, operator, vector: as for `ffi_solve`.
@@ -194,12 +191,28 @@ def ffi_solve_flagged(solver, operator, vector):
     Returns:
         (x, ok).
     """
-    x, ok = _call(f"perflab_{solver}_solve", vector, 1, *_operands(solver, operator), vector)
+    ops = _operands(solver, operator)
+    n = vector.shape[-1]
+
+    def fused(*args):
+        x, ok = _call(f"perflab_{solver}_solve", args[-1], 1, *args)
+        return ok, x
+
+    def split(*ops):
+        _, ok, factors = _factor_solve(solver, ops, jnp.zeros(ops[-1].shape[:-2] + (n,), ops[0].dtype))
+        return (ok,), (factors,)
+
+    def linear(res, b):
+        return (_reverse.ffi_tangent(solver, res[0], None, None, b, op_cores=_op_cores(solver, n)),)
+
+    ok, x = _reverse.fused_jvp(ops, (vector,), fused=fused, split=split, linear=linear, n_known_out=1, name="ffi")
     return x, ok
 
 
 @functools.partial(ffi_solve_flagged.defjvp, symbolic_zeros=True)
 def _ffi_solve_jvp(solver, primals, tangents):
+    # Forward mode lowers `fused`, one FFI call (factorisation shared by x and x'); reverse mode
+    # runs `split` (the factorisation kept) and transposes `linear` (substitutions reusing it).
     operator, vector = primals
     t_operator, t_vector = tangents
     op_zero = all(
@@ -212,9 +225,24 @@ def _ffi_solve_jvp(solver, primals, tangents):
         return (x, ok), (jnp.zeros_like(x), jnp.zeros_like(ok))
     if vec_zero:
         t_vector = jnp.zeros_like(vector)
+    ops = _operands(solver, operator)
+    n = vector.shape[-1]
+    op_cores = _op_cores(solver, n)
     if op_zero:
-        ops = _operands(solver, operator)
-        x, t_x, ok = _jvp_call(f"perflab_{solver}_jvp_vector", len(ops) + 1)(*ops, vector, t_vector)
+        n_primal = len(ops) + 1
+
+        def fused(*args):
+            x, t_x, ok = _jvp_call(f"perflab_{solver}_jvp_vector", n_primal)(*args)
+            return x, ok, t_x
+
+        def split(*primal):
+            x, ok, factors = _factor_solve(solver, primal[:-1], primal[-1])
+            return (x, ok), (factors,)
+
+        def linear(res, t_b):
+            return (_reverse.ffi_tangent(solver, res[0], None, None, t_b, op_cores=op_cores),)
+
+        tangent_in = (t_vector,)
     else:
         t_operator = jax.tree_util.tree_map(
             lambda o, t: jnp.zeros_like(o) if isinstance(t, SymbolicZero) else t,
@@ -222,10 +250,24 @@ def _ffi_solve_jvp(solver, primals, tangents):
             t_operator,
             is_leaf=lambda t: isinstance(t, SymbolicZero),
         )
-        ops = _operands(solver, operator)
-        x, t_x, ok = _jvp_call(f"perflab_{solver}_jvp", len(ops) + 1)(
-            *ops, vector, *_operands(solver, t_operator), t_vector
-        )
+        n_primal = len(ops) + 1
+
+        def fused(*args):
+            x, t_x, ok = _jvp_call(f"perflab_{solver}_jvp", n_primal)(*args)
+            return x, ok, t_x
+
+        def split(*primal):
+            x, ok, factors = _factor_solve(solver, primal[:-1], primal[-1])
+            return (x, ok), (factors, x)
+
+        def linear(res, *tangent):
+            factors, x = res
+            return (_reverse.ffi_tangent(solver, factors, x, tangent[:-1], tangent[-1], op_cores=op_cores),)
+
+        tangent_in = (*_operands(solver, t_operator), t_vector)
+    x, ok, t_x = _reverse.fused_jvp(
+        (*ops, vector), tangent_in, fused=fused, split=split, linear=linear, n_known_out=2, name="ffi"
+    )
     return (x, ok), (t_x, jnp.zeros_like(ok))
 
 

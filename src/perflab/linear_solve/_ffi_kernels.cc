@@ -735,6 +735,396 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ThomasSubstitute, ThomasSubstitute_impl,
                                   .Arg<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
 
+// ------------------------------------------------------------------ reverse mode
+
+// Reverse mode splits the JVP into a primal part that keeps its factorisation and a part linear
+// in the tangents that reuses it (JAX transposes the latter into the backward pass):
+//   FactorSolve:  (op..., b)          -> (x, ok, F)   factorise, solve, keep the factors F;
+//   Tangent:      (F, x, t_op..., t_b) -> x'           x' = A^-1 (b' - A' x);
+//   TangentVector:(F, t_b)            -> x'           x' = A^-1 b';
+//   Cotangent:    (F, x, g)           -> (l, ct_op...) l = A^-T g, ct_op = -l x^T on A's pattern;
+//   CotangentVector: (F, g)           -> l            l = A^-T g.
+// F is one (rows, n) buffer per system, in the operands' dtype (pivots stored as values):
+// LU: the getrf factors of row-major A (column-major A^T), then the pivots (rows n + 1);
+// Cholesky: the potrf factor (rows n); tridiagonal: gttrf's dl, d, du, du2, the pivots and
+// 1 / d (rows 6). Leading batch dimensions broadcast as in `run`.
+
+enum class RKind { kFactorSolve, kTangent, kTangentVector, kCotangent, kCotangentVector };
+
+template <typename T>
+struct DenseReverse {
+  static constexpr int kOperatorBuffers = 1;
+  static int core_rank(int) { return 2; }
+  static int64_t core_size(int, int64_t n) { return n * n; }
+  static int64_t rows(int64_t n, bool cholesky) { return cholesky ? n : n + 1; }
+  static double cost(int64_t n) { return static_cast<double>(n) * n * n / 3 + 4.0 * n * n; }
+
+  bool cholesky = false;
+  std::vector<int> ipiv;
+
+  bool factor(const T* const* op, T* f, int n) {
+    std::copy(op[0], op[0] + static_cast<size_t>(n) * n, f);
+    int info = 0;
+    if (cholesky) {
+      char uplo = 'L';
+      Lapack<T>::potrf(&uplo, &n, f, &n, &info);
+    } else {
+      ipiv.resize(n);
+      Lapack<T>::getrf(&n, &n, f, &n, ipiv.data(), &info);
+      for (int i = 0; i < n; ++i) f[static_cast<size_t>(n) * n + i] = static_cast<T>(ipiv[i]);
+    }
+    return info == 0;
+  }
+
+  // Solve A y = rhs (transpose: A^T y = rhs) in place with the factors f.
+  void solve(const T* f, T* rhs, int n, bool transpose) {
+    int one = 1, info = 0;
+    T* a = const_cast<T*>(f);
+    if (cholesky) {  // A is symmetric: the transposed solve is the same
+      char lo = 'L', no = 'N', tr = 'T';
+      Lapack<T>::trsv(&lo, &no, &no, &n, a, &n, rhs, &one);
+      Lapack<T>::trsv(&lo, &tr, &no, &n, a, &n, rhs, &one);
+      return;
+    }
+    ipiv.resize(n);
+    for (int i = 0; i < n; ++i) ipiv[i] = static_cast<int>(f[static_cast<size_t>(n) * n + i]);
+    // The factors are of A^T (row-major A read as column-major): 'T' solves with A, 'N' with A^T.
+    char trans = transpose ? 'N' : 'T';
+    Lapack<T>::getrs(&trans, &n, &one, a, &n, ipiv.data(), rhs, &n, &info);
+  }
+
+  static void sub_matvec(const T* const* t_op, const T* x, T* r, int n) {
+    char trans = 'T';  // row-major A' is column-major A'^T: gemv with 'T' computes A' x
+    T alpha = -1, beta = 1;
+    int one = 1;
+    Lapack<T>::gemv(&trans, &n, &n, &alpha, const_cast<T*>(t_op[0]), &n, const_cast<T*>(x), &one, &beta, r, &one);
+  }
+
+  static void cotangent(const T* lam, const T* x, T* const* ct, int n) {
+    for (int i = 0; i < n; ++i) {
+      const T li = -lam[i];
+      T* row = ct[0] + static_cast<size_t>(i) * n;
+      for (int j = 0; j < n; ++j) row[j] = li * x[j];
+    }
+  }
+};
+
+template <typename T>
+struct TridiagonalReverse {
+  static constexpr int kOperatorBuffers = 3;
+  static int core_rank(int) { return 1; }
+  static int64_t core_size(int k, int64_t n) { return k == 1 ? n : n - 1; }
+  static int64_t rows(int64_t, bool) { return 6; }
+  static double cost(int64_t n) { return 8.0 * n; }
+
+  bool cholesky = false;
+  std::vector<int> ipiv;
+
+  bool factor(const T* const* op, T* f, int n) {
+    T *dl = f, *d = f + n, *du = f + 2 * n, *du2 = f + 3 * n, *piv = f + 4 * n, *inv = f + 5 * n;
+    std::fill(f, f + 6 * static_cast<size_t>(n), T(0));
+    std::copy(op[0], op[0] + (n - 1), dl);
+    std::copy(op[1], op[1] + n, d);
+    std::copy(op[2], op[2] + (n - 1), du);
+    ipiv.resize(n);
+    int info = 0;
+    Lapack<T>::gttrf(&n, dl, d, du, du2, ipiv.data(), &info);
+    for (int i = 0; i < n; ++i) piv[i] = static_cast<T>(ipiv[i]);
+    if (info != 0) return false;
+    for (int i = 0; i < n; ++i) inv[i] = T(1) / d[i];
+    return true;
+  }
+
+  // gttrs' substitutions (dgtts2) with the stored reciprocals of U's diagonal.
+  void solve(const T* f, T* b, int n, bool transpose) {
+    const T *dl = f, *du = f + 2 * n, *du2 = f + 3 * n, *piv = f + 4 * n, *inv = f + 5 * n;
+    if (!transpose) {
+      for (int i = 0; i + 1 < n; ++i) {
+        if (piv[i] == T(i + 1)) {
+          b[i + 1] -= dl[i] * b[i];
+        } else {
+          T temp = b[i];
+          b[i] = b[i + 1];
+          b[i + 1] = temp - dl[i] * b[i];
+        }
+      }
+      b[n - 1] *= inv[n - 1];
+      if (n > 1) b[n - 2] = (b[n - 2] - du[n - 2] * b[n - 1]) * inv[n - 2];
+      for (int i = n - 3; i >= 0; --i) b[i] = (b[i] - du[i] * b[i + 1] - du2[i] * b[i + 2]) * inv[i];
+      return;
+    }
+    b[0] *= inv[0];  // U^T
+    if (n > 1) b[1] = (b[1] - du[0] * b[0]) * inv[1];
+    for (int i = 2; i < n; ++i) b[i] = (b[i] - du[i - 1] * b[i - 1] - du2[i - 2] * b[i - 2]) * inv[i];
+    for (int i = n - 2; i >= 0; --i) {  // L^T, undoing the row interchanges
+      const int ip = static_cast<int>(piv[i]) - 1;
+      T temp = b[i] - dl[i] * b[i + 1];
+      b[i] = b[ip];
+      b[ip] = temp;
+    }
+  }
+
+  static void sub_matvec(const T* const* t_op, const T* x, T* r, int n) {
+    Tridiagonal<T>::sub_matvec(t_op, x, r, n);
+  }
+
+  static void cotangent(const T* lam, const T* x, T* const* ct, int n) {
+    for (int i = 0; i + 1 < n; ++i) ct[0][i] = -lam[i + 1] * x[i];
+    for (int i = 0; i < n; ++i) ct[1][i] = -lam[i] * x[i];
+    for (int i = 0; i + 1 < n; ++i) ct[2][i] = -lam[i] * x[i + 1];
+  }
+};
+
+template <typename T, template <typename> class Solver>
+ffi::Error run_reverse(RKind kind, bool cholesky, ffi::ThreadPool& pool, ffi::RemainingArgs& args,
+                       ffi::RemainingRets& rets) {
+  constexpr int nop = Solver<T>::kOperatorBuffers;
+  int n_in = 0, n_out = 0;
+  switch (kind) {
+    case RKind::kFactorSolve: n_in = nop + 1, n_out = 3; break;
+    case RKind::kTangent: n_in = nop + 3, n_out = 1; break;
+    case RKind::kTangentVector: n_in = 2, n_out = 1; break;
+    case RKind::kCotangent: n_in = 3, n_out = 1 + nop; break;
+    case RKind::kCotangentVector: n_in = 2, n_out = 1; break;
+  }
+  if (static_cast<int>(args.size()) != n_in || static_cast<int>(rets.size()) != n_out) {
+    return ffi::Error::InvalidArgument("perflab ffi: wrong number of operands");
+  }
+  if (!Lapack<T>::ready()) {
+    return ffi::Error::Internal("perflab ffi: LAPACK pointers not set (import perflab.linear_solve._ffi)");
+  }
+  std::vector<ffi::AnyBuffer> in;
+  for (int i = 0; i < n_in; ++i) {
+    auto b = args.get<ffi::AnyBuffer>(i);
+    if (!b.has_value()) return b.error();
+    in.push_back(*b);
+  }
+  std::vector<ffi::Result<ffi::AnyBuffer>> out;
+  for (int i = 0; i < n_out; ++i) {
+    auto b = rets.get<ffi::AnyBuffer>(i);
+    if (!b.has_value()) return b.error();
+    if ((*b)->element_type() != in[0].element_type()) {
+      return ffi::Error::InvalidArgument("perflab ffi: outputs must have the operands' dtype");
+    }
+    out.push_back(*b);
+  }
+  auto xdims = out[0]->dimensions();
+  if (xdims.size() < 1) return ffi::Error::InvalidArgument("perflab ffi: x must have rank >= 1");
+  const int64_t n64 = xdims[xdims.size() - 1];
+  if (n64 < 1 || n64 > std::numeric_limits<int>::max()) {
+    return ffi::Error::InvalidArgument("perflab ffi: bad system size");
+  }
+  const int n = static_cast<int>(n64);
+  std::vector<int64_t> batch(xdims.begin(), xdims.end() - 1);
+  int64_t total = 1;
+  for (auto s : batch) total *= s;
+  const int64_t rows = Solver<T>::rows(n, cholesky);
+
+  // Core layout of input i: (rank, trailing dims).
+  auto core = [&](int i, int& rank, int64_t& d0, int64_t& d1) {
+    bool is_f = kind != RKind::kFactorSolve && i == 0;
+    bool is_op = (kind == RKind::kFactorSolve && i < nop) || (kind == RKind::kTangent && i >= 2 && i < 2 + nop);
+    if (is_f) {
+      rank = 2, d0 = rows, d1 = n;
+    } else if (is_op) {
+      int k = kind == RKind::kFactorSolve ? i : i - 2;
+      rank = Solver<T>::core_rank(k);
+      d0 = rank == 2 ? n : Solver<T>::core_size(k, n), d1 = n;
+    } else {
+      rank = 1, d0 = n, d1 = n;
+    }
+  };
+  std::vector<Broadcast> bc;
+  for (int i = 0; i < n_in; ++i) {
+    int rank;
+    int64_t d0, d1;
+    core(i, rank, d0, d1);
+    auto dims = in[i].dimensions();
+    const size_t r = dims.size();
+    if (static_cast<int>(r) < rank || (rank == 1 && dims[r - 1] != d0) ||
+        (rank == 2 && (dims[r - 2] != d0 || dims[r - 1] != d1))) {
+      return ffi::Error::InvalidArgument("perflab ffi: operand " + std::to_string(i) + " has the wrong core shape");
+    }
+    Broadcast b;
+    ffi::Error err = broadcast_of(in[i], rank, rank == 2 ? d0 * d1 : d0, batch, i, b);
+    if (err.failure()) return err;
+    bc.push_back(b);
+  }
+  // Output k's elements per system.
+  std::vector<int64_t> out_size(n_out, n);
+  if (kind == RKind::kFactorSolve) out_size[1] = 1, out_size[2] = rows * n;
+  if (kind == RKind::kCotangent) {
+    for (int k = 0; k < nop; ++k) out_size[1 + k] = Solver<T>::core_size(k, n);
+  }
+  for (int k = 0; k < n_out; ++k) {
+    int64_t elems = 1;
+    for (auto d : out[k]->dimensions()) elems *= d;
+    if (elems != total * out_size[k]) {
+      return ffi::Error::InvalidArgument("perflab ffi: output " + std::to_string(k) + " has the wrong shape");
+    }
+  }
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+
+  auto process = [&](int64_t begin, int64_t end) {
+    Solver<T> solver;
+    solver.cholesky = cholesky;
+    std::vector<int64_t> index = index_of(begin, batch);
+    auto at = [&](int i) { return in[i].template typed_data<T>() + offset_of(bc[i], index); };
+    auto res = [&](int k, int64_t s) { return out[k]->template typed_data<T>() + s * out_size[k]; };
+    for (int64_t s = begin; s < end; ++s, next_index(index, batch)) {
+      T* y = res(0, s);
+      if (kind == RKind::kFactorSolve) {
+        const T* op[nop];
+        for (int k = 0; k < nop; ++k) op[k] = at(k);
+        T* f = res(2, s);
+        const T* b = at(nop);
+        bool ok = solver.factor(op, f, n);
+        if (ok) {
+          std::copy(b, b + n, y);
+          solver.solve(f, y, n, false);
+          ok = all_finite(y, n);
+        } else {
+          std::fill(y, y + n, nan);
+        }
+        *res(1, s) = ok ? 1 : 0;
+        continue;
+      }
+      const T* f = at(0);
+      if (kind == RKind::kTangent) {
+        const T* x = at(1);
+        const T* t_op[nop];
+        for (int k = 0; k < nop; ++k) t_op[k] = at(2 + k);
+        const T* tb = at(2 + nop);
+        std::copy(tb, tb + n, y);
+        Solver<T>::sub_matvec(t_op, x, y, n);
+        solver.solve(f, y, n, false);
+      } else if (kind == RKind::kTangentVector) {
+        const T* tb = at(1);
+        std::copy(tb, tb + n, y);
+        solver.solve(f, y, n, false);
+      } else {
+        const T* g = at(kind == RKind::kCotangent ? 2 : 1);
+        std::copy(g, g + n, y);
+        solver.solve(f, y, n, true);
+        if (kind == RKind::kCotangent) {
+          T* ct[nop];
+          for (int k = 0; k < nop; ++k) ct[k] = res(1 + k, s);
+          Solver<T>::cotangent(y, at(1), ct, n);
+        }
+      }
+    }
+  };
+
+  const double per_system = kind == RKind::kFactorSolve ? Solver<T>::cost(n) : 4.0 * Solver<T>::core_size(0, n);
+  const double work_estimate = static_cast<double>(total) * per_system;
+  if (total < 2 || work_estimate < kParallelMinWork) {
+    process(0, total);
+  } else {
+    run_chunks(pool, total, work_estimate, process);
+  }
+  return ffi::Error::Success();
+}
+
+template <template <typename> class Solver>
+ffi::Error dispatch_reverse(RKind kind, bool cholesky, ffi::ThreadPool& pool, ffi::RemainingArgs args,
+                            ffi::RemainingRets rets) {
+  if (args.size() < 1) return ffi::Error::InvalidArgument("perflab ffi: no operands");
+  auto first = args.get<ffi::AnyBuffer>(0);
+  if (!first.has_value()) return first.error();
+  for (size_t i = 1; i < args.size(); ++i) {
+    auto b = args.get<ffi::AnyBuffer>(i);
+    if (!b.has_value()) return b.error();
+    if (b->element_type() != first->element_type()) {
+      return ffi::Error::InvalidArgument("perflab ffi: operands must share one dtype");
+    }
+  }
+  switch (first->element_type()) {
+    case ffi::DataType::F64:
+      return run_reverse<double, Solver>(kind, cholesky, pool, args, rets);
+    case ffi::DataType::F32:
+      return run_reverse<float, Solver>(kind, cholesky, pool, args, rets);
+    default:
+      return ffi::Error::InvalidArgument("perflab ffi: only float32 and float64 are supported");
+  }
+}
+
+#define PERFLAB_REVERSE_HANDLER(NAME, SOLVER, KIND, CHOL)                                            \
+  ffi::Error NAME##_impl(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::RemainingRets rets) { \
+    return dispatch_reverse<SOLVER>(KIND, CHOL, pool, args, rets);                                  \
+  }                                                                                                  \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, NAME##_impl,                                                   \
+                                ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().RemainingArgs().RemainingRets());
+
+#define PERFLAB_REVERSE_HANDLERS(PREFIX, SOLVER, CHOL)                                         \
+  PERFLAB_REVERSE_HANDLER(PREFIX##FactorSolve, SOLVER, RKind::kFactorSolve, CHOL)             \
+  PERFLAB_REVERSE_HANDLER(PREFIX##Tangent, SOLVER, RKind::kTangent, CHOL)                     \
+  PERFLAB_REVERSE_HANDLER(PREFIX##TangentVector, SOLVER, RKind::kTangentVector, CHOL)         \
+  PERFLAB_REVERSE_HANDLER(PREFIX##Cotangent, SOLVER, RKind::kCotangent, CHOL)                 \
+  PERFLAB_REVERSE_HANDLER(PREFIX##CotangentVector, SOLVER, RKind::kCotangentVector, CHOL)
+
+PERFLAB_REVERSE_HANDLERS(Lu, DenseReverse, false)
+PERFLAB_REVERSE_HANDLERS(Cholesky, DenseReverse, true)
+PERFLAB_REVERSE_HANDLERS(Tridiagonal, TridiagonalReverse, false)
+
+// The transpose of `thomas_substitute` (the heat equation's backward pass): with the same
+// factors, x = A^-T rhs for rhs of shape (n,) or (n, k): z_i = rhs_i - cp_{i-1} z_{i-1}, then
+// w_i = z_i - m_{i+1} w_{i+1}, x_i = inv_i w_i.
+template <typename T>
+ffi::Error thomas_substitute_transpose(ffi::AnyBuffer m_buf, ffi::AnyBuffer cp_buf, ffi::AnyBuffer inv_buf,
+                                       ffi::AnyBuffer rhs_buf, ffi::Result<ffi::AnyBuffer> out) {
+  auto dims = rhs_buf.dimensions();
+  if (dims.size() < 1 || dims.size() > 2) {
+    return ffi::Error::InvalidArgument("perflab thomas: rhs must have shape (n,) or (n, k)");
+  }
+  const int64_t n = dims[0];
+  const int64_t k = dims.size() == 2 ? dims[1] : 1;
+  for (const ffi::AnyBuffer* f : {&m_buf, &cp_buf, &inv_buf}) {
+    if (f->dimensions().size() != 1 || f->dimensions()[0] != n) {
+      return ffi::Error::InvalidArgument("perflab thomas: factors must have shape (n,)");
+    }
+  }
+  const T* m = m_buf.typed_data<T>();
+  const T* cp = cp_buf.typed_data<T>();
+  const T* inv = inv_buf.typed_data<T>();
+  const T* r = rhs_buf.typed_data<T>();
+  T* x = out->typed_data<T>();
+  for (int64_t c = 0; c < k; ++c) {
+    T z = 0;
+    for (int64_t i = 0; i < n; ++i) x[i * k + c] = z = r[i * k + c] - (i > 0 ? cp[i - 1] : T(0)) * z;
+    T w = 0;
+    for (int64_t i = n - 1; i >= 0; --i) {
+      w = x[i * k + c] - (i + 1 < n ? m[i + 1] : T(0)) * w;
+      x[i * k + c] = inv[i] * w;
+    }
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error ThomasSubstituteTranspose_impl(ffi::AnyBuffer m, ffi::AnyBuffer cp, ffi::AnyBuffer inv,
+                                          ffi::AnyBuffer rhs, ffi::Result<ffi::AnyBuffer> out) {
+  for (const ffi::AnyBuffer* b : {&cp, &inv, &rhs}) {
+    if (b->element_type() != m.element_type()) {
+      return ffi::Error::InvalidArgument("perflab thomas: operands must share one dtype");
+    }
+  }
+  switch (m.element_type()) {
+    case ffi::DataType::F64:
+      return thomas_substitute_transpose<double>(m, cp, inv, rhs, out);
+    case ffi::DataType::F32:
+      return thomas_substitute_transpose<float>(m, cp, inv, rhs, out);
+    default:
+      return ffi::Error::InvalidArgument("perflab thomas: only float32 and float64 are supported");
+  }
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ThomasSubstituteTranspose, ThomasSubstituteTranspose_impl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
+
 // ------------------------------------------------------------------ Python module
 
 struct Target {
@@ -753,6 +1143,22 @@ const Target kTargets[] = {
     {"perflab_tridiagonal_jvp", TridiagonalJvp},
     {"perflab_tridiagonal_jvp_vector", TridiagonalJvpVector},
     {"perflab_thomas_substitute", ThomasSubstitute},
+    {"perflab_thomas_substitute_transpose", ThomasSubstituteTranspose},
+    {"perflab_lu_factor_solve", LuFactorSolve},
+    {"perflab_lu_tangent", LuTangent},
+    {"perflab_lu_tangent_vector", LuTangentVector},
+    {"perflab_lu_cotangent", LuCotangent},
+    {"perflab_lu_cotangent_vector", LuCotangentVector},
+    {"perflab_cholesky_factor_solve", CholeskyFactorSolve},
+    {"perflab_cholesky_tangent", CholeskyTangent},
+    {"perflab_cholesky_tangent_vector", CholeskyTangentVector},
+    {"perflab_cholesky_cotangent", CholeskyCotangent},
+    {"perflab_cholesky_cotangent_vector", CholeskyCotangentVector},
+    {"perflab_tridiagonal_factor_solve", TridiagonalFactorSolve},
+    {"perflab_tridiagonal_tangent", TridiagonalTangent},
+    {"perflab_tridiagonal_tangent_vector", TridiagonalTangentVector},
+    {"perflab_tridiagonal_cotangent", TridiagonalCotangent},
+    {"perflab_tridiagonal_cotangent_vector", TridiagonalCotangentVector},
 };
 
 PyObject* targets(PyObject*, PyObject*) {

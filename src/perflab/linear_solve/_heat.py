@@ -24,7 +24,15 @@ variants hoist it:
 - ``factor_once_ffi``: ``factor_once`` with each substitution as one XLA FFI custom call
   (`_ffi.thomas_substitute`, C++ loops over the stored factors) instead of two `lax.scan`s over
   the grid: the same factorisation, time loop and pipelining, the grid loops compiled as plain
-  loops. CPU and forward mode only, like ``ffi``.
+  loops. CPU only, like ``ffi``.
+
+Reverse mode with respect to u0 and kappa (``factor_once``, ``factor_once_ffi``): the JVP is a
+`_reverse.fused_jvp`, so forward mode compiles the loop above while reverse mode runs the primal
+loop once (one factorisation, keeping the states u_k when the operator has a tangent) and
+transposes the tangent loop u'_{k+1} = A^-1 (u'_k - A' u_{k+1}): the adjoint loop runs
+backwards, a transposed substitution per step with the same factors (JAX transposes the
+substitution scans of ``factor_once``; ``factor_once_ffi``'s substitution is a primitive whose
+transpose is ``perflab_thomas_substitute_transpose``).
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from .. import variants as _variants
-from . import _checks
+from . import _checks, _reverse
 from ._solve import SOLVE_JVP, _matvec, linear_solve
 
 HEAT_JVP = _variants.register(
@@ -60,7 +68,7 @@ HEAT_JVP = _variants.register(
         ),
         "factor_once_ffi": (
             "factor_once with each step's substitution (u and u' as two columns) as one XLA FFI custom "
-            "call into a C++ loop over the stored factors (CPU, forward mode only)"
+            "call into a C++ loop over the stored factors (CPU only)"
         ),
     },
     default=SOLVE_JVP.default,
@@ -135,19 +143,85 @@ def _factored_steps(substitute, steps, operator, factors, u0):
 
 @functools.partial(_factored_steps.defjvp, symbolic_zeros=True)
 def _factored_steps_jvp(substitute, steps, primals, tangents):
-    # Per step u_{k+1} = A^-1 u_k and u'_{k+1} = A^-1 (u'_k - A' u_{k+1}), the factors shared
-    # (computed with the operator's gradient stopped, so its derivative enters through A' only).
+    # Forward mode lowers `_fused_steps_jvp`; reverse mode runs the primal loop keeping its states
+    # (`_primal_steps`) and transposes `_tangent_steps` (substitutions with the same factors).
     operator, factors, u0 = primals
     t_operator, _, t_u0 = tangents
     t_u0 = jnp.zeros_like(u0) if isinstance(t_u0, SymbolicZero) else t_u0
-    if all(isinstance(t, SymbolicZero) for t in t_operator):
+    has_t_op = not all(isinstance(t, SymbolicZero) for t in t_operator)
+    name = "factor_once_ffi" if substitute is not _thomas_substitute else "factor_once"
+    linear_substitute = _transposable_substitute(substitute)
+
+    def fused(*args):
+        return _fused_steps_jvp(substitute, steps, has_t_op, args[:3], args[3:6], args[6], args[7:])
+
+    def split(*args):
+        return _primal_steps(substitute, steps, has_t_op, args[3:6], args[6])
+
+    def linear(res, *tangent):
+        return _tangent_steps(linear_substitute, steps, res, tangent)
+
+    tangent_in = (t_u0,)
+    if has_t_op:
+        t_operator = tuple(
+            jnp.zeros_like(o) if isinstance(t, SymbolicZero) else t for o, t in zip(operator, t_operator)
+        )
+        tangent_in = (*t_operator, t_u0)
+    u, t_u = _reverse.fused_jvp(
+        (*operator, *factors, u0), tangent_in, fused=fused, split=split, linear=linear, n_known_out=1, name=name
+    )
+    return u, t_u
+
+
+def _transposable_substitute(substitute):
+    # The FFI substitution as a primitive whose transpose is the transposed substitution (the
+    # plain-JAX one is transposed by JAX itself).
+    if substitute is _thomas_substitute:
+        return substitute
+    return lambda factors, rhs: _reverse.thomas_p.bind(*factors, rhs)
+
+
+def _primal_steps(substitute, steps, has_t_op, factors, u0):
+    # (u_steps,), residuals: the factors and, with an operator tangent, every state u_1..u_steps.
+    def step(u, _):
+        u = substitute(factors, u)
+        return u, (u if has_t_op else None)
+
+    u, states = jax.lax.scan(step, u0, None, length=steps)
+    return (u,), (factors, states)
+
+
+def _tangent_steps(substitute, steps, res, tangent):
+    # u'_{k+1} = A^-1 (u'_k - A' u_{k+1}): linear in (A', u'_0) given the states.
+    factors, states = res
+    *t_operator, t_u0 = tangent
+    if not t_operator:
+
+        def step(t, _):
+            return substitute(factors, t), None
+
+        t, _ = jax.lax.scan(step, t_u0, None, length=steps)
+        return (t,)
+
+    def step(t, u):
+        return substitute(factors, t - _matvec("tridiagonal", tuple(t_operator), u)), None
+
+    t, _ = jax.lax.scan(step, t_u0, states)
+    return (t,)
+
+
+def _fused_steps_jvp(substitute, steps, has_t_op, operator, factors, u0, tangent):
+    # Per step u_{k+1} = A^-1 u_k and u'_{k+1} = A^-1 (u'_k - A' u_{k+1}), the factors shared
+    # (computed with the operator's gradient stopped, so its derivative enters through A' only).
+    *t_operator, t_u0 = tangent
+    if not has_t_op:
         # u and u' as the two columns of one substitution per step.
         def step(both, _):
             return substitute(factors, both), None
 
         both, _ = jax.lax.scan(step, jnp.stack([u0, t_u0], axis=-1), None, length=steps)
         return both[:, 0], both[:, 1]
-    t_operator = tuple(jnp.zeros_like(o) if isinstance(t, SymbolicZero) else t for o, t in zip(operator, t_operator))
+    t_operator = tuple(t_operator)
 
     # With an operator tangent u'_{k+1} needs u_{k+1}, but u_{k+2} needs only u_{k+1} too: so
     # the loop carries (u_{k+1}, u'_k) and solves u_{k+2} and u'_{k+1} as the two columns of
@@ -205,7 +279,7 @@ def heat_solve(u0, kappa, *, steps: int, dt: float = 1e-4, variant: str | None =
         dt: time step.
         variant: the linear solve's variant (a JAX one, ``"lineax"`` or ``"ffi"``), which decides
             the JVP rule, or ``"factor_once"`` (factorise before the time loop; ``"factor_once_ffi"``
-            the same with FFI substitutions, CPU and forward mode only). `None` means the
+            the same with FFI substitutions, CPU only; both differentiable in reverse mode too). `None` means the
             default.
 
     Returns:
@@ -223,7 +297,6 @@ def heat_solve(u0, kappa, *, steps: int, dt: float = 1e-4, variant: str | None =
             from . import _ffi
 
             _ffi.check_platform(u0, kappa, variant=variant)
-            _ffi.check_forward_mode(u0, kappa, variant=variant)
             substitute = _ffi.thomas_substitute
         factors = _thomas_factor(jax.lax.stop_gradient(operator))
         return _factored_steps(substitute, steps, operator, factors, u0)

@@ -23,7 +23,9 @@ solves (counted in the optimised HLO at n = 100, JAX 0.10.2 CPU, operator and ve
 - ``cython``: tridiagonal only, the Thomas algorithm in Cython, called outside JAX; primal and
   tangent share one factorisation.
 - ``ffi``: the same JVP as XLA FFI custom calls into C++ kernels over LAPACK (``_ffi.py``): one
-  custom call per JVP, factorisation shared by primal and tangent, CPU only.
+  custom call per JVP, factorisation shared by primal and tangent, CPU only. Reverse mode
+  factorises once too: the forward call keeps its factors, the backward pass substitutes with
+  the transposed operator (``_reverse.py``).
 """
 
 from __future__ import annotations
@@ -81,7 +83,6 @@ def _ffi_solve(solver, operator, vector):
     if dtype not in (jnp.float32, jnp.float64):
         raise TypeError(f"variant='ffi' supports float32 and float64 operators, got operator dtype {dtype}")
     _ffi.check_platform(operator, vector)
-    _ffi.check_forward_mode(operator, vector)
     # The kernel checks x itself (ok: one flag per system), so the check here is one comparison
     # per system, not a scan of x (which would make XLA:CPU run the program off-thread, _ffi.py).
     x, ok = _ffi.ffi_solve_flagged(solver, operator, vector)
@@ -241,7 +242,7 @@ def _lineax_solve(solver, operator, vector):
 
 
 def linear_solve(solver: str, operator, vector, *, variant: str | None = None):
-    """Solve A x = b, differentiable in forward mode with the JVP rule of `variant`.
+    """Solve A x = b, differentiable with the JVP rule of `variant` (and in reverse mode).
 
     Works under `jax.jit`, `jax.vmap` and `jax.jvp`. Singular (or, for Cholesky, non-SPD)
     operators follow lineax's convention: an error at run time, or NaN with `EQX_ON_ERROR=nan`.
@@ -252,7 +253,8 @@ def linear_solve(solver: str, operator, vector, *, variant: str | None = None):
             (n-1,); otherwise an (n, n) matrix. Floating dtype.
         vector: the right-hand side b, shape (n,), same dtype as the operator.
         variant: a JAX variant (``"separate_solves"``, ``"vmapped_solves"``, ``"fused"``),
-            ``"lineax"`` or ``"ffi"`` (CPU only, forward mode only: `jax.grad` raises);
+            ``"lineax"`` or ``"ffi"`` (CPU only; `jax.grad` factorises once, a second
+            derivative raises an error naming the variant);
             `None` means the registry's default. ``"cython"`` is not a JAX function: use
             `linear_solve_jvp` or `perflab.linear_solve.cython_solve`.
 
