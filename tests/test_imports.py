@@ -91,7 +91,7 @@ def test_the_walker_sees_function_level_imports_and_cycles(tmp_path):
 
 
 def test_report_stages_import_only_earlier_stages():
-    order = ["spec", "cells", "comparisons", "tables", "check", "render", "cost", "pipeline", "cli"]
+    order = ["spec", "cells", "comparisons", "tables", "check", "render", "cost", "commits", "pipeline", "cli"]
     edges = graph()
     for i, stage in enumerate(order):
         later = {f"perflab.report.{s}" for s in order[i + 1 :]}

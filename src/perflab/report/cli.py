@@ -5,17 +5,20 @@
 - tables of named benchmarks (``--benchmark``, ``--before``, ``--after`` ...);
 - ``--study NAME``: the study report of ``docs/reports/NAME.toml``, into ``docs/reports/NAME.md``;
 - ``--check``: every study report's staleness and drift; exit 1 if any report is not current;
-- ``--cost``: the wall time per benchmark class of a recorded run.
+- ``--cost``: the wall time per benchmark class of a recorded run;
+- ``--commits A B``: every cell of commit B judged against commit A (`commits`); exit 1 on a
+  timing regression.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .. import _asv
 from .._asv import ReportError
-from . import pipeline, spec
+from . import commits, pipeline, spec
 from .comparisons import DEFAULT_FACTOR
 from .cost import class_costs, render_costs
 from .render import FORMATS, RENDERERS, when
@@ -108,6 +111,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     studies.add_argument(
+        "--commits",
+        nargs=2,
+        metavar=("A", "B"),
+        help=(
+            "every cell recorded for both commits (any git revisions) on one machine, B judged "
+            "against A with the cross-run rule; regressions first; exit 1 on a timing regression"
+        ),
+    )
+    studies.add_argument(
         "--cost",
         action="store_true",
         help="the wall time and processes per benchmark class of a recorded run (docs/reports/suite_cost.md)",
@@ -147,6 +159,14 @@ def run(args: argparse.Namespace) -> int:
         if given:
             option = "--check" if args.check else "--study"
             raise ReportError(given[0], f"not used with {option}: the spec says what to show")
+    if args.commits:
+        given = [
+            f"--{o.rstrip('s')}" for o in ("benchmarks", "before", "after", "rows", "commit") if getattr(args, o, None)
+        ]
+        given += [f"--{o}" for o in ("extra", "study", "check", "cost") if getattr(args, o, None)]
+        if given:
+            raise ReportError(given[0], "not used with --commits: every cell both commits recorded is judged")
+        return _commits(args, results_dir)
     if args.check:
         return _check(args, results_dir)
     if args.study:
@@ -183,6 +203,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _commits(args, results_dir):
+    machines = _asv.recorded_machines(results_dir) if os.path.isdir(results_dir) else {}
+    if args.machine is None and len(machines) > 1:
+        raise ReportError(
+            "--machine", f"{results_dir!r} holds several machines; pick one: {', '.join(sorted(machines))}"
+        )
+    _, runs = _asv.machine_runs(results_dir, args.machine)
+    first, second = args.commits
+    a = commits.pick_run(runs, first, ".", args.env, "--commits")
+    b = commits.pick_run(runs, second, ".", args.env, "--commits")
+    if not args.factor >= 1.0:
+        raise ReportError("--factor", f"must be at least 1.0, got {args.factor}")
+    changes = commits.compare_commits(a, b, args.factor)
+    _write(commits.render_commits(a, b, changes, args.factor, args.format), args.output)
+    return 1 if commits.failed(changes) else 0
+
+
 def _overview(results_dir, machine):
     lines = []
     try:
@@ -213,6 +250,8 @@ def _overview(results_dir, machine):
         "  python -m perflab report -b BENCHMARK [--before V --after V] [--commit C]",
         "                                                 BEFORE/AFTER tables of one recorded run",
         "  python -m perflab report --cost [--commit C]  wall time per benchmark class",
+        "  python -m perflab report --commits A B        every cell of commit B against commit A (exit 1",
+        "                                                 on a timing regression)",
     ]
     return "\n".join(lines) + "\n"
 

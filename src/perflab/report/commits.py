@@ -1,0 +1,288 @@
+"""Two commits: every cell recorded for commit B judged against the same cell of commit A.
+
+The gate a CI job can use (``python -m perflab report --commits A B``). It reads the results
+`asv run` / `asv continuous` wrote, so it judges the numbers `asv compare` reads, with the
+report's cross-run rule: per cell, the ratio B/A of the per-sample values with a
+`CONFIDENCE` interval, flagged beyond `comparisons.DEFAULT_FACTOR`. The samples are paired
+round by round when the two runs were interleaved (asv's interleaved rounds leave each results
+file holding its final round, back to back, see `interleaved`) and both cells hold as many
+samples; otherwise Welch's interval. Every figure is read as lower-is-better. Figures with a
+single value (fingerprints, flops, bytes, errors) are "changed" or "unchanged", never a
+regression. Beside each cell stands the drift of its identical-code ``control`` twin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from tabulate import tabulate
+
+from .. import significance
+from .._asv import RecordedRun, ReportError, human_value, short_name
+from .._git import resolve
+from .cells import VARIANT_PARAM, Cell, grid
+from .comparisons import DEFAULT_FACTOR
+
+CONFIDENCE = significance.UNPAIRED_CONFIDENCE
+"""The level of the report's cross-run rule: cells of two runs share no process offsets."""
+CONTROL = "control"
+REGRESSION, IMPROVEMENT, NOISE, CHANGED, UNCHANGED = ("regression", "improvement", "noise", "changed", "unchanged")
+
+
+def pick_run(runs: list[RecordedRun], revision: str, root: str, env: str | None, option: str) -> RecordedRun:
+    """The run of one commit, named by any git revision (or a recorded hash prefix).
+
+    Arguments:
+        runs: every run of the machine.
+        revision: ``HEAD~1``, a tag, a hash or a prefix of a recorded hash.
+        root: the repository that resolves `revision`.
+        env: the environment, when the commit was recorded in several.
+        option: the option to name in errors.
+
+    Returns:
+        The run.
+
+    Raises:
+        ReportError: when the commit was not recorded, or recorded in several environments.
+    """
+    full = resolve(root, revision)
+    if full is not None:
+        chosen = [r for r in runs if r.commit == full]
+    else:
+        chosen = [r for r in runs if r.commit.lower().startswith(revision.lower())]
+    if env is not None:
+        chosen = [r for r in chosen if r.env_name == env] or [r for r in chosen if env in r.env_name]
+    recorded = ", ".join(dict.fromkeys(r.commit[:8] for r in runs))
+    machine = runs[0].machine
+    if not chosen:
+        what = f"{revision!r} ({full[:8]})" if full else repr(revision)
+        raise ReportError(option, f"no results for commit {what} on machine {machine!r} (recorded: {recorded})")
+    if len({r.commit for r in chosen}) > 1:
+        raise ReportError(option, f"{revision!r} matches several recorded commits: {recorded}")
+    if len(chosen) > 1:
+        envs = ", ".join(r.env_name for r in chosen)
+        raise ReportError("--env", f"commit {chosen[0].commit[:8]} was recorded in several environments: {envs}")
+    return chosen[0]
+
+
+def _window(run):
+    # Recorded activity: from the first benchmark's start to the last one's end (milliseconds).
+    spans = [
+        (run.started_at(n), run.started_at(n) + 1000 * (run.duration(n) or 0.0))
+        for n in run.names
+        if run.started_at(n) is not None
+    ]
+    if not spans:
+        return None
+    return min(s for s, _ in spans), max(e for _, e in spans)
+
+
+def interleaved(a: RecordedRun, b: RecordedRun) -> bool:
+    """Whether the two runs' rounds were interleaved in time.
+
+    asv's interleaved rounds (``asv continuous``, ``asv run A^! B^!`` in a virtualenv) alternate
+    the commits round by round, A B then B A, and each results file keeps the start and
+    duration of its final round: the two files' windows overlap or lie back to back, closer
+    than the shorter window's length. Separate runs lie further apart.
+
+    Arguments:
+        a: commit A's run.
+        b: commit B's run.
+
+    Returns:
+        True when the windows overlap or are closer than the shorter one's length.
+    """
+    wa, wb = _window(a), _window(b)
+    if wa is None or wb is None:
+        return False
+    gap = max(wa[0], wb[0]) - min(wa[1], wb[1])
+    return gap < min(wa[1] - wa[0], wb[1] - wb[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class CellChange:
+    """One cell of both commits, judged.
+
+    Attributes:
+        benchmark: the full benchmark name.
+        params: (parameter, value) pairs of the cell.
+        a: commit A's cell.
+        b: commit B's cell.
+        unit: asv's unit.
+        kind: `REGRESSION`, `IMPROVEMENT` or `NOISE` for sampled figures; `CHANGED` or
+            `UNCHANGED` for single values.
+        verdict: the significance verdict (ratio B/A), ``None`` for single values.
+        control: the ``control`` twin's verdict at the same cell (B/A), or ``None``.
+    """
+
+    benchmark: str
+    params: tuple[tuple[str, str], ...]
+    a: Cell
+    b: Cell
+    unit: str | None
+    kind: str
+    verdict: significance.Verdict | None = None
+    control: significance.Verdict | None = None
+
+
+def _sampled(cell):
+    return cell.ok and cell.samples is not None and len(cell.values) >= 2 and min(cell.values) > 0
+
+
+def _same(x, y):
+    # Exact equality; two NaNs (both skipped) or two Nones (both failed) are the same figure.
+    if x is None or y is None:
+        return x is y
+    return x == y or (math.isnan(x) and math.isnan(y))
+
+
+def _judge(a_cell, b_cell, paired, factor):
+    same_count = len(a_cell.values) == len(b_cell.values)
+    return significance.compare(
+        a_cell.values, b_cell.values, paired=paired and same_count, factor=factor, confidence=CONFIDENCE
+    )
+
+
+def compare_commits(a: RecordedRun, b: RecordedRun, factor: float = DEFAULT_FACTOR) -> list[CellChange]:
+    """Every cell recorded for both commits, judged B against A.
+
+    Arguments:
+        a: commit A's run.
+        b: commit B's run (same machine).
+        factor: the ratio a change must exceed.
+
+    Returns:
+        One `CellChange` per cell of every benchmark both runs recorded, in name order.
+    """
+    paired = interleaved(a, b)
+    changes = []
+    for name in sorted(set(a.names) & set(b.names)):
+        if name not in a.benchmarks:
+            continue
+        ga, gb = grid(a, name), grid(b, name)
+        names = ga.param_names
+        control_at = names.index(VARIANT_PARAM) if VARIANT_PARAM in names else None
+        for key, ca in ga.cells.items():
+            cb = gb.cells.get(key)
+            if cb is None:
+                continue
+            params = tuple(zip(names, key))
+            if _sampled(ca) and _sampled(cb):
+                verdict = _judge(ca, cb, paired, factor)
+                kind = NOISE
+                if verdict.changed:
+                    kind = REGRESSION if verdict.ratio > 1 else IMPROVEMENT
+                control = None
+                if control_at is not None and key[control_at] != CONTROL:
+                    twin = key[:control_at] + (CONTROL,) + key[control_at + 1 :]
+                    ta, tb = ga.cells.get(twin), gb.cells.get(twin)
+                    if ta is not None and tb is not None and _sampled(ta) and _sampled(tb):
+                        control = _judge(ta, tb, paired, factor)
+                changes.append(CellChange(name, params, ca, cb, ga.unit, kind, verdict, control))
+            else:
+                kind = UNCHANGED if _same(ca.value, cb.value) else CHANGED
+                changes.append(CellChange(name, params, ca, cb, ga.unit, kind))
+    return changes
+
+
+def failed(changes: list[CellChange]) -> bool:
+    """Whether any timing cell (a sampled figure) regressed: the gate's exit status 1."""
+    return any(c.kind == REGRESSION for c in changes)
+
+
+def _value(cell, unit):
+    if not cell.ok:
+        return cell.status
+    return human_value(cell.value, unit)
+
+
+def _ratio(verdict):
+    if verdict is None:
+        return "-"
+    if not verdict.tested:
+        return f"{verdict.ratio:.3f}"
+    return f"{verdict.ratio:.3f} ({verdict.low:.3f}-{verdict.high:.3f})"
+
+
+def _row(change):
+    params = ", ".join(f"{k}={v}" for k, v in change.params)
+    test = "paired" if change.verdict.paired else "Welch"
+    return [
+        short_name(change.benchmark),
+        params,
+        _value(change.a, change.unit),
+        _value(change.b, change.unit),
+        _ratio(change.verdict),
+        test,
+        _ratio(change.control),
+    ]
+
+
+HEAD = ["benchmark", "cell", "A", "B", "B/A (interval)", "test", "control B/A"]
+
+
+def render_commits(a: RecordedRun, b: RecordedRun, changes: list[CellChange], factor: float, fmt: str) -> str:
+    """The listing: regressions first, then improvements, then what did not change.
+
+    Arguments:
+        a: commit A's run.
+        b: commit B's run.
+        changes: `compare_commits`'s result.
+        factor: the factor used.
+        fmt: ``"markdown"`` or ``"text"``.
+
+    Returns:
+        The text, ending with a newline.
+    """
+    markdown = fmt == "markdown"
+    table_format = "github" if markdown else "simple"
+    paired = interleaved(a, b)
+
+    def heading(text):
+        return ["", f"## {text}", ""] if markdown else ["", text, "=" * len(text)]
+
+    lines = [
+        f"# Commit {b.commit[:8]} against {a.commit[:8]} on machine {a.machine}"
+        if markdown
+        else f"Commit {b.commit[:8]} against {a.commit[:8]} on machine {a.machine}"
+    ]
+    lines += [
+        "",
+        f"A: {a.commit} ({a.relative_path})",
+        f"B: {b.commit} ({b.relative_path})",
+        f"Rule: ratio B/A of the per-sample values with a {CONFIDENCE:.1%} interval, "
+        + (
+            "paired round by round (the two runs were interleaved)"
+            if paired
+            else "Welch's (the two runs were not interleaved)"
+        )
+        + f"; flagged when the interval excludes 1 and the ratio lies beyond {factor:g}. "
+        "Every figure is lower-is-better. Control: the identical-code twin of the same cell, B/A.",
+    ]
+    if markdown:
+        lines[2:] = [f"- {line}" for line in lines[2:]]
+    for kind, title in ((REGRESSION, "Regressions"), (IMPROVEMENT, "Improvements")):
+        rows = [_row(c) for c in changes if c.kind == kind]
+        lines += heading(f"{title} ({len(rows)})")
+        lines += (
+            tabulate(rows, headers=HEAD, tablefmt=table_format, disable_numparse=True).splitlines()
+            if rows
+            else ["none"]
+        )
+    single = [c for c in changes if c.kind == CHANGED]
+    lines += heading(f"Single values that changed ({len(single)})")
+    rows = [
+        [short_name(c.benchmark), ", ".join(f"{k}={v}" for k, v in c.params), _value(c.a, c.unit), _value(c.b, c.unit)]
+        for c in single
+    ]
+    lines += (
+        tabulate(rows, headers=HEAD[:4], tablefmt=table_format, disable_numparse=True).splitlines()
+        if rows
+        else ["none"]
+    )
+    noise = sum(c.kind == NOISE for c in changes)
+    same = sum(c.kind == UNCHANGED for c in changes)
+    lines += heading("Unchanged")
+    lines.append(f"{noise} timing cell(s) within noise; {same} single value(s) unchanged.")
+    return "\n".join(lines) + "\n"

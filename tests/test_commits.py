@@ -1,0 +1,149 @@
+"""`python -m perflab report --commits A B`: the two-commit gate on synthetic asv results.
+
+Each test writes two results files, as asv would for two commits, by copying a committed
+results file (results/vm-2core-xeon) and editing its values in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from perflab import _asv
+from perflab.__main__ import main
+from perflab.report import commits
+
+ROOT = Path(__file__).resolve().parents[1]
+MACHINE = "vm-2core-xeon"
+SOURCE = next((ROOT / "results" / MACHINE).glob("45e55adb-*.json"))
+TIMED = "bench_linear_solve.LinearSolveJVPDefault.track_jvp"
+FLOPS = "bench_linear_solve.LinearSolveJVPDefault.track_jvp_flops"
+A, B = "a" * 40, "b" * 40
+
+
+@pytest.fixture(autouse=True)
+def _no_asv_machine_file(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+
+
+def column(data, name):
+    return data["result_columns"].index(name)
+
+
+def write_pair(tmp_path, shift=1.0, apart_ms=None, b_samples=None, flops_change=False):
+    """Results of commits A and B; B's `default` cells of TIMED scaled by `shift`."""
+    results_dir = tmp_path / "results"
+    (results_dir / MACHINE).mkdir(parents=True)
+    (results_dir / "benchmarks.json").write_text((ROOT / "results" / "benchmarks.json").read_text())
+    (results_dir / MACHINE / "machine.json").write_text((ROOT / "results" / MACHINE / "machine.json").read_text())
+    data = json.loads(SOURCE.read_text())
+    value, samples, started = column(data, "result"), column(data, "samples"), column(data, "started_at")
+    entry = data["results"][TIMED]
+    # Tight samples: five processes within 1% of the recorded median.
+    entry[samples] = [[v * (1 + 0.002 * k) for k in range(5)] for v in entry[value]]
+    first = copy.deepcopy(data) | {"commit_hash": A}
+    second = copy.deepcopy(data) | {"commit_hash": B}
+    run = _asv.load_run(str(ROOT / "results"), MACHINE, "45e55adb")
+    start = min(run.started_at(n) for n in run.names)
+    end = max(run.started_at(n) + 1000 * run.duration(n) for n in run.names)
+    offset = end - start if apart_ms is None else apart_ms  # back to back: interleaved rounds
+    for one in second["results"].values():
+        one[started] += offset
+    timed = second["results"][TIMED]
+    for i in range(0, len(timed[value]), 2):  # even cells: variant=default; odd: control
+        timed[value][i] *= shift
+        timed[samples][i] = [s * shift for s in timed[samples][i]]
+    if b_samples is not None:
+        timed[samples] = [s[:b_samples] for s in timed[samples]]
+    if flops_change:
+        second["results"][FLOPS][value][0] += 1
+    for data in (first, second):
+        path = results_dir / MACHINE / f"{data['commit_hash'][:8]}-{data['env_name']}.json"
+        path.write_text(json.dumps(data))
+    return results_dir
+
+
+def gate(capsys, results_dir, *args):
+    status = main(["report", "--results-dir", str(results_dir), "--commits", A[:8], B[:8], *args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def section(out, title):
+    rest = out.split(title, 1)[1]
+    for heading in ("Improvements (", "Single values that changed (", "Unchanged"):
+        rest = rest.split(heading)[0] if heading not in title else rest
+    return rest
+
+
+def test_identical_commits_pass(tmp_path, capsys):
+    status, out, err = gate(capsys, write_pair(tmp_path))
+    assert status == 0, err
+    assert "Regressions (0)" in out and "Improvements (0)" in out
+    assert "12 timing cell(s) within noise" in out
+    assert "paired round by round" in out
+
+
+def test_a_ten_percent_slowdown_is_listed_first_and_fails(tmp_path, capsys):
+    status, out, _ = gate(capsys, write_pair(tmp_path, shift=1.10), "--format", "markdown")
+    assert status == 1
+    assert out.index("## Regressions (6)") < out.index("## Improvements (0)")
+    rows = [line for line in section(out, "## Regressions (6)").splitlines() if "variant=" in line]
+    assert len(rows) == 6 and all("variant=default" in r for r in rows)
+    # B/A 1.100 with a zero-width paired interval; the identical-code twin did not move.
+    assert all("| 1.100 (1.100-1.100) | paired | 1.000 (1.000-1.000) |" in r for r in rows)
+
+
+def test_an_improvement_is_never_a_regression(tmp_path, capsys):
+    status, out, _ = gate(capsys, write_pair(tmp_path, shift=0.90))
+    assert status == 0
+    assert "Regressions (0)" in out and "Improvements (6)" in out
+
+
+def test_paired_when_interleaved_welch_otherwise(tmp_path):
+    interleaved = write_pair(tmp_path / "i", shift=1.10)
+    separate = write_pair(tmp_path / "s", shift=1.10, apart_ms=3_600_000)
+    fewer = write_pair(tmp_path / "f", shift=1.10, b_samples=4)
+    for results_dir, paired in ((interleaved, True), (separate, False), (fewer, False)):
+        _, runs = _asv.machine_runs(str(results_dir))
+        a, b = (commits.pick_run(runs, c, str(ROOT), None, "--commits") for c in (A, B))
+        assert commits.interleaved(a, b) == (results_dir != separate)
+        changes = [c for c in commits.compare_commits(a, b) if c.verdict is not None]
+        assert changes and all(c.verdict.paired == paired for c in changes)
+        assert all(c.verdict.confidence == commits.CONFIDENCE == 0.999 for c in changes)
+
+
+def test_single_values_are_changed_or_unchanged_never_regressions(tmp_path, capsys):
+    status, out, _ = gate(capsys, write_pair(tmp_path, flops_change=True))
+    assert status == 0
+    changed = section(out, "Single values that changed (1)")
+    assert "LinearSolveJVPDefault.track_jvp_flops" in changed and "variant=default" in changed
+    assert "Regressions (0)" in out
+
+
+def test_missing_commit_and_ambiguous_machine_are_clear_errors(tmp_path, capsys):
+    results_dir = write_pair(tmp_path)
+    status = main(["report", "--results-dir", str(results_dir), "--commits", A[:8], "cccccccc"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1
+    assert "--commits: no results for commit 'cccccccc'" in err and "recorded: aaaaaaaa, bbbbbbbb" in err
+    other = results_dir / "gpu-box"
+    other.mkdir()
+    info = json.loads((results_dir / MACHINE / "machine.json").read_text()) | {"machine": "gpu-box"}
+    (other / "machine.json").write_text(json.dumps(info))
+    status, _, err = gate(capsys, results_dir)
+    assert status == 2 and "--machine: " in err and f"gpu-box, {MACHINE}" in err
+    status, _, err = gate(capsys, results_dir, "--machine", MACHINE)
+    assert status == 0, err
+
+
+def test_git_revisions_are_resolved(tmp_path, capsys):
+    # A revision git knows (HEAD) names its full hash; one never recorded is an error naming it.
+    status = main(["report", "--results-dir", str(write_pair(tmp_path)), "--commits", "HEAD", B[:8]])
+    err = capsys.readouterr().err
+    assert status == 2 and "no results for commit 'HEAD' (" in err
