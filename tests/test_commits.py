@@ -35,11 +35,13 @@ def column(data, name):
     return data["result_columns"].index(name)
 
 
-def write_pair(tmp_path, shift=1.0, apart_ms=None, b_samples=None, flops_change=False):
+def write_pair(tmp_path, shift=1.0, apart_ms=None, b_samples=None, flops_change=False, rounds=5):
     """Results of commits A and B; B's `default` cells of TIMED scaled by `shift`."""
     results_dir = tmp_path / "results"
     (results_dir / MACHINE).mkdir(parents=True)
-    (results_dir / "benchmarks.json").write_text((ROOT / "results" / "benchmarks.json").read_text())
+    benchmarks = json.loads((ROOT / "results" / "benchmarks.json").read_text())
+    benchmarks[TIMED]["rounds"] = rounds  # one sample per asv round, as the harness records them
+    (results_dir / "benchmarks.json").write_text(json.dumps(benchmarks))
     (results_dir / MACHINE / "machine.json").write_text((ROOT / "results" / MACHINE / "machine.json").read_text())
     data = json.loads(SOURCE.read_text())
     value, samples, started = column(data, "result"), column(data, "samples"), column(data, "started_at")
@@ -109,7 +111,9 @@ def test_paired_when_interleaved_welch_otherwise(tmp_path):
     interleaved = write_pair(tmp_path / "i", shift=1.10)
     separate = write_pair(tmp_path / "s", shift=1.10, apart_ms=3_600_000)
     fewer = write_pair(tmp_path / "f", shift=1.10, b_samples=4)
-    for results_dir, paired in ((interleaved, True), (separate, False), (fewer, False)):
+    one_round = write_pair(tmp_path / "o", shift=1.10, rounds=1)
+    cases = ((interleaved, True), (separate, False), (fewer, False), (one_round, False))
+    for results_dir, paired in cases:
         _, runs = _asv.machine_runs(str(results_dir))
         a, b = (commits.pick_run(runs, c, str(ROOT), None, "--commits") for c in (A, B))
         assert commits.interleaved(a, b) == (results_dir != separate)

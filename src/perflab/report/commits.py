@@ -2,13 +2,13 @@
 
 The gate a CI job can use (``python -m perflab report --commits A B``). It reads the results
 `asv run` / `asv continuous` wrote, so it judges the numbers `asv compare` reads, with the
-report's cross-run rule: per cell, the ratio B/A of the per-sample values with a
-`CONFIDENCE` interval, flagged beyond `comparisons.DEFAULT_FACTOR`. The samples are paired
-round by round when the two runs were interleaved (asv's interleaved rounds leave each results
-file holding its final round, back to back, see `interleaved`) and both cells hold as many
-samples; otherwise Welch's interval. Every figure is read as lower-is-better. Figures with a
-single value (fingerprints, flops, bytes, errors) are "changed" or "unchanged", never a
-regression. Beside each cell stands the drift of its identical-code ``control`` twin.
+report's cross-run rule: per cell, the ratio B/A of the per-sample values with a `CONFIDENCE`
+interval, flagged beyond `comparisons.DEFAULT_FACTOR`. The samples are paired round by round
+when the two runs were interleaved (see `interleaved`), the benchmark ran several rounds and
+both cells hold as many samples; otherwise Welch's interval. Every figure is read as
+lower-is-better. Figures with a single value (fingerprints, flops, bytes, errors) are "changed"
+or "unchanged", never a regression. Beside each cell stands the drift of its identical-code
+``control`` twin.
 """
 
 from __future__ import annotations
@@ -67,24 +67,29 @@ def pick_run(runs: list[RecordedRun], revision: str, root: str, env: str | None,
 
 
 def _window(run):
-    # Recorded activity: from the first benchmark's start to the last one's end (milliseconds).
-    spans = [
-        (run.started_at(n), run.started_at(n) + 1000 * (run.duration(n) or 0.0))
-        for n in run.names
-        if run.started_at(n) is not None
-    ]
+    # From the first setup_cache's start to the last benchmark's end (milliseconds): a class's
+    # setup_cache runs just before its first benchmark.
+    spans = []
+    for name in run.names:
+        start = run.started_at(name)
+        if start is None:
+            continue
+        key = run.info(name).get("setup_cache_key")
+        setup = run.durations.get(f"<setup_cache {key}>", 0.0) if key else 0.0
+        spans.append((start - 1000 * setup, start + 1000 * (run.duration(name) or 0.0)))
     if not spans:
         return None
     return min(s for s, _ in spans), max(e for _, e in spans)
 
 
 def interleaved(a: RecordedRun, b: RecordedRun) -> bool:
-    """Whether the two runs' rounds were interleaved in time.
+    """Whether the two runs were one asv run with interleaved rounds.
 
     asv's interleaved rounds (``asv continuous``, ``asv run A^! B^!`` in a virtualenv) alternate
     the commits round by round, A B then B A, and each results file keeps the start and
-    duration of its final round: the two files' windows overlap or lie back to back, closer
-    than the shorter window's length. Separate runs lie further apart.
+    duration of its final round (its setup_cache's duration too): the two files' windows
+    overlap or lie back to back, closer than the shorter window's length. Separate runs, or
+    all of A's rounds then all of B's, lie further apart.
 
     Arguments:
         a: commit A's run.
@@ -98,6 +103,13 @@ def interleaved(a: RecordedRun, b: RecordedRun) -> bool:
         return False
     gap = max(wa[0], wb[0]) - min(wa[1], wb[1])
     return gap < min(wa[1] - wa[0], wb[1] - wb[0])
+
+
+def _paired(a, b, name, ca, cb, runs_interleaved):
+    # Sample i of each side comes from round i only when the benchmark ran several rounds
+    # (one round gives asv nothing to interleave) and both sides kept every round.
+    rounds = int(a.info(name).get("rounds") or 1)
+    return runs_interleaved and rounds >= 2 and len(ca.values) == len(cb.values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,10 +150,7 @@ def _same(x, y):
 
 
 def _judge(a_cell, b_cell, paired, factor):
-    same_count = len(a_cell.values) == len(b_cell.values)
-    return significance.compare(
-        a_cell.values, b_cell.values, paired=paired and same_count, factor=factor, confidence=CONFIDENCE
-    )
+    return significance.compare(a_cell.values, b_cell.values, paired=paired, factor=factor, confidence=CONFIDENCE)
 
 
 def compare_commits(a: RecordedRun, b: RecordedRun, factor: float = DEFAULT_FACTOR) -> list[CellChange]:
@@ -169,7 +178,7 @@ def compare_commits(a: RecordedRun, b: RecordedRun, factor: float = DEFAULT_FACT
                 continue
             params = tuple(zip(names, key))
             if _sampled(ca) and _sampled(cb):
-                verdict = _judge(ca, cb, paired, factor)
+                verdict = _judge(ca, cb, _paired(a, b, name, ca, cb, paired), factor)
                 kind = NOISE
                 if verdict.changed:
                     kind = REGRESSION if verdict.ratio > 1 else IMPROVEMENT
@@ -178,7 +187,7 @@ def compare_commits(a: RecordedRun, b: RecordedRun, factor: float = DEFAULT_FACT
                     twin = key[:control_at] + (CONTROL,) + key[control_at + 1 :]
                     ta, tb = ga.cells.get(twin), gb.cells.get(twin)
                     if ta is not None and tb is not None and _sampled(ta) and _sampled(tb):
-                        control = _judge(ta, tb, paired, factor)
+                        control = _judge(ta, tb, _paired(a, b, name, ta, tb, paired), factor)
                 changes.append(CellChange(name, params, ca, cb, ga.unit, kind, verdict, control))
             else:
                 kind = UNCHANGED if _same(ca.value, cb.value) else CHANGED
@@ -253,7 +262,7 @@ def render_commits(a: RecordedRun, b: RecordedRun, changes: list[CellChange], fa
         f"B: {b.commit} ({b.relative_path})",
         f"Rule: ratio B/A of the per-sample values with a {CONFIDENCE:.1%} interval, "
         + (
-            "paired round by round (the two runs were interleaved)"
+            "paired round by round for cells of several rounds (the two runs were interleaved), else Welch's"
             if paired
             else "Welch's (the two runs were not interleaved)"
         )
