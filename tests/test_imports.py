@@ -96,3 +96,14 @@ def test_report_stages_import_only_earlier_stages():
     for i, stage in enumerate(order):
         later = {f"perflab.report.{s}" for s in order[i + 1 :]}
         assert not edges[f"perflab.report.{stage}"] & later, stage
+
+
+def test_one_meaning_per_name_in_the_report_namespace():
+    # A submodule of perflab.report and a re-exported function never share a name.
+    import types
+
+    import perflab.report as report
+
+    modules = {p.stem for p in (SRC / PACKAGE / "report").glob("*.py")} - {"__init__"}
+    for name in modules:
+        assert isinstance(getattr(report, name, None), (types.ModuleType, type(None))), name
