@@ -311,3 +311,180 @@ class FFIDispatchFloor(InterleavedBenchmark):
 
     def reference(self, operation, solver, size):
         return None
+
+
+# ------------------------------------------------------------------ reverse mode
+
+# The variants with a reverse mode (lineax, the peer, is the baseline); "vjp" classes time the
+# gradient of sum(x ** 2) with respect to the operator and b.
+VJP_VARIANTS = ["lineax", "fused", "ffi"]
+HEAT_VJP_VARIANTS = ["lineax", "factor_once", "factor_once_ffi"]
+
+
+def _grad_loss(solver, variant):
+    ls = _study()
+    return lambda a, b: (ls.linear_solve(solver, a, b, variant=variant) ** 2).sum()
+
+
+@functools.lru_cache(maxsize=None)
+def _grad_call(solver, size, variant):
+    import jax
+
+    _check_variant(solver, variant)
+    operator, vector, _, _ = _device_problem(solver, size)
+    return jit_compile(jax.grad(_grad_loss(solver, variant), argnums=(0, 1)), operator, vector)
+
+
+def _grad_reference(solver, size, seed=0):
+    """The gradient of sum(x ** 2) in float64 numpy: lambda = A^-T 2x, then (-lambda x^T on the
+    operator's pattern (its three bands; the full matrix for LU and Cholesky, lineax's
+    convention), lambda)."""
+    operator, vector, _, _ = _numpy_problem(solver, size, seed)
+    a = _dense(solver, operator)
+    x = np.linalg.solve(a, vector)
+    lam = np.linalg.solve(a.T, 2 * x)
+    full = -np.outer(lam, x)
+    if solver == "tridiagonal":
+        return (np.diag(full, -1), np.diag(full), np.diag(full, 1)), lam
+    return full, lam
+
+
+class LinearSolveVJP(InterleavedBenchmark):
+    """The gradient of sum(x ** 2) w.r.t. (A, b) beside the primal solve, per solver and size."""
+
+    params = [SOLVERS, SIZES, [*VJP_VARIANTS, *EXTRA]]
+    param_names = ["solver", "size", "variant"]
+    operations = ("grad", "primal")
+    ratios = {"grad_over_primal": ("grad", "primal", "ratio")}
+    baseline = "lineax"
+    optimised = "ffi"
+
+    def setup_cache(self):
+        return self.measure_round()
+
+    def build(self, operation, solver, size, variant):
+        _check_variant(solver, variant)
+        return (_grad_call if operation == "grad" else _primal_call)(solver, size, variant)
+
+    def reference(self, operation, solver, size):
+        if operation == "grad":
+            return _grad_reference(solver, size)
+        return _reference(solver, size)[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _batched_grad_call(solver, size, variant):
+    import jax
+
+    _check_variant(solver, variant)
+    problems = [_numpy_problem(solver, size, seed=s)[:2] for s in range(BATCH)]
+    stacked = jax.device_put(jax.tree_util.tree_map(lambda *xs: np.stack(xs), *problems))
+    return jit_compile(jax.vmap(jax.grad(_grad_loss(solver, variant), argnums=(0, 1))), *stacked)
+
+
+class BatchedLinearSolveVJP(InterleavedBenchmark):
+    """The gradient of 200 independent systems under `jax.vmap`."""
+
+    params = [SOLVERS, [50], [*VJP_VARIANTS, *EXTRA]]
+    param_names = ["solver", "size", "variant"]
+    operations = ("grad",)
+    baseline = "lineax"
+    optimised = "ffi"
+
+    def setup_cache(self):
+        return self.measure_round()
+
+    def build(self, operation, solver, size, variant):
+        return _batched_grad_call(solver, size, variant)
+
+    def reference(self, operation, solver, size):
+        grads = [_grad_reference(solver, size, seed=s) for s in range(BATCH)]
+        import jax
+
+        return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *grads)
+
+
+@functools.lru_cache(maxsize=None)
+def _heat_grad_call(steps, grid, wrt, variant):
+    import jax
+
+    _check_variant("tridiagonal", variant)
+    ls = _study()
+    u0, kappa, _, _ = _heat_problem(grid, wrt)
+    argnum = 0 if wrt == "initial" else 1
+    loss = lambda u, k: (ls.heat_solve(u, k, steps=steps, variant=variant) ** 2).sum()  # noqa: E731
+    return jit_compile(jax.grad(loss, argnums=argnum), *jax.device_put((u0, kappa)))
+
+
+def _heat_grad_reference(steps, grid, wrt):
+    """d sum(u ** 2) / d kappa = 2 u . u_dot, from the scipy reference (central differences in
+    kappa)."""
+    u, u_dot = _heat_reference(steps, grid, wrt)
+    return np.float64(2 * np.dot(u, u_dot))
+
+
+class HeatEquationVJP(InterleavedBenchmark):
+    """The heat equation's gradient of sum(u ** 2) w.r.t. the diffusivity, beside its JVP.
+
+    grad_over_jvp is reverse mode's cost over forward mode's for the same variant (one scalar
+    parameter: one JVP gives the same derivative).
+    """
+
+    params = [[100], [500], ["diffusivity"], [*HEAT_VJP_VARIANTS, *EXTRA]]
+    param_names = ["steps", "grid", "wrt", "variant"]
+    operations = ("grad", "jvp")
+    ratios = {"grad_over_jvp": ("grad", "jvp", "ratio")}
+    baseline = "lineax"
+    optimised = "factor_once_ffi"
+
+    def setup_cache(self):
+        return self.measure_round()
+
+    def build(self, operation, steps, grid, wrt, variant):
+        if operation == "grad":
+            return _heat_grad_call(steps, grid, wrt, variant)
+        return _heat_call(steps, grid, wrt, variant)
+
+    def reference(self, operation, steps, grid, wrt):
+        if operation == "grad":
+            return _heat_grad_reference(steps, grid, wrt)
+        return _heat_reference(steps, grid, wrt)
+
+
+@functools.lru_cache(maxsize=None)
+def _no_solve_grad_call(solver, size, operation):
+    # A jitted program with the gradient's signature (A and b in, arrays of their shapes out).
+    operator, vector, _, _ = _device_problem(solver, size)
+    if operation == "grad":
+        return jit_compile(lambda a, b: (_tree_scale(a), b * 1.0), operator, vector)
+    return jit_compile(lambda a, b: b * 1.0, operator, vector)
+
+
+def _tree_scale(tree):
+    import jax
+
+    return jax.tree_util.tree_map(lambda x: x * 1.0, tree)
+
+
+class FFIDispatchFloorVJP(InterleavedBenchmark):
+    """The ffi gradient and primal beside programs of the same signature that solve nothing
+    (``no_solve``: A and b in, arrays of their shapes out). No error companion, as in
+    FFIDispatchFloor."""
+
+    params = [SOLVERS, [10, 100, 500], ["no_solve", "ffi", *EXTRA]]
+    param_names = ["solver", "size", "variant"]
+    operations = ("grad", "primal")
+    ratios = {"grad_over_primal": ("grad", "primal", "ratio")}
+    baseline = "no_solve"
+
+    def setup_cache(self):
+        return self.measure_round()
+
+    def build(self, operation, solver, size, variant):
+        _check_variant(solver, variant)
+        if variant == "no_solve":
+            return _no_solve_grad_call(solver, size, operation)
+        return (_grad_call if operation == "grad" else _primal_call)(solver, size, variant)
+
+    def reference(self, operation, solver, size):
+        return None
