@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from .. import _asv
 from .._asv import RecordedRun, ReportError, short_name
-from . import cells, check, comparisons, render, tables
+from . import cells, check, comparisons, render, tables, verdicts
 from .spec import NEWEST, Spec
 
 DEFAULT_COMMAND = "python -m perflab report"
@@ -131,40 +131,77 @@ def build_study(spec: Spec, results_dir: str) -> tables.StudyReport:
     """
     loaded = {}
 
-    def run_of(commit, env, prefix):
-        if (commit, env) not in loaded:
+    def run_of(machine, commit, env, prefix):
+        # Another machine without a results folder is "not recorded yet" (None), not an error.
+        if (machine, commit, env) not in loaded:
+            if machine not in (None, spec.machine) and not verdicts.recorded(results_dir, machine):
+                loaded[machine, commit, env] = None
+                return None
             try:
-                loaded[commit, env] = _asv.load_run(results_dir, spec.machine, commit, env)
+                loaded[machine, commit, env] = _asv.load_run(results_dir, machine, commit, env)
             except ReportError as err:
                 raise ReportError(spec.path, f"{prefix}{err.argument}: {err.message}") from None
             except _asv.UserError as err:
                 raise ReportError(spec.path, f"{prefix}{' '.join(str(err).split())}") from None
-        return loaded[commit, env]
+        return loaded[machine, commit, env]
+
+    def where(item):
+        # A section or criterion on another machine reads that machine's newest run by default.
+        own = item.machine not in (None, spec.machine)
+        commit = item.commit or (None if own else spec.commit)
+        return (
+            item.machine if own else spec.machine,
+            None if commit in (None, NEWEST) else commit,
+            item.env or (None if own else spec.env),
+        )
 
     prefixes = [f"section {i} ({s.heading}): " for i, s in enumerate(spec.sections, 1)]
     top = spec.commit if spec.commit != NEWEST else None
-    runs = [run_of(top, spec.env, "")]
-    runs += [run_of(*spec.where(s), p) for s, p in zip(spec.sections, prefixes)]
-    if len({r.machine for r in runs}) > 1:
+    runs = [run_of(spec.machine, top, spec.env, "")]
+    runs += [run_of(*where(s), p) for s, p in zip(spec.sections, prefixes)]
+    own = [r for s, r in zip(spec.sections, runs[1:]) if s.machine in (None, spec.machine)]
+    if len({r.machine for r in [runs[0], *own]}) > 1:
         raise ReportError(spec.path, "sections recorded on several machines; name `machine`")
     texts = [(spec.prose, runs[0], "")]
     texts += [(s.prose, r, f"section {i}: ") for i, (s, r) in enumerate(zip(spec.sections, runs[1:]), 1)]
     prose = []
-    for text, run, where in texts:
+    for text, run, at in texts:
         try:
-            prose.append(cells.fill_prose(text, run, where))
+            prose.append(text if run is None else cells.fill_prose(text, run, at))
         except ReportError as err:
             raise ReportError(spec.path, err.message) from None
-    with_tables = [i for i, s in enumerate(spec.sections) if s.benchmarks]
+    missing = [verdicts.unrecorded(r, s.benchmarks) for s, r in zip(spec.sections, runs[1:])]
+    with_tables = [
+        i
+        for i, s in enumerate(spec.sections)
+        if s.benchmarks and runs[i + 1] is not None and len(missing[i]) < len(s.benchmarks)
+    ]
     sections = [
-        (runs[i + 1], s.benchmarks, s.before, s.after, s.extra, s.rows)
+        (runs[i + 1], [b for b in s.benchmarks if b not in missing[i]], s.before, s.after, s.extra, s.rows)
         for i, s in ((i, spec.sections[i]) for i in with_tables)
     ]
     built = _reports(sections, spec.factor, spec.command, lambda k: (spec.path, prefixes[with_tables[k]]))
     reports = [None] * len(spec.sections)
     for i, report in zip(with_tables, built):
         reports[i] = report
-    return tables.StudyReport(spec, tuple(runs), tuple(prose), tuple(reports), results_dir)
+    refs = verdicts.table_refs(spec.sections, runs[1:], reports)
+    judgements = []
+    for c in spec.criteria:
+        machine, commit, env = where(c)
+        run = run_of(machine, commit, env, f"{c.kind} {c.name!r}: ")
+        try:
+            judgements.append(verdicts.judge(c, run, machine or runs[0].machine, spec.factor, refs))
+        except ReportError as err:
+            raise ReportError(spec.path, f"{err.argument}: {err.message}") from None
+    return tables.StudyReport(
+        spec,
+        tuple(runs),
+        tuple(prose),
+        tuple(reports),
+        results_dir,
+        tuple(tuple(m) for m in missing),
+        tuple(judgements),
+    )
 
 
 def study_text(spec: Spec, results_dir: str, root: str = ".") -> str:
@@ -210,5 +247,6 @@ def check_study(spec: Spec, results_dir: str, root: str = ".") -> list[str]:
         return [f"not regenerated: {err.message}"] + [f"stale: {s.summary()}" for s in states if s.stale]
     text, states = _render(study, results_dir, root)
     problems = [f"stale: {s.summary()}" for s in states if s.stale]
+    problems += verdicts.check_lines(study)
     drifted = check.drift(spec.output, text, spec.command)
     return problems + ([drifted] if drifted else [])

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from tabulate import DataRow, TableFormat, tabulate
 
 from .._asv import RecordedRun, short_name
+from . import verdicts
 from .cells import VARIANT_PARAM
 from .comparisons import MISSING, NOISE_MARK, UNTESTED, UNTESTED_MARK, rule_text
 from .tables import Report, StudyReport, Table
@@ -366,11 +367,14 @@ def render_study(study: StudyReport, status: str, results: str) -> str:
         ("Status", status),
     ]
     lines += markdown_bullets(header, code=("Command", "Results"))
-    parts = zip(spec.sections, study.prose[1:], study.reports, study.runs[1:])
-    for section, prose, report, run in parts:
+    top = len(lines)
+    missing = study.missing or ((),) * len(spec.sections)
+    parts = zip(spec.sections, study.prose[1:], study.reports, study.runs[1:], missing)
+    for section, prose, report, run, unrecorded in parts:
         lines += ["", f"## {section.heading}", ""]
         if prose.strip():
             lines += [prose.strip(), ""]
+        lines += verdicts.missing_lines(section, run, unrecorded)
         if report is None:
             if lines[-1] == "":
                 lines.pop()
@@ -381,6 +385,8 @@ def render_study(study: StudyReport, status: str, results: str) -> str:
             bullets.append(("Skipped", ", ".join(f"{short_name(n)} (no 'variant' parameter)" for n in report.skipped)))
         lines += markdown_bullets(bullets)
         lines += markdown_tables(report.tables, level=3)
+    if study.judgements:
+        lines[top:top] = [""] + verdicts.render_section(study, lines[:top], lines[top:])
     return "\n".join(lines) + "\n"
 
 

@@ -23,12 +23,25 @@ Format (every key but ``title`` and the sections' ``heading`` optional)::
     extra = ["chunked"]
     rows = ["n_traj", "n_steps"] # default: size, else every non-variant parameter
     commit = "4a9d6a67"          # this section's recorded commit, when not the spec's
+    machine = "gpu-h200"         # this section's machine, when not the spec's (its newest run;
+                                 # no results folder: "not recorded yet")
     prose = \"\"\"Markdown under the heading.\"\"\"
 
-A section without benchmarks is prose only. Prose may quote a recorded value as
-``{cell:Class.method[param=value,...]}`` (e.g. ``{cell:DeltaRule.time_forward[config=medium,
-variant=cython]}``), filled from the section's run (the spec's run for the top prose) with
-asv's unit formatting; type no figure into prose by hand.
+    [[claims]]                   # and [[goals]]: judged in the report's Verdicts section
+    name = "..."                 # (see `perflab.report.verdicts` for every key)
+    text = "..."
+    benchmark = "EnsembleSimulation.track_simulate"
+    where = { n_traj = ["100", "1000"], n_steps = ["1000", "10000"] }
+    before = "pregen"
+    after = "auto"
+    speedup = "between 0.6173 and 0.6897"
+
+A section without benchmarks is prose only. A benchmark of a recorded class that the section's
+run lacks (added or renamed since) renders "not recorded" and fails ``report --check``. Prose
+may quote a recorded value as ``{cell:Class.method[param=value,...]}`` (e.g.
+``{cell:DeltaRule.time_forward[config=medium, variant=cython]}``), filled from the section's
+run (the spec's run for the top prose) with asv's unit formatting; type no figure into prose by
+hand.
 """
 
 from __future__ import annotations
@@ -40,11 +53,12 @@ from collections.abc import Sequence
 
 from .._asv import ReportError
 from ..significance import DEFAULT_FACTOR
+from . import verdicts
 
 SPEC_DIR = os.path.join("docs", "reports")
 NEWEST = "newest"
-_TOP_KEYS = {"title", "commit", "machine", "env", "factor", "prose", "sections"}
-_SECTION_KEYS = {"heading", "benchmarks", "before", "after", "extra", "rows", "commit", "env", "prose"}
+_TOP_KEYS = {"title", "commit", "machine", "env", "factor", "prose", "sections", *verdicts.KINDS}
+_SECTION_KEYS = {"heading", "benchmarks", "before", "after", "extra", "rows", "commit", "env", "prose", "machine"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +75,8 @@ class Section:
         commit: this section's recorded commit, or ``None`` for the spec's.
         env: this section's environment, or ``None`` for the spec's.
         prose: Markdown shown under the heading.
+        machine: this section's machine, or ``None`` for the spec's (a machine with no recorded
+            results renders "not recorded yet").
     """
 
     heading: str
@@ -72,6 +88,7 @@ class Section:
     commit: str | None = None
     env: str | None = None
     prose: str = ""
+    machine: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +105,7 @@ class Spec:
         factor: the factor of the "~ within noise" mark.
         prose: Markdown under the title.
         sections: the sections, in order.
+        criteria: the ``[[claims]]`` and ``[[goals]]`` (`perflab.report.verdicts.Criterion`).
     """
 
     study: str
@@ -99,6 +117,7 @@ class Spec:
     factor: float = DEFAULT_FACTOR
     prose: str = ""
     sections: tuple[Section, ...] = ()
+    criteria: tuple[verdicts.Criterion, ...] = ()
 
     @property
     def output(self) -> str:
@@ -182,6 +201,7 @@ def load_spec(path: str) -> Spec:
                 extra=_strings(path, where, "extra", raw.get("extra", [])),
                 rows=None if rows is None else _strings(path, where, "rows", rows),
                 commit=_string(path, where, "commit", raw.get("commit")),
+                machine=_string(path, where, "machine", raw.get("machine")),
                 env=_string(path, where, "env", raw.get("env")),
                 prose=_string(path, where, "prose", raw.get("prose", "")),
             )
@@ -199,6 +219,7 @@ def load_spec(path: str) -> Spec:
         factor=float(factor),
         prose=_string(path, "", "prose", data.get("prose", "")),
         sections=tuple(sections),
+        criteria=verdicts.parse_criteria(path, data),
     )
 
 

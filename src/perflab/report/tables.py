@@ -177,6 +177,8 @@ class StudyReport:
         prose: the filled prose of the spec, then of each section.
         reports: per section, its `Report`, or ``None`` for a prose-only section.
         results_dir: where the results were read.
+        missing: per section, the benchmarks it names that its run has not recorded.
+        judgements: the claims and goals judged (`perflab.report.verdicts.Judgement`).
     """
 
     spec: object
@@ -184,6 +186,8 @@ class StudyReport:
     prose: tuple[str, ...]
     reports: tuple[Report | None, ...]
     results_dir: str
+    missing: tuple[tuple[str, ...], ...] = ()
+    judgements: tuple = ()
 
     @property
     def run(self) -> RecordedRun:
@@ -193,4 +197,4 @@ class StudyReport:
     @property
     def commits(self) -> list[str]:
         """The distinct full commit hashes shown, in order."""
-        return list(dict.fromkeys(r.commit for r in self.runs))
+        return list(dict.fromkeys(r.commit for r in self.runs if r is not None))
