@@ -142,15 +142,19 @@ def test_speedup_change_and_best_match_the_recorded_json(capsys):
             # One class of one run: the variants shared their processes, so the pair is paired.
             verdict = significance.compare(before[2], after[2], paired=True)
             assert speedup == f"{1 / verdict.ratio:.2f}x ({1 / verdict.high:.2f}-{1 / verdict.low:.2f})"
-            assert change == ("~ within noise" if not verdict.changed else f"{(verdict.ratio - 1) * 100:+.1f}%")
+            # Change follows the Speedup and interval as printed (two decimals), never contradicting them.
+            shown, low, high = (float(f"{x:.2f}") for x in (1 / verdict.ratio, 1 / verdict.high, 1 / verdict.low))
+            flagged = (low > 1 or high < 1) and (shown > 1.05 or shown < 1 / 1.05)
+            assert change == (f"{(verdict.ratio - 1) * 100:+.1f}%" if flagged else "~ within noise")
             finite = {
                 v: data[(solver, size, v)][0]
                 for v in VARIANTS
                 if v != CONTROL and not math.isnan(data[(solver, size, v)][0])
             }
             fastest = min(finite, key=finite.get)
-            value, name = best.split(" ")
-            assert name == f"({fastest})"
+            # Best names a variant alone only when the rule finds it better than every other.
+            value, name = best.split(" ", 1)
+            assert name == f"({fastest})" or name.startswith(f"(tie: {fastest}, ")
             assert close(value, finite[fastest] * 1e3)
             twin = significance.compare(before[2], data[(solver, size, CONTROL)][2], paired=True)
             assert control == f"{'FLAGGED' if twin.changed else 'ok'} {twin.ratio:.3f}"

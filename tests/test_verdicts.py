@@ -216,3 +216,32 @@ speedup = ">= 2"
     (judged,) = [j for j in pipeline.build_study(one, RESULTS).judgements if j.criterion.machine]
     assert judged.word == "undecided (not recorded yet)"
     assert not any("no-such-gpu" in line for line in pipeline.check_study(one, RESULTS, ROOT))
+
+
+def _process_cell(values, group="g"):
+    from perflab.report.cells import Cell
+
+    return Cell(sorted(values)[len(values) // 2], None, tuple(values), group)
+
+
+def test_best_names_a_winner_only_when_the_rule_finds_it_better():
+    from perflab.report import comparisons
+
+    slow = _process_cell([2.0, 2.1, 1.9, 2.05, 1.95])
+    fast = _process_cell([1.0, 1.02, 0.98, 1.01, 0.99])
+    near = _process_cell([1.01, 1.03, 0.99, 1.0, 1.0])
+    assert comparisons.best({"a": slow, "b": fast}, rate=False)[0] == "b"
+    assert comparisons.best({"a": slow, "b": fast, "c": near}, rate=False)[0] == "tie: b, c"
+    # Variants that compiled to one program are one candidate, never a winner over each other.
+    assert comparisons.best({"a": slow, "b": fast, "c": near}, False, same_program=[("b", "c")])[0] == "b = c"
+
+
+def test_best_is_left_out_of_tables_that_are_not_timings():
+    from perflab.report import comparisons
+
+    assert comparisons.timing("seconds") and comparisons.timing("ratio") and comparisons.timing("x PRNG bound")
+    assert comparisons.timing("s/GFLOP") and comparisons.timing("ms/layer")
+    assert not any(comparisons.timing(u) for u in ("steps", "bytes", "cores", "relative error", "flops", None))
+    sde = open(os.path.join(ROOT, "docs", "reports", "sde.md"), encoding="utf-8").read()
+    chunk_table = sde.split("### ParameterSweep.track_chunk", 1)[1].split("###", 1)[0]
+    assert "Best" not in chunk_table

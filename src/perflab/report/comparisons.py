@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from .. import significance
 from .._asv import ReportError, short_name
@@ -153,20 +153,49 @@ def higher_is_better(unit: str | None) -> bool:
     return unit.replace(" ", "").endswith("/s") or unit.lower().startswith("fraction")
 
 
-def best(cells: Mapping[str, Cell], rate: bool) -> tuple[str, Cell] | None:
-    """The best cell of a row: the lowest value, the highest for a rate; ties to the first.
+def timing(unit: str | None) -> bool:
+    """Whether `unit` is a time or a ratio of times (a Best variant means something there), as
+    opposed to a count, a size, an error or a chunk length."""
+    if not unit:
+        return False
+    unit = unit.strip()
+    return unit in ("seconds", "ratio") or unit.startswith(("s/", "ms/", "x ")) or unit.replace(" ", "").endswith("/s")
+
+
+def best(
+    cells: Mapping[str, Cell],
+    rate: bool,
+    factor: float = DEFAULT_FACTOR,
+    same_program: Sequence[Sequence[str]] = (),
+) -> tuple[str, Cell] | None:
+    """The best variant of a row, named only when the rule finds it better than every other.
+
+    Variants that compiled to one program count as one candidate, named ``"a = b"``. The
+    candidate with the best value is named alone when `compare` flags it as better than every
+    other candidate; otherwise the result reads ``"tie: a, b"``, naming every candidate the rule
+    cannot tell from it.
 
     Arguments:
         cells: variant -> cell.
         rate: whether higher is better.
+        factor: the ratio a difference must exceed (as in `compare`).
+        same_program: groups of variants that compiled to one program.
 
     Returns:
-        (variant, cell), or ``None`` when no cell has a value.
+        (name, cell of the best value), or ``None`` when no cell has a value.
     """
-    candidates = [(v, c) for v, c in cells.items() if c.ok]
+    group_of = {v: " = ".join(g) for g in same_program for v in g}
+    candidates = {}
+    for variant, cell in cells.items():
+        name = group_of.get(variant, variant)
+        if cell.ok and (name not in candidates or (cell.value > candidates[name].value) == rate):
+            candidates[name] = cell
     if not candidates:
         return None
-    return (max if rate else min)(candidates, key=lambda vc: vc[1].value)
+    ranked = sorted(candidates.items(), key=lambda nc: nc[1].value, reverse=rate)
+    name, top = ranked[0]
+    tied = [n for n, c in ranked[1:] if compare(c, top, factor, rate).verdict != FASTER]
+    return (f"tie: {', '.join([name, *tied])}" if tied else name), top
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +205,9 @@ class Judged:
     Attributes:
         cells: variant -> `Cell`, every variant recorded here.
         comparison: BEFORE vs AFTER.
-        best: (variant, cell) of the best value (the control twin left out), or ``None``.
+        best: (name, cell) of the best variant as `best` names it (the control twin left out;
+            a tie or one program named so), ``None`` without a value or for a figure that is
+            not a timing (`timing`).
         control: the baseline vs its identical-code control twin, or ``None`` without one.
         same_program: groups of variants (two or more) that compiled to one program, from the
             recorded fingerprints.
@@ -285,7 +316,7 @@ def judge(grid: Grid, before: str, after: str, factor: float = DEFAULT_FACTOR) -
         judged[labels] = Judged(
             cells=cells,
             comparison=compare(cells[before], cells[after], factor, rate),
-            best=best(real, rate),
+            best=best(real, rate, factor, [g for g in programs.values() if len(g) > 1]) if timing(grid.unit) else None,
             control=compare(cells[control[0]], cells[control[1]], factor, rate) if control else None,
             same_program=tuple(tuple(g) for g in programs.values() if len(g) > 1),
         )

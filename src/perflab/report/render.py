@@ -15,7 +15,7 @@ from tabulate import DataRow, TableFormat, tabulate
 from .._asv import RecordedRun, short_name
 from . import verdicts
 from .cells import VARIANT_PARAM
-from .comparisons import MISSING, NOISE_MARK, UNTESTED, UNTESTED_MARK, rule_text
+from .comparisons import MISSING, NOISE_MARK, UNTESTED, UNTESTED_MARK, rule_text, timing
 from .tables import Report, StudyReport, Table
 
 FORMATS = ("text", "markdown")
@@ -87,7 +87,7 @@ def header_cells(table: Table) -> list[str]:
     head = [p.capitalize() for p in table.row_params]
     head += [f"BEFORE{suffix}", f"AFTER{suffix}", "Speedup (CI)", "Change", "Spread B / A", "n B / A"]
     head += [f"{v}{suffix}" for v in table.extra]
-    head += [f"Best{suffix}"]
+    head += [f"Best{suffix}"] if timing(table.unit) else []
     if table.has_control:
         head += ["Control"]
     return head
@@ -107,9 +107,19 @@ def _change(comp):
         return "n/a"
     if comp.verdict == UNTESTED:
         return UNTESTED_MARK
-    if comp.within_noise:
+    if not _flagged(comp):
         return NOISE_MARK
     return f"{comp.change * 100:+.1f}%"
+
+
+def _flagged(comp):
+    # The rule applied to the Speedup and interval as printed, so that Change never reads a
+    # change the Speedup column's rounded interval does not show (or the reverse).
+    interval = comp.speedup_interval
+    if interval is None:
+        return comp.flagged
+    speedup, low, high = (float(f"{x:.2f}") for x in (comp.speedup, *interval))
+    return (low > 1 or high < 1) and (speedup > comp.factor or speedup < 1 / comp.factor)
 
 
 def _control(comp):
@@ -133,7 +143,8 @@ def row_cells(table: Table, row) -> list[str]:
     out += [speedup, change]
     out += [" / ".join(_spread(c) for c in pair), " / ".join(_count(c) for c in pair)]
     out += [_value(row.cells[v], scale) for v in table.extra]
-    out += [f"{number(row.best[1].value * scale)} ({row.best[0]})" if row.best else "n/a"]
+    if timing(table.unit):
+        out += [f"{number(row.best[1].value * scale)} ({row.best[0]})" if row.best else "n/a"]
     if table.has_control:
         out += [_control(row.control)]
     return out
@@ -204,9 +215,13 @@ def pair_text(report: Report) -> str:
 
 
 COLUMNS = (
-    "Speedup = BEFORE/AFTER (AFTER/BEFORE for rates such as GFLOP/s); "
-    "Change = (AFTER - BEFORE)/BEFORE; Best = the row's best variant (lowest time, "
-    "highest rate)"
+    "Speedup = BEFORE/AFTER (AFTER/BEFORE for a rate): the geometric mean over processes of the "
+    "per-process ratios for variants measured in the same processes (else the ratio of the two "
+    "geometric means), with its interval (levels under Noise); Change = the same ratio as "
+    "AFTER/BEFORE - 1, shown when the printed Speedup interval excludes 1 and the Speedup lies "
+    'beyond the factor, else "~ within noise"; Best (timings only) = the row\'s best variant, '
+    'named only when the rule finds it better than every other (else "tie: ..."), variants '
+    'that compiled to one program counted once ("a = b")'
 )
 
 

@@ -28,8 +28,9 @@ class Row:
         labels: the values of the row parameters (e.g. the size).
         cells: variant -> `Cell`, every variant recorded for this row.
         comparison: BEFORE vs AFTER.
-        best: (variant, cell) of the best value in the row (the lowest; the highest for a
-            rate), or ``None`` if none has a value.
+        best: (name, cell) of the row's best variant, named only when the rule finds it better
+            than every other (``"tie: a, b"`` otherwise; ``"a = b"`` for one program), or
+            ``None`` without a value or for a figure that is not a timing.
         control: the benchmark's baseline vs its identical-code control twin, judged by the
             same rule, or ``None`` where the benchmark has no control.
     """
