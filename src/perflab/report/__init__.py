@@ -3,7 +3,9 @@
 A pipeline that reads straight through, one module per stage: `spec` (parse a study's spec)
 -> `perflab._asv` (load the recorded run) -> `cells` (the benchmarks and cells selected) ->
 `comparisons` (the one judging rule) -> `tables` (rows and tables) -> `render` (Markdown or
-text). `check` tells whether a study report is stale; `cost` renders a run's cost per class;
+text); `verdicts` judges a spec's claims and goals on the cells they name, with the
+comparisons' own rule. `check` tells whether a study report is stale; `cost` renders a run's
+cost per class;
 `pipeline` drives the stages in order; `cli` parses the command line.
 """
 

@@ -39,7 +39,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Tables of two variants of the same recorded asv run (BEFORE vs AFTER), per value of "
             "the non-row, non-variant parameters. Reads the newest commit recorded for this "
-            "machine unless told otherwise. '~' marks a change that asv compare would not flag. "
+            "machine unless told otherwise. '~' marks a pair the report's rule (per-process "
+            "intervals, perflab.significance) does not flag. "
             "With --study, the study report its spec docs/reports/STUDY.toml describes; with "
             "--check, whether every study report is current."
         ),
@@ -94,7 +95,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--factor",
         type=float,
         default=DEFAULT_FACTOR,
-        help=f"change needed before asv compare flags it (default: {DEFAULT_FACTOR})",
+        help=f"the ratio a change must exceed, beyond its interval, to be flagged (default: {DEFAULT_FACTOR})",
     )
     studies = parser.add_argument_group("study reports (docs/reports/STUDY.toml)")
     studies.add_argument(
