@@ -31,8 +31,8 @@ Reverse mode with respect to u0 and kappa (``factor_once``, ``factor_once_ffi``)
 loop once (one factorisation, keeping the states u_k when the operator has a tangent) and
 transposes the tangent loop u'_{k+1} = A^-1 (u'_k - A' u_{k+1}): the adjoint loop runs
 backwards, a transposed substitution per step with the same factors (JAX transposes the
-substitution scans of ``factor_once``; ``factor_once_ffi``'s substitution is a primitive whose
-transpose is ``perflab_thomas_substitute_transpose``).
+substitution scans of ``factor_once``; ``factor_once_ffi`` runs the primal loop as one FFI call,
+``perflab_heat_steps``, and the adjoint loop as another, ``perflab_heat_adjoint``).
 """
 
 from __future__ import annotations
@@ -150,16 +150,22 @@ def _factored_steps_jvp(substitute, steps, primals, tangents):
     t_u0 = jnp.zeros_like(u0) if isinstance(t_u0, SymbolicZero) else t_u0
     has_t_op = not all(isinstance(t, SymbolicZero) for t in t_operator)
     name = "factor_once_ffi" if substitute is not _thomas_substitute else "factor_once"
-    linear_substitute = _transposable_substitute(substitute)
 
     def fused(*args):
         return _fused_steps_jvp(substitute, steps, has_t_op, args[:3], args[3:6], args[6], args[7:])
 
     def split(*args):
+        if name == "factor_once_ffi":  # the loop as one call, keeping the states it needs
+            out = _reverse.heat_steps(args[3:6], args[6], steps, with_states=has_t_op)
+            return out[:1], (args[3:6], out[1] if has_t_op else None)
         return _primal_steps(substitute, steps, has_t_op, args[3:6], args[6])
 
     def linear(res, *tangent):
-        return _tangent_steps(linear_substitute, steps, res, tangent)
+        if name == "factor_once_ffi":  # transposed: the adjoint loop as one call
+            factors, states = res
+            extra = (states,) if has_t_op else ()
+            return (_reverse.heat_tangent_p.bind(*factors, *extra, *tangent, steps=steps, with_op=has_t_op),)
+        return _tangent_steps(substitute, steps, res, tangent)
 
     tangent_in = (t_u0,)
     if has_t_op:
@@ -171,14 +177,6 @@ def _factored_steps_jvp(substitute, steps, primals, tangents):
         (*operator, *factors, u0), tangent_in, fused=fused, split=split, linear=linear, n_known_out=1, name=name
     )
     return u, t_u
-
-
-def _transposable_substitute(substitute):
-    # The FFI substitution as a primitive whose transpose is the transposed substitution (the
-    # plain-JAX one is transposed by JAX itself).
-    if substitute is _thomas_substitute:
-        return substitute
-    return lambda factors, rhs: _reverse.thomas_p.bind(*factors, rhs)
 
 
 def _primal_steps(substitute, steps, has_t_op, factors, u0):

@@ -268,55 +268,87 @@ def ffi_tangent(solver, factors, x, t_operands, t_vector, *, op_cores, name="ffi
     return out
 
 
-# ------------------------------------------------------------------ Thomas substitution (heat)
+# ------------------------------------------------------------------ heat equation time loops
 
 
-def _make_thomas_primitive(name, target):
-    p = Primitive(name)
+def heat_steps(factors, u0, steps, *, with_states):
+    """`steps` substitutions u <- A^-1 u with the Thomas factors, one FFI call.
 
-    def impl(m, cp, inv, rhs):
-        return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(rhs.shape, rhs.dtype), vmap_method="sequential")(
-            m, cp, inv, rhs
-        )
+    Arguments:
+        factors: ``(m, cp, inv)`` of `_heat._thomas_factor`.
+        u0: shape (n,).
+        steps: how many steps.
+        with_states: also return u_1 .. u_steps, shape (steps, n).
 
-    p.def_impl(impl)
-    p.def_abstract_eval(lambda m, cp, inv, rhs: _core.ShapedArray(rhs.shape, rhs.dtype))
-    mlir.register_lowering(p, mlir.lower_fun(impl, multiple_results=False))
-
-    def batch(args, dims):
-        # Factors shared: the batch becomes extra right-hand-side columns; otherwise one call each.
-        m, cp, inv, rhs = args
-        if all(d is None for d in dims[:3]):
-            r = jnp.moveaxis(rhs, dims[3], -1)
-            cols = r.reshape(r.shape[0], -1)
-            return p.bind(m, cp, inv, cols).reshape(r.shape), rhs.ndim - 1
-        size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
-        moved = [
-            jnp.broadcast_to(a, (size, *a.shape)) if d is None else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims)
-        ]
-        return jax.lax.map(lambda a: p.bind(*a), tuple(moved)), 0
-
-    batching.primitive_batchers[p] = batch
-    ad.primitive_jvps[p] = functools.partial(_raise_second_order, name="factor_once_ffi")
-    return p
+    Returns:
+        ``(u_steps,)`` or ``(u_steps, states)``.
+    """
+    n = u0.shape[-1]
+    outs = [jax.ShapeDtypeStruct((n,), u0.dtype)]
+    if with_states:
+        outs.append(jax.ShapeDtypeStruct((steps, n), u0.dtype))
+    call = jax.ffi.ffi_call("perflab_heat_steps", outs, vmap_method="sequential")
+    return tuple(call(*factors, u0, steps=np.int64(steps)))
 
 
-thomas_p = _make_thomas_primitive("perflab_thomas_substitute", "perflab_thomas_substitute")
-thomas_transpose_p = _make_thomas_primitive(
-    "perflab_thomas_substitute_transpose", "perflab_thomas_substitute_transpose"
-)
+heat_tangent_p = Primitive("perflab_heat_tangent")
 
 
-def _thomas_transpose_rule(p_other):
-    def rule(ct, m, cp, inv, rhs):
-        if any(ad.is_undefined_primal(a) for a in (m, cp, inv)):
-            raise NotImplementedError(_SECOND_ORDER.format(name="factor_once_ffi"))
-        if type(ct) is ad.Zero:
-            return None, None, None, None
-        return None, None, None, p_other.bind(m, cp, inv, ct)
-
-    return rule
+def _thomas(m, cp, inv, rhs):
+    out = jax.ShapeDtypeStruct(rhs.shape, rhs.dtype)
+    return jax.ffi.ffi_call("perflab_thomas_substitute", out, vmap_method="sequential")(m, cp, inv, rhs)
 
 
-ad.primitive_transposes[thomas_p] = _thomas_transpose_rule(thomas_transpose_p)
-ad.primitive_transposes[thomas_transpose_p] = _thomas_transpose_rule(thomas_p)
+def _heat_tangent_impl(*args, steps, with_op):
+    # u'_steps from u'_0 (and A' with the states): the loop as substitutions, in JAX.
+    m, cp, inv = args[:3]
+    if not with_op:
+        (t_u0,) = args[3:]
+
+        def step(t, _):
+            return _thomas(m, cp, inv, t), None
+
+        return jax.lax.scan(step, t_u0, None, length=steps)[0]
+    states, t_lower, t_diag, t_upper, t_u0 = args[3:]
+
+    def step(t, u):
+        r = t - t_diag * u
+        r = r.at[1:].add(-t_lower * u[:-1])
+        r = r.at[:-1].add(-t_upper * u[1:])
+        return _thomas(m, cp, inv, r), None
+
+    return jax.lax.scan(step, t_u0, states)[0]
+
+
+def _heat_tangent_batch(args, dims, **params):
+    size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+    moved = tuple(
+        jnp.broadcast_to(a, (size, *a.shape)) if d is None else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims)
+    )
+    return jax.lax.map(lambda a: heat_tangent_p.bind(*a, **params), moved), 0
+
+
+def _heat_tangent_transpose(ct, *args, steps, with_op):
+    n_res = 4 if with_op else 3
+    res, lin = args[:n_res], args[n_res:]
+    if any(ad.is_undefined_primal(r) for r in res):
+        raise NotImplementedError(_SECOND_ORDER.format(name="factor_once_ffi"))
+    if type(ct) is ad.Zero:
+        return [None] * len(args)
+    n = ct.shape[-1]
+    outs = [jax.ShapeDtypeStruct((n,), ct.dtype)]
+    if with_op:
+        outs += [jax.ShapeDtypeStruct((n - 1,), ct.dtype), jax.ShapeDtypeStruct((n,), ct.dtype)]
+        outs += [jax.ShapeDtypeStruct((n - 1,), ct.dtype)]
+    call = jax.ffi.ffi_call("perflab_heat_adjoint", outs, vmap_method="sequential")
+    ct_u0, *ct_op = call(*res, ct, steps=np.int64(steps))
+    cts = [*ct_op, ct_u0]
+    return [None] * n_res + [c if ad.is_undefined_primal(a) else None for c, a in zip(cts, lin)]
+
+
+heat_tangent_p.def_impl(_heat_tangent_impl)
+heat_tangent_p.def_abstract_eval(lambda *avals, **_: _core.ShapedArray(avals[-1].shape, avals[-1].dtype))
+mlir.register_lowering(heat_tangent_p, mlir.lower_fun(_heat_tangent_impl, multiple_results=False))
+batching.primitive_batchers[heat_tangent_p] = _heat_tangent_batch
+ad.primitive_transposes[heat_tangent_p] = _heat_tangent_transpose
+ad.primitive_jvps[heat_tangent_p] = functools.partial(_raise_second_order, name="factor_once_ffi")
