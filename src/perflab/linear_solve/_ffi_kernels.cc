@@ -875,6 +875,107 @@ struct TridiagonalReverse {
   }
 };
 
+// G tridiagonal systems of the reverse-mode kernels side by side, on their own F buffers (the
+// layout of `TridiagonalReverse`): the same operations per system as gttrf and the
+// substitutions of `TridiagonalReverse::solve`, in the same order, so every system's result is
+// the one-at-a-time path's; G independent dependency chains keep the core busy.
+template <typename T, int G>
+struct TridiagonalReverseGroup {
+  // Factorise the bands op[g] into f[g] and solve x[g] (holding b) in place; ok[g] as `factor`.
+  static void factor_solve(const T* const (*op)[3], T* const* f, T* const* x, int n, bool* ok) {
+    T *dl[G], *d[G], *du[G], *du2[G], *piv[G], *inv[G];
+    for (int g = 0; g < G; ++g) {
+      T* fg = f[g];
+      dl[g] = fg, d[g] = fg + n, du[g] = fg + 2 * n, du2[g] = fg + 3 * n, piv[g] = fg + 4 * n, inv[g] = fg + 5 * n;
+      std::fill(fg, fg + 6 * static_cast<size_t>(n), T(0));
+      std::copy(op[g][0], op[g][0] + (n - 1), dl[g]);
+      std::copy(op[g][1], op[g][1] + n, d[g]);
+      std::copy(op[g][2], op[g][2] + (n - 1), du[g]);
+    }
+    for (int i = 0; i + 1 < n; ++i) {  // dgttrf, partial pivoting of the bands
+      for (int g = 0; g < G; ++g) {
+        if (std::abs(d[g][i]) >= std::abs(dl[g][i])) {
+          piv[g][i] = T(i + 1);
+          if (d[g][i] != T(0)) {
+            T fact = dl[g][i] / d[g][i];
+            dl[g][i] = fact;
+            d[g][i + 1] -= fact * du[g][i];
+          }
+        } else {
+          piv[g][i] = T(i + 2);
+          T fact = d[g][i] / dl[g][i];
+          d[g][i] = dl[g][i];
+          dl[g][i] = fact;
+          T temp = du[g][i];
+          du[g][i] = d[g][i + 1];
+          d[g][i + 1] = temp - fact * d[g][i + 1];
+          if (i + 2 < n) {
+            du2[g][i] = du[g][i + 1];
+            du[g][i + 1] = -fact * du[g][i + 1];
+          }
+        }
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      piv[g][n - 1] = T(n);
+      ok[g] = true;
+      for (int i = 0; i < n; ++i) ok[g] = ok[g] && d[g][i] != T(0);
+      for (int i = 0; i < n; ++i) inv[g][i] = T(1) / d[g][i];
+    }
+    for (int i = 0; i + 1 < n; ++i) {  // L
+      for (int g = 0; g < G; ++g) {
+        T* b = x[g];
+        if (piv[g][i] == T(i + 1)) {
+          b[i + 1] -= dl[g][i] * b[i];
+        } else {
+          T temp = b[i];
+          b[i] = b[i + 1];
+          b[i + 1] = temp - dl[g][i] * b[i];
+        }
+      }
+    }
+    for (int g = 0; g < G; ++g) {  // U
+      T* b = x[g];
+      b[n - 1] *= inv[g][n - 1];
+      if (n > 1) b[n - 2] = (b[n - 2] - du[g][n - 2] * b[n - 1]) * inv[g][n - 2];
+    }
+    for (int i = n - 3; i >= 0; --i) {
+      for (int g = 0; g < G; ++g) {
+        T* b = x[g];
+        b[i] = (b[i] - du[g][i] * b[i + 1] - du2[g][i] * b[i + 2]) * inv[g][i];
+      }
+    }
+  }
+
+  // lambda[g] (holding g) <- A^-T g with the factors f[g], as `TridiagonalReverse::solve`.
+  static void solve_transposed(const T* const* f, T* const* lam, int n) {
+    for (int g = 0; g < G; ++g) {
+      const T* inv = f[g] + 5 * n;
+      const T* du = f[g] + 2 * n;
+      T* b = lam[g];
+      b[0] *= inv[0];
+      if (n > 1) b[1] = (b[1] - du[0] * b[0]) * inv[1];
+    }
+    for (int i = 2; i < n; ++i) {
+      for (int g = 0; g < G; ++g) {
+        const T* fg = f[g];
+        T* b = lam[g];
+        b[i] = (b[i] - fg[2 * n + i - 1] * b[i - 1] - fg[3 * n + i - 2] * b[i - 2]) * fg[5 * n + i];
+      }
+    }
+    for (int i = n - 2; i >= 0; --i) {
+      for (int g = 0; g < G; ++g) {
+        const T* fg = f[g];
+        T* b = lam[g];
+        const int ip = static_cast<int>(fg[4 * n + i]) - 1;
+        T temp = b[i] - fg[i] * b[i + 1];
+        b[i] = b[ip];
+        b[ip] = temp;
+      }
+    }
+  }
+};
+
 template <typename T, template <typename> class Solver>
 ffi::Error run_reverse(RKind kind, bool cholesky, ffi::ThreadPool& pool, ffi::RemainingArgs& args,
                        ffi::RemainingRets& rets) {
@@ -971,7 +1072,53 @@ ffi::Error run_reverse(RKind kind, bool cholesky, ffi::ThreadPool& pool, ffi::Re
     std::vector<int64_t> index = index_of(begin, batch);
     auto at = [&](int i) { return in[i].template typed_data<T>() + offset_of(bc[i], index); };
     auto res = [&](int k, int64_t s) { return out[k]->template typed_data<T>() + s * out_size[k]; };
-    for (int64_t s = begin; s < end; ++s, next_index(index, batch)) {
+    int64_t s = begin;
+    if constexpr (std::is_same_v<Solver<T>, TridiagonalReverse<T>>) {
+      // Tridiagonal systems kGroup at a time (`TridiagonalReverseGroup`).
+      using Group = TridiagonalReverseGroup<T, kGroup>;
+      if (n >= 3 && (kind == RKind::kFactorSolve || kind == RKind::kCotangent || kind == RKind::kCotangentVector)) {
+        const T nan = std::numeric_limits<T>::quiet_NaN();
+        for (; s + kGroup <= end; s += kGroup) {
+          const T* op[kGroup][3];
+          const T* f_in[kGroup];
+          const T* src[kGroup];
+          const T* xs[kGroup];
+          T* y[kGroup];
+          T* f_out[kGroup];
+          for (int g = 0; g < kGroup; ++g, next_index(index, batch)) {
+            y[g] = res(0, s + g);
+            if (kind == RKind::kFactorSolve) {
+              for (int k = 0; k < 3; ++k) op[g][k] = at(k);
+              f_out[g] = res(2, s + g);
+              src[g] = at(3);
+            } else {
+              f_in[g] = at(0);
+              src[g] = at(kind == RKind::kCotangent ? 2 : 1);
+              xs[g] = kind == RKind::kCotangent ? at(1) : nullptr;
+            }
+            std::copy(src[g], src[g] + n, y[g]);
+          }
+          if (kind == RKind::kFactorSolve) {
+            bool ok[kGroup];
+            Group::factor_solve(op, f_out, y, n, ok);
+            for (int g = 0; g < kGroup; ++g) {
+              ok[g] = ok[g] && all_finite(y[g], n);
+              if (!ok[g]) std::fill(y[g], y[g] + n, nan);
+              *res(1, s + g) = ok[g] ? 1 : 0;
+            }
+            continue;
+          }
+          Group::solve_transposed(f_in, y, n);
+          if (kind == RKind::kCotangent) {
+            for (int g = 0; g < kGroup; ++g) {
+              T* ct[3] = {res(1, s + g), res(2, s + g), res(3, s + g)};
+              TridiagonalReverse<T>::cotangent(y[g], xs[g], ct, n);
+            }
+          }
+        }
+      }
+    }
+    for (; s < end; ++s, next_index(index, batch)) {
       T* y = res(0, s);
       if (kind == RKind::kFactorSolve) {
         const T* op[nop];
