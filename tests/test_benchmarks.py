@@ -614,12 +614,35 @@ def test_recording_a_run_under_another_commit_fails(tmp_path):
     conf.write_text(json.dumps(calibrate._asv_config(str(ROOT / "asv.conf.json"), str(tmp_path / "results"))))
     env = {k: v for k, v in os.environ.items() if k != "PERFLAB_PROVENANCE_REASON"}
     env["HOME"] = str(tmp_path)
-    subprocess.run([sys.executable, "-m", "asv", "machine", "--yes", "--machine", "t"], env=env, cwd=ROOT, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "asv", "machine", "--yes", "--machine", "t"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     out = subprocess.run(
-        [sys.executable, "-m", "asv", "run", "--python=same", "--machine", "t", "--show-stderr", "--config", str(conf),
-         "--set-commit-hash", head.stdout.strip(), "-b", "Calibration.track_workload"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "asv",
+            "run",
+            "--python=same",
+            "--machine",
+            "t",
+            "--show-stderr",
+            "--config",
+            str(conf),
+            "--set-commit-hash",
+            head.stdout.strip(),
+            "-b",
+            "Calibration.track_workload",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     text = out.stdout + out.stderr
     assert "failed" in text and f"recorded as commit {head.stdout.strip()[:8]}, but the installed perflab" in text, text

@@ -29,8 +29,7 @@ def published(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dashboard")
     conf = json.loads(
         "\n".join(
-            line for line in (ROOT / "asv.conf.json").read_text().splitlines()
-            if not line.lstrip().startswith("//")
+            line for line in (ROOT / "asv.conf.json").read_text().splitlines() if not line.lstrip().startswith("//")
         )
     )
     results = tmp / "results"
@@ -45,7 +44,10 @@ def published(tmp_path_factory):
     config.write_text(json.dumps(conf))
     done = subprocess.run(
         [sys.executable, "-m", "perflab", "dashboard", "--config", str(config)],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert "10 CDN references served locally" in done.stdout
@@ -84,9 +86,7 @@ def _chromium():
 
 @pytest.fixture(scope="module")
 def server(published):
-    handler = functools.partial(
-        _QuietHandler, directory=str(published)
-    )
+    handler = functools.partial(_QuietHandler, directory=str(published))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

@@ -41,8 +41,11 @@ def test_each_asv_round_reads_its_own_process(tmp_path, monkeypatch):
     def run_process(module, qualname, *, full, timeout):
         measured.append(qualname)
         return _fake_process(
-            {_interleave.key("jvp", params): 2.0, _interleave.key("primal", params): 1.0,
-             _interleave.key("compile:jvp", params): 0.3}
+            {
+                _interleave.key("jvp", params): 2.0,
+                _interleave.key("primal", params): 1.0,
+                _interleave.key("compile:jvp", params): 0.3,
+            }
         )(module, qualname, full=full, timeout=timeout)
 
     monkeypatch.setattr(_interleave, "run_process", run_process)
@@ -88,8 +91,11 @@ def test_rates_are_recorded_lower_is_better():
 
     for cls in (bench_delta_rule.DeltaRule, bench_delta_rule.MatmulPeak, bench_sde.EnsembleSimulation):
         names = [m for m in dir(cls) if m.startswith("track_")]
-        assert not [m for m in names if m.endswith(("gflops", "per_second", "fraction", "_rng_bound"))
-                    and not m.endswith("over_rng_bound")], names
+        assert not [
+            m
+            for m in names
+            if m.endswith(("gflops", "per_second", "fraction", "_rng_bound")) and not m.endswith("over_rng_bound")
+        ], names
     cache = {"values": {"forward|small|jax_scan": [2.0], "matmul|small|jax_scan": [1.0]}, "skipped": {}}
     slow = bench_delta_rule.DeltaRule().track_seconds_per_gflop(cache, "small", "jax_scan")["samples"][0]
     cache["values"]["forward|small|jax_scan"] = [1.0]

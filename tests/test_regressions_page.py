@@ -34,11 +34,20 @@ def _commits(n):
 
 def _publish(tmp_path, results):
     conf = json.loads((ROOT / "asv.conf.json").read_text())
-    conf |= {"repo": str(ROOT), "benchmark_dir": str(ROOT / "benchmarks"), "results_dir": str(results),
-             "html_dir": str(tmp_path / "html")}
+    conf |= {
+        "repo": str(ROOT),
+        "benchmark_dir": str(ROOT / "benchmarks"),
+        "results_dir": str(results),
+        "html_dir": str(tmp_path / "html"),
+    }
     (tmp_path / "asv.json").write_text(json.dumps(conf))
-    done = subprocess.run([sys.executable, "-m", "asv", "publish", "--config", str(tmp_path / "asv.json")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "asv", "publish", "--config", str(tmp_path / "asv.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads((tmp_path / "html" / "regressions.json").read_text())["regressions"]
 
@@ -60,11 +69,17 @@ def test_regressions_page_lists_slower_timings_only(tmp_path):
     columns = ["result", "params", "version", "started_at", "duration"]
     for i, commit in enumerate(commits):
         run = {
-            "commit_hash": commit, "env_name": "existing-py", "date": 1_700_000_000_000 + i * 1000,
-            "params": {"machine": "m", "python": "3.11"}, "python": "3.11", "requirements": {}, "env_vars": {},
+            "commit_hash": commit,
+            "env_name": "existing-py",
+            "date": 1_700_000_000_000 + i * 1000,
+            "params": {"machine": "m", "python": "3.11"},
+            "python": "3.11",
+            "requirements": {},
+            "env_vars": {},
             "result_columns": columns,
             "results": {n: [[v[i]], [], template["version"], 1_700_000_000_000, 1.0] for n, v in NAMES.items()},
-            "durations": {}, "version": 2,
+            "durations": {},
+            "version": 2,
         }
         (results / "m" / f"{commit[:8]}-existing-py.json").write_text(json.dumps(run))
     listed = {row[0] for row in _publish(tmp_path, results)}
@@ -75,6 +90,12 @@ def test_the_committed_results_publish_no_companion_regression(tmp_path):
     results = tmp_path / "results"
     shutil.copytree(ROOT / "results", results)
     rows = _publish(tmp_path, results)
-    companions = [r[0] for r in rows if r[0].rsplit(".", 1)[-1].split("(")[0].endswith(
-        ("_flops", "_bytes", "_fingerprint", "_error", "_compile", "_chunk", "_cores"))]
+    companions = [
+        r[0]
+        for r in rows
+        if r[0]
+        .rsplit(".", 1)[-1]
+        .split("(")[0]
+        .endswith(("_flops", "_bytes", "_fingerprint", "_error", "_compile", "_chunk", "_cores"))
+    ]
     assert not companions, companions

@@ -120,9 +120,7 @@ def test_variants_agree_with_each_other(model):
     for other in outs[1:]:
         assert list(other) == list(outs[0])
         for path, leaf in outs[0].items():
-            assert other[path] is leaf or (
-                other[path].sharding == leaf.sharding and np.array_equal(other[path], leaf)
-            )
+            assert other[path] is leaf or (other[path].sharding == leaf.sharding and np.array_equal(other[path], leaf))
 
 
 @pytest.fixture
@@ -276,10 +274,19 @@ def test_stale_match_through_a_missing_attribute_names_the_path(model, variant):
     from jax.tree_util import GetAttrKey
 
     good = tt.match_rules(model, _mesh(2))
-    ghost = tt.Match("layers.0.attention.rotary.weight",
-                     tt.PathGetter((GetAttrKey("layers"), jax.tree_util.SequenceKey(0),
-                                    GetAttrKey("attention"), GetAttrKey("rotary"), GetAttrKey("weight"))),
-                     good[0].replacement)
+    ghost = tt.Match(
+        "layers.0.attention.rotary.weight",
+        tt.PathGetter(
+            (
+                GetAttrKey("layers"),
+                jax.tree_util.SequenceKey(0),
+                GetAttrKey("attention"),
+                GetAttrKey("rotary"),
+                GetAttrKey("weight"),
+            )
+        ),
+        good[0].replacement,
+    )
     with pytest.raises(ValueError, match=r"does not have: \['layers\.0\.attention\.rotary\.weight'\]"):
         tt.apply_matches(model, good + [ghost], variant=variant)
 
@@ -320,11 +327,8 @@ def test_benchmark_module_forces_host_devices_before_jax_starts():
     # The benchmark module must get its 8 host devices in a fresh process, as asv runs it.
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     code = (
-        "import benchmarks.bench_tree_transforms as b, jax; "
-        "m = b._mesh(8); print(len(jax.devices()), m.devices.size)"
+        "import benchmarks.bench_tree_transforms as b, jax; m = b._mesh(8); print(len(jax.devices()), m.devices.size)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["8", "8"]

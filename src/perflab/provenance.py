@@ -157,8 +157,6 @@ def check(label: str | None) -> Installed:
         message = f"this run is recorded as commit {label[:8]}, but " + "; ".join(problems)
         reason = os.environ.get(ALLOW_ENV)
         if not reason:
-            raise ProvenanceError(
-                message + f". Record the commit that is installed, or set {ALLOW_ENV} to the reason."
-            )
+            raise ProvenanceError(message + f". Record the commit that is installed, or set {ALLOW_ENV} to the reason.")
         print(f"perflab provenance: {message}; recorded anyway: {reason}", flush=True)
     return code
