@@ -55,13 +55,23 @@ CONTROL = "control"
 INJECTED = {"plus5pct": 0.05, "plus10pct": 0.10}
 INJECT_ENV = "PERFLAB_INJECT"
 QUICK_ENV = "PERFLAB_QUICK"
-# Only calibration sets it: a scratch commit turns it on to make the library itself slower.
-SLOWDOWN_ENV = "PERFLAB_LIBRARY_SLOWDOWN"
+# Calibration across commits only: a scratch commit adds this module to the library, with
+# ``FRACTION = 0.10``, to make one variant of every class that much slower in that commit.
+SLOWDOWN_MODULE = "perflab._calibration_slowdown"
 
 
 def quick() -> bool:
     """Whether PERFLAB_QUICK=1 asks for one timed round per callable inside each process."""
     return os.environ.get(QUICK_ENV) == "1"
+
+
+def library_slowdown() -> float:
+    """The slowdown a calibration's scratch commit built into the installed library (else 0)."""
+    try:
+        module = importlib.import_module(SLOWDOWN_MODULE)
+    except ImportError:
+        return 0.0
+    return float(module.FRACTION)
 
 
 def injected_variants() -> list[str]:
@@ -100,7 +110,7 @@ def _calls_for(call, target):
     return max(1, math.ceil(target / max(took / k, 1e-9)))
 
 
-def measure(calls, *, rounds, target, twins=None, seed=0):
+def measure(calls, *, rounds, target, twins=None, seed=0, slowed=None):
     """Time the callables of one cell interleaved, in a new random order each round.
 
     Arguments:
@@ -110,12 +120,15 @@ def measure(calls, *, rounds, target, twins=None, seed=0):
         twins: label -> (label of a callable in `calls`, fraction): a twin runs that callable
             and then spins for `fraction` of the time those calls just took.
         seed: seeds the order of the rounds.
+        slowed: label -> fraction: that callable spins for `fraction` of its time after each
+            measurement (a scratch commit's known slowdown, see `library_slowdown`).
 
     Returns:
         label -> median per-call seconds over the rounds.
     """
     twins = dict(twins or {})
-    plan = {label: (call, 0.0) for label, call in calls.items()}
+    slowed = dict(slowed or {})
+    plan = {label: (call, slowed.get(label, 0.0)) for label, call in calls.items()}
     counts = {label: _calls_for(call, target) for label, call in calls.items()}
     for label, (of, fraction) in twins.items():
         plan[label] = (calls[of], fraction)
@@ -227,8 +240,9 @@ class InterleavedBenchmark:
             ``{"values": {key: value}, "skipped": {key: reason}}``.
         """
         values, skipped = {}, {}
+        slowdown, slowed_variant = library_slowdown(), self.slowed_variant()
         for head, variants in self.cells():
-            calls, twins = {}, {}
+            calls, twins, slowed = {}, {}, {}
             for operation in self.operations:
                 for variant in variants:
                     name = key(operation, (*head, variant))
@@ -242,6 +256,8 @@ class InterleavedBenchmark:
                         twins[name] = (key(operation, (*head, self.baseline)), INJECTED[variant])
                         continue
                     calls[name] = call
+                    if slowdown and variant == slowed_variant:
+                        slowed[name] = slowdown
                     if full:
                         figures = _companions.describe(call, functools.partial(self.reference, operation, *head))
                     else:
@@ -257,9 +273,16 @@ class InterleavedBenchmark:
                         target=self.measurement_time,
                         twins=twins,
                         seed=int.from_bytes(os.urandom(4), "little"),
+                        slowed=slowed,
                     )
                 )
         return {"values": values, "skipped": skipped}
+
+    def slowed_variant(self) -> str:
+        """The variant a calibration's slower scratch commit slows: the optimised one, else the
+        first that is neither the baseline nor a twin."""
+        others = [v for v in self.params[-1] if v not in (self.baseline, CONTROL, *INJECTED)]
+        return self.optimised or (others[0] if others else self.baseline)
 
     def measure_round(self) -> dict:
         """This asv round's measuring process, started fresh; the body of every `setup_cache`.

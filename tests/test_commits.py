@@ -151,3 +151,22 @@ def test_git_revisions_are_resolved(tmp_path, capsys):
     status = main(["report", "--results-dir", str(write_pair(tmp_path)), "--commits", "HEAD", B[:8]])
     err = capsys.readouterr().err
     assert status == 2 and "no results for commit 'HEAD' (" in err
+
+
+def test_commit_calibration_counts_false_flags_and_detections(tmp_path):
+    # The across-commits calibration: an A/A pair flags nothing; a 10% slower variant (the
+    # class's slowed one: LinearSolveJVPDefault has only `default` beside its control) is
+    # detected in every cell, and its control is not flagged.
+    from perflab import _commit_calibration as cc
+
+    (tmp_path / "same").mkdir()
+    (tmp_path / "slow").mkdir()
+    same = cc.judge_pair("identical", str(write_pair(tmp_path / "same")), MACHINE, 1.05)
+    cls = "LinearSolveJVPDefault"
+    assert same.false[cls][0] == 0 and same.false[cls][2] > 0 and not same.detected
+    slow = cc.judge_pair("slower", str(write_pair(tmp_path / "slow", shift=1.10)), MACHINE, 1.05)
+    detected = slow.detected[cls]
+    assert detected[0] == detected[2] > 0
+    assert slow.false[cls][0] == 0
+    text = cc.render([same, slow], 1.05)
+    assert "0 (identical) | LinearSolveJVPDefault | 0/" in text and "1 (slower)" in text

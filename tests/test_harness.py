@@ -177,3 +177,34 @@ def test_labelled_commit_reads_asv_commit(monkeypatch):
     monkeypatch.setenv("ASV_CONF_DIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     label = provenance.labelled_commit()
     assert label and len(label) == 40
+
+
+def test_a_scratch_commit_slows_one_variant(monkeypatch):
+    # Calibration across commits: a commit that adds perflab._calibration_slowdown makes the
+    # measuring code slow one variant by that fraction of its own time; no module, no slowdown.
+    from benchmarks import _interleave
+    from benchmarks.bench_linear_solve import LinearSolveJVP, LinearSolveJVPDefault
+
+    assert _interleave.library_slowdown() == 0.0
+    module = types.ModuleType("perflab._calibration_slowdown")
+    module.FRACTION = 0.1
+    monkeypatch.setitem(sys.modules, "perflab._calibration_slowdown", module)
+    assert _interleave.library_slowdown() == 0.1
+    assert LinearSolveJVP().slowed_variant() == "fused"
+    assert LinearSolveJVPDefault().slowed_variant() == "default"
+
+    class Clock:
+        t = 0.0
+
+        def __call__(self):
+            self.t += 1e-9
+            return self.t
+
+    clock = Clock()
+    monkeypatch.setattr(_interleave.time, "perf_counter", clock)
+
+    def call():
+        clock.t += 1e-5
+
+    values = _interleave.measure({"a": call, "b": call}, rounds=4, target=1e-3, slowed={"b": 0.1})
+    assert values["b"] / values["a"] == pytest.approx(1.10, rel=0.005)
