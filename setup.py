@@ -7,6 +7,7 @@ import os
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 NATIVE = [] if os.environ.get("PERFLAB_PORTABLE") else ["-march=native"]
 
@@ -16,7 +17,7 @@ def _xla_ffi_include():
     # without importing jax, which would start its backend inside the build.
     spec = importlib.util.find_spec("jaxlib")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("building perflab needs jaxlib installed: its XLA FFI headers compile _ffi_kernels")
+        raise RuntimeError("building perflab needs jaxlib installed: its XLA FFI headers compile the ffi kernels")
     include = os.path.join(list(spec.submodule_search_locations)[0], "include")
     if not os.path.exists(os.path.join(include, "xla", "ffi", "api", "ffi.h")):
         raise RuntimeError(f"jaxlib at {include} has no xla/ffi/api/ffi.h")
@@ -41,6 +42,22 @@ def _write_build_info():
 
 _write_build_info()
 
+FFI_LIBRARY = "perflab.linear_solve.libperflab_ffi"
+FFI_SOURCES = "src/perflab/linear_solve/kernels"
+
+
+class BuildExt(build_ext):
+    # The FFI library is a plain shared library: named lib*.so without Python's extension
+    # suffix (so no import machinery mistakes it for a module), and no PyInit_ symbol exported.
+    def get_ext_filename(self, fullname):
+        if fullname.split(".")[-1] == FFI_LIBRARY.split(".")[-1]:
+            return os.path.join(*fullname.split(".")[:-1], "libperflab_ffi.so")
+        return super().get_ext_filename(fullname)
+
+    def get_export_symbols(self, ext):
+        return [] if ext.name == FFI_LIBRARY else super().get_export_symbols(ext)
+
+
 extensions = [
     Extension(
         "perflab.linear_solve._thomas",
@@ -49,12 +66,14 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3"],
     ),
-    # XLA FFI handlers (C++17): LAPACK/BLAS reach them as scipy's cython_lapack pointers at
+    # XLA FFI handlers (C++17) as a plain shared library (no Python C-API), loaded with ctypes by
+    # perflab.linear_solve._kernels; LAPACK/BLAS reach it as scipy's cython_lapack pointers at
     # import, so nothing is linked here.
     Extension(
-        "perflab.linear_solve._ffi_kernels",
-        ["src/perflab/linear_solve/_ffi_kernels.cc"],
-        include_dirs=[_xla_ffi_include()],
+        FFI_LIBRARY,
+        [f"{FFI_SOURCES}/{name}.cc" for name in ("lapack", "batching", "solve", "heat")],
+        include_dirs=[_xla_ffi_include(), FFI_SOURCES],
+        depends=[f"{FFI_SOURCES}/{name}.h" for name in ("lapack", "batching", "solvers")],
         language="c++",
         extra_compile_args=["-O3", "-std=c++17", "-fvisibility=hidden"],
     ),
@@ -73,6 +92,7 @@ extensions = [
 ]
 
 setup(
+    cmdclass={"build_ext": BuildExt},
     ext_modules=cythonize(
         extensions,
         compiler_directives={

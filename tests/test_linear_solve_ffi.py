@@ -148,13 +148,13 @@ def test_one_custom_call_per_jvp(solver, with_operator_tangent, rng):
 
 
 def test_targets_registered_by_the_build():
-    from perflab.linear_solve import _ffi, _ffi_kernels
+    from perflab.linear_solve import _ffi, _kernels
 
     kinds = ("solve", "jvp", "jvp_vector", "factor_solve", "tangent", "tangent_vector", "cotangent", "cotangent_vector")
     expected = {f"perflab_{s}_{k}" for s in ls.SOLVERS for k in kinds}
     expected |= {"perflab_thomas_substitute", "perflab_heat_steps", "perflab_heat_adjoint"}
-    assert set(_ffi.TARGETS) == expected and set(_ffi_kernels.targets()) == expected
-    assert _ffi_kernels.lapack_ready()
+    assert set(_ffi.TARGETS) == expected and set(_kernels.targets()) == expected
+    assert _kernels.lapack_ready()
     # Registered with XLA: a registered name compiles and runs, an unknown one does not.
     x = jnp.ones(3)
     run = jax.ffi.ffi_call("perflab_tridiagonal_solve", jax.ShapeDtypeStruct((3,), x.dtype), vmap_method="expand_dims")
@@ -202,7 +202,7 @@ def test_large_batch_split_over_threads(solver, dtype, rng):
     # Enough distinct systems for the kernel to split the batch over XLA's thread pool (2-D
     # batch: nested vmap, so the chunks start at multi-indices); a singular system in the
     # middle gives NaN for itself only.
-    from perflab.linear_solve import _ffi, _ffi_kernels
+    from perflab.linear_solve import _ffi, _kernels
 
     n, shape = (100, (3, 100)) if solver == "tridiagonal" else (30, (3, 40))
     problems = [_problem(solver, n, rng) for _ in range(int(np.prod(shape)))]
@@ -218,9 +218,9 @@ def test_large_batch_split_over_threads(solver, dtype, rng):
         (x, ok), (tx, _) = jax.jvp(lambda o, v: _ffi.ffi_solve_flagged(solver, o, v), (op, b), (top, tb))
         return x, tx, ok
 
-    before = _ffi_kernels.chunked_calls()
+    before = _kernels.chunked_calls()
     x, tx, ok = jax.jit(jax.vmap(jax.vmap(jvp)))(*_cast(stacked, dtype))
-    assert _ffi_kernels.chunked_calls() == before + 1
+    assert _kernels.chunked_calls() == before + 1
     x, tx = np.asarray(x, np.float64).reshape(-1, n), np.asarray(tx, np.float64).reshape(-1, n)
     np.testing.assert_array_equal(np.asarray(ok).ravel(), [0 if i == bad else 1 for i in range(len(problems))])
     for i, (op, b, top, tb) in enumerate(problems):
@@ -234,18 +234,18 @@ def test_large_batch_split_over_threads(solver, dtype, rng):
 
 
 def test_small_batch_and_shared_operator_stay_on_one_thread(rng):
-    from perflab.linear_solve import _ffi_kernels
+    from perflab.linear_solve import _kernels
 
     problems = [_problem("lu", 10, rng) for _ in range(4)]
     stacked = jax.tree_util.tree_map(lambda *xs: jnp.asarray(np.stack(xs)), *problems)
-    before = _ffi_kernels.chunked_calls()
+    before = _kernels.chunked_calls()
     jax.jit(jax.vmap(lambda *a: ls.linear_solve_jvp("lu", *a, variant="ffi")))(*stacked)
     # 300 right-hand sides of one operator: plenty of work, but factorised once on one thread.
     op = jnp.asarray(_problem("lu", 60, rng)[0])
     bs = jnp.asarray(rng.normal(size=(300, 60)))
     x = jax.jit(jax.vmap(lambda b: ls.linear_solve("lu", op, b, variant="ffi")))(bs)
     np.testing.assert_allclose(x, np.linalg.solve(np.asarray(op), np.asarray(bs).T).T, **TOL[np.float64])
-    assert _ffi_kernels.chunked_calls() == before
+    assert _kernels.chunked_calls() == before
 
 
 @pytest.mark.parametrize("wrt", ["initial", "diffusivity"])
@@ -281,7 +281,7 @@ def test_tridiagonal_batch_groups_match_single_systems_bitwise(n, dtype, rng):
     # loops interleaved (its own gttrf-equivalent code): the results must be the one-at-a-time
     # path's (LAPACK gttrf) bit for bit, pivoting included (a weak diagonal forces row
     # interchanges), and the grouped path must have been taken for all but the remainder.
-    from perflab.linear_solve import _ffi_kernels
+    from perflab.linear_solve import _kernels
 
     batch = 11
     bands = [rng.normal(size=(batch, n - 1)), 0.5 * rng.normal(size=(batch, n)), rng.normal(size=(batch, n - 1))]
@@ -292,9 +292,9 @@ def test_tridiagonal_batch_groups_match_single_systems_bitwise(n, dtype, rng):
     def jvp(lo, di, up, b, tlo, tdi, tup, tb):
         return ls.linear_solve_jvp("tridiagonal", (lo, di, up), b, (tlo, tdi, tup), tb, variant="ffi")
 
-    before = _ffi_kernels.grouped_systems()
+    before = _kernels.grouped_systems()
     x, tx = jax.jit(jax.vmap(jvp))(*args)
-    assert _ffi_kernels.grouped_systems() == before + 8  # two groups of four; three one at a time
+    assert _kernels.grouped_systems() == before + 8  # two groups of four; three one at a time
     single = jax.jit(jvp)
     for i in range(batch):
         x1, tx1 = single(*[a[i] for a in args])

@@ -1,6 +1,6 @@
 """The ``ffi`` variant: linear solve and JVP as XLA FFI custom calls into C++ kernels.
 
-The kernels (`_ffi_kernels.cc`) call LAPACK through scipy's ``cython_lapack``/``cython_blas``
+The kernels (``kernels/*.cc``, loaded by `_kernels`) call LAPACK through scipy's ``cython_lapack``/``cython_blas``
 function pointers, which are handed over once here, at import, before the targets are
 registered with `jax.ffi.register_ffi_target`. Per call:
 
@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-from . import _ffi_kernels, _reverse
+from . import _kernels, _reverse
 
 _LAPACK = ("getrf", "getrs", "potrf", "potrs", "gttrf", "gttrs")
 
@@ -55,8 +55,8 @@ def _register():
             capsules[prefix + name] = cython_lapack.__pyx_capi__[prefix + name]
         for name in ("gemv", "trsv"):
             capsules[prefix + name] = cython_blas.__pyx_capi__[prefix + name]
-    _ffi_kernels.set_lapack(capsules)
-    targets = _ffi_kernels.targets()
+    _kernels.set_lapack(capsules)
+    targets = _kernels.targets()
     for name, capsule in targets.items():
         jax.ffi.register_ffi_target(name, capsule, platform="cpu")
     return tuple(targets)
