@@ -410,7 +410,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "calibrate",
         help="judge the suite's verdicts on real benchmarks with injected slowdowns",
-        description=__doc__.split("\n\n")[0],
+        description=(__doc__ or "").split("\n\n")[0],
     )
     parser.add_argument("--trials", type=int, default=8, help="asv runs (default: 8)")
     parser.add_argument(

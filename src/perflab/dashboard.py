@@ -102,7 +102,8 @@ def make_offline(html_dir: str) -> list[str]:
                     f"{name} loads {address}, which has no local copy in perflab/_www",
                 )
             target = CDN_FILES[address]
-            shutil.copyfile(www / target, os.path.join(vendor, target))
+            with resources.as_file(www / target) as source:
+                shutil.copyfile(source, os.path.join(vendor, target))
             replaced.append(address)
             tag = tag.replace(url.group(0), f'{url.group(1)}="{VENDOR_DIR}/{target}"')
             return _CDN_ATTRS.sub("", tag)
@@ -113,7 +114,8 @@ def make_offline(html_dir: str) -> list[str]:
                 lambda m: f'{m.group(0)}\n    <script src="{CATEGORY_BARS}"></script>', rewritten
             )
             if added:
-                shutil.copyfile(www / CATEGORY_BARS, os.path.join(html_dir, CATEGORY_BARS))
+                with resources.as_file(www / CATEGORY_BARS) as source:
+                    shutil.copyfile(source, os.path.join(html_dir, CATEGORY_BARS))
         if rewritten != page:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(rewritten)

@@ -57,7 +57,7 @@ class Cell:
         """The samples without failed or skipped ones, else the single value."""
         if self.samples:
             return [s for s in self.samples if s is not None and not math.isnan(s)]
-        return [self.value]
+        return [] if self.value is None else [self.value]
 
     @property
     def n_samples(self) -> int | None:
@@ -264,7 +264,7 @@ def fill_prose(text: str, run: RecordedRun, where: str = "") -> str:
                 f"{', '.join(recorded.param_names)}",
             )
         cell = cells.get(tuple(given[n] for n in recorded.param_names))
-        if cell is None or not cell.ok:
+        if cell is None or cell.value is None or not cell.ok:
             status = "not recorded" if cell is None else cell.status
             raise ReportError("prose", f"{where}{match.group(0)} is {status} in {run.path}")
         return human_value(cell.value, run.unit(name))

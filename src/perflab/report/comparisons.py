@@ -239,6 +239,12 @@ class JudgedGrid:
     judged: Mapping[tuple[str, ...], Judged]
 
 
+def _variants(grid: Grid) -> tuple[str, ...]:
+    if grid.variants is None:
+        raise ReportError("--benchmark", f"{short_name(grid.benchmark)} has no {VARIANT_PARAM!r} parameter")
+    return grid.variants
+
+
 def roles(grid: Grid, before: str | None, after: str | None) -> tuple[str, str]:
     """BEFORE and AFTER of a benchmark: as named, else the recorded ``baseline``/``optimised``.
 
@@ -254,6 +260,7 @@ def roles(grid: Grid, before: str | None, after: str | None) -> tuple[str, str]:
         ReportError: when a role is neither named nor recorded, or not a value of the variant
             parameter.
     """
+    variants = _variants(grid)
     chosen = []
     for option, given, key in (("--before", before, "baseline"), ("--after", after, "optimised")):
         value = given if given is not None else grid.info.get(key)
@@ -263,11 +270,11 @@ def roles(grid: Grid, before: str | None, after: str | None) -> tuple[str, str]:
                 f"benchmarks.json records no {key!r} variant for {short_name(grid.benchmark)}; "
                 f"name {option} (a spec: {option[2:]} = ...)",
             )
-        if value not in grid.variants:
+        if value not in variants:
             raise ReportError(
                 option,
                 f"{value!r} is not a value of {VARIANT_PARAM!r} in {short_name(grid.benchmark)} "
-                f"(values: {', '.join(grid.variants)})",
+                f"(values: {', '.join(variants)})",
             )
         chosen.append(value)
     return chosen[0], chosen[1]
@@ -297,7 +304,7 @@ def judge(grid: Grid, before: str, after: str, factor: float = DEFAULT_FACTOR) -
         )
     names = grid.param_names
     others = tuple(n for n in names if n != VARIANT_PARAM)
-    variants = grid.variants
+    variants = _variants(grid)
     rate = higher_is_better(grid.unit)
     control = (grid.info.get("baseline"), grid.info.get("control"))
     if not all(control) or not set(control) <= set(variants):

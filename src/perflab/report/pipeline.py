@@ -157,10 +157,13 @@ def build_study(spec: Spec, results_dir: str) -> tables.StudyReport:
 
     prefixes = [f"section {i} ({s.heading}): " for i, s in enumerate(spec.sections, 1)]
     top = spec.commit if spec.commit != NEWEST else None
-    runs = [run_of(spec.machine, top, spec.env, "")]
+    top_run = run_of(spec.machine, top, spec.env, "")
+    if top_run is None:
+        raise ReportError(spec.path, f"no recorded run of machine {spec.machine!r}")
+    runs = [top_run]
     runs += [run_of(*where(s), p) for s, p in zip(spec.sections, prefixes)]
-    own = [r for s, r in zip(spec.sections, runs[1:]) if s.machine in (None, spec.machine)]
-    if len({r.machine for r in [runs[0], *own]}) > 1:
+    own = [r for s, r in zip(spec.sections, runs[1:]) if s.machine in (None, spec.machine) and r is not None]
+    if len({r.machine for r in [top_run, *own]}) > 1:
         raise ReportError(spec.path, "sections recorded on several machines; name `machine`")
     texts = [(spec.prose, runs[0], "")]
     texts += [(s.prose, r, f"section {i}: ") for i, (s, r) in enumerate(zip(spec.sections, runs[1:]), 1)]
@@ -190,7 +193,7 @@ def build_study(spec: Spec, results_dir: str) -> tables.StudyReport:
         machine, commit, env = where(c)
         run = run_of(machine, commit, env, f"{c.kind} {c.name!r}: ")
         try:
-            judgements.append(verdicts.judge(c, run, machine or runs[0].machine, spec.factor, refs))
+            judgements.append(verdicts.judge(c, run, machine or top_run.machine, spec.factor, refs))
         except ReportError as err:
             raise ReportError(spec.path, f"{err.argument}: {err.message}") from None
     return tables.StudyReport(

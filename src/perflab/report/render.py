@@ -395,7 +395,7 @@ def render_study(study: StudyReport, status: str, results: str) -> str:
                 lines.pop()
             continue
         bullets = run_lines(report)
-        bullets += [("Pair", pair_text(report)), ("Results file", run.relative_path)]
+        bullets += [("Pair", pair_text(report)), ("Results file", report.run.relative_path)]
         if report.skipped:
             bullets.append(("Skipped", ", ".join(f"{short_name(n)} (no 'variant' parameter)" for n in report.skipped)))
         lines += markdown_bullets(bullets)

@@ -50,6 +50,7 @@ import dataclasses
 import os
 import tomllib
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .._asv import ReportError
 from ..significance import DEFAULT_FACTOR
@@ -135,7 +136,7 @@ class Spec:
         return (None if commit == NEWEST else commit), (section.env or self.env)
 
 
-def _fail(path, message):
+def _fail(path, message) -> NoReturn:
     # Every spec error names the file first, as the command line prints it.
     raise ReportError(path, message)
 
@@ -148,8 +149,14 @@ def _strings(path, where, key, value):
     return tuple(value)
 
 
-def _string(path, where, key, value):
+def _string(path, where, key, value) -> str | None:
     if value is not None and not isinstance(value, str):
+        _fail(path, f"{where}{key} must be a string, got {value!r}")
+    return value
+
+
+def _text(path, where, key, value) -> str:
+    if not isinstance(value, str):
         _fail(path, f"{where}{key} must be a string, got {value!r}")
     return value
 
@@ -203,7 +210,7 @@ def load_spec(path: str) -> Spec:
                 commit=_string(path, where, "commit", raw.get("commit")),
                 machine=_string(path, where, "machine", raw.get("machine")),
                 env=_string(path, where, "env", raw.get("env")),
-                prose=_string(path, where, "prose", raw.get("prose", "")),
+                prose=_text(path, where, "prose", raw.get("prose", "")),
             )
         )
     factor = data.get("factor", DEFAULT_FACTOR)
@@ -213,11 +220,11 @@ def load_spec(path: str) -> Spec:
         study=os.path.splitext(os.path.basename(path))[0],
         path=path,
         title=data["title"],
-        commit=_string(path, "", "commit", data.get("commit", NEWEST)),
+        commit=_text(path, "", "commit", data.get("commit", NEWEST)),
         machine=_string(path, "", "machine", data.get("machine")),
         env=_string(path, "", "env", data.get("env")),
         factor=float(factor),
-        prose=_string(path, "", "prose", data.get("prose", "")),
+        prose=_text(path, "", "prose", data.get("prose", "")),
         sections=tuple(sections),
         criteria=verdicts.parse_criteria(path, data),
     )

@@ -11,10 +11,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from .._asv import RecordedRun, ReportError, short_name
 from .cells import VARIANT_PARAM, Cell
 from .comparisons import FASTER, SLOWER, Comparison, JudgedGrid
+
+if TYPE_CHECKING:
+    from .spec import Spec
 
 ROW_PARAM = "size"
 """The default row parameter when a benchmark has it (otherwise every non-variant parameter)."""
@@ -102,11 +106,12 @@ def arrange(judged: JudgedGrid, extra: Sequence[str] = (), rows: Sequence[str] |
     """
     grid, others = judged.grid, judged.others
     name = short_name(grid.benchmark)
+    variants = grid.variants or ()
     for variant in extra:
-        if variant not in grid.variants:
+        if variant not in variants:
             raise ReportError(
                 "--extra",
-                f"{variant!r} is not a value of {VARIANT_PARAM!r} in {name} (values: {', '.join(grid.variants)})",
+                f"{variant!r} is not a value of {VARIANT_PARAM!r} in {name} (values: {', '.join(variants)})",
             )
     if rows is None:
         rows = [ROW_PARAM] if ROW_PARAM in others else list(others)
@@ -174,7 +179,8 @@ class StudyReport:
 
     Attributes:
         spec: the `perflab.report.spec.Spec`.
-        runs: the run of the spec itself (its ``commit``) and of each section, in order.
+        runs: the run of the spec itself (its ``commit``) and of each section, in order; ``None``
+            for a section on another machine that has no results yet.
         prose: the filled prose of the spec, then of each section.
         reports: per section, its `Report`, or ``None`` for a prose-only section.
         results_dir: where the results were read.
@@ -182,8 +188,8 @@ class StudyReport:
         judgements: the claims and goals judged (`perflab.report.verdicts.Judgement`).
     """
 
-    spec: object
-    runs: tuple[RecordedRun, ...]
+    spec: Spec
+    runs: tuple[RecordedRun | None, ...]
     prose: tuple[str, ...]
     reports: tuple[Report | None, ...]
     results_dir: str
@@ -193,7 +199,10 @@ class StudyReport:
     @property
     def run(self) -> RecordedRun:
         """The spec's own run (its ``commit``)."""
-        return self.runs[0]
+        run = self.runs[0]
+        if run is None:
+            raise ValueError("a study report's first run is its spec's own, which is always recorded")
+        return run
 
     @property
     def commits(self) -> list[str]:

@@ -39,6 +39,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
+from typing import NoReturn
 
 from .. import significance
 from .._asv import RecordedRun, ReportError
@@ -107,17 +108,20 @@ class Line:
     def decide(self, low: float, high: float) -> str:
         """`MET` when the interval [low, high] lies on the line's side, `MISSED` when it lies on
         the other side, else `UNDECIDED`."""
-        if self.op == ">=":
-            return MET if low >= self.low else MISSED if high < self.low else UNDECIDED
-        if self.op == ">":
-            return MET if low > self.low else MISSED if high <= self.low else UNDECIDED
-        if self.op == "<=":
-            return MET if high <= self.high else MISSED if low > self.high else UNDECIDED
-        if self.op == "<":
-            return MET if high < self.high else MISSED if low >= self.high else UNDECIDED
-        if self.low <= low and high <= self.high:
+        bottom, top = self.low, self.high
+        if self.op == ">=" and bottom is not None:
+            return MET if low >= bottom else MISSED if high < bottom else UNDECIDED
+        if self.op == ">" and bottom is not None:
+            return MET if low > bottom else MISSED if high <= bottom else UNDECIDED
+        if self.op == "<=" and top is not None:
+            return MET if high <= top else MISSED if low > top else UNDECIDED
+        if self.op == "<" and top is not None:
+            return MET if high < top else MISSED if low >= top else UNDECIDED
+        if self.op != "between" or bottom is None or top is None:
+            raise ValueError(f"line {self.op!r} lacks its bound (low={bottom!r}, high={top!r})")
+        if bottom <= low and high <= top:
             return MET
-        return MISSED if high < self.low or low > self.high else UNDECIDED
+        return MISSED if high < bottom or low > top else UNDECIDED
 
     def describe(self) -> str:
         """``"at least 1.1"``, ``"below 4"``, ``"between 0.6 and 0.7"``."""
@@ -180,7 +184,7 @@ class Criterion:
         return f"{what} {self.line.describe()}, {scope}"
 
 
-def _fail(path, message):
+def _fail(path, message) -> NoReturn:
     raise ReportError(path, message)
 
 
@@ -522,18 +526,18 @@ def judge(
         cell = grid.cells.get(tuple(v for _, v in params))
         table = find_table(c, grid.benchmark, machine, params, tables)
         ref = (table.section, table.index) if table else None
-        pair = [cell]
-        if c.pair:
-            pair = [grid.cells.get(tuple(c.before if k == VARIANT else v for k, v in params)), cell]
-        if any(x is None for x in pair):
+        before = cell
+        if c.before is not None:
+            before = grid.cells.get(tuple(c.before if k == VARIANT else v for k, v in params))
+        if before is None or cell is None:
             out.append(CellVerdict(params, None, None, None, UNDECIDED, NOT_RECORDED, ref))
             continue
-        bad = [x for x in pair if not x.ok]
+        bad = [x for x in (before, cell) if not x.ok]
         if bad:
             out.append(CellVerdict(params, None, None, None, UNDECIDED, bad[0].status, ref))
             continue
         if c.pair:
-            comp = comparisons.compare(pair[0], cell, factor, rate)
+            comp = comparisons.compare(before, cell, factor, rate)
             interval = comp.speedup_interval
             if interval is None:
                 out.append(CellVerdict(params, comp.speedup, None, None, UNDECIDED, "n=1, not tested", ref))
@@ -541,7 +545,7 @@ def judge(
             out.append(CellVerdict(params, comp.speedup, *interval, c.line.decide(*interval), "", ref))
         else:
             figure, low, high, why = value_interval(cell)
-            state = c.line.decide(low, high) if not why else UNDECIDED
+            state = c.line.decide(low, high) if not why and low is not None and high is not None else UNDECIDED
             out.append(CellVerdict(params, figure, low, high, state, why, ref))
     state = combine(out, c.best_of)
     why = NOT_RECORDED if state == UNDECIDED and any(cv.why == NOT_RECORDED for cv in out) else ""
@@ -702,7 +706,7 @@ def missing_lines(section, run: RecordedRun | None, patterns: Sequence[str]) -> 
             "this section's tables appear once one is recorded.",
             "",
         ]
-    if patterns:
+    if patterns and run is not None:
         named = ", ".join(f"`{p}`" for p in patterns)
         return [
             f"- **Not recorded:** {named} (not in the recorded run: machine {run.machine}, commit {run.commit[:8]}).",

@@ -2,6 +2,7 @@ import math
 import operator
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 

@@ -50,7 +50,9 @@ def _solve_one(drift, diffusion, x0, params, path, ts, keep_path):
         adjoint=dfx.ForwardMode(),
         throw=False,
     )
-    return sol.ys if keep_path else sol.ys[0]
+    ys = sol.ys
+    assert ys is not None  # both SaveAt choices save states
+    return ys if keep_path else ys[0]
 
 
 def diffrax_simulate(drift, diffusion, x0, params, key, *, dt, n_traj, n_steps, brownian, keep_path, noise=None):

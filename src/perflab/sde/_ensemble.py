@@ -184,11 +184,11 @@ def _chunk_loop(x, n_steps, chunk, draw, advance, keep_path, unroll):
     pieces = []
     if n_full:
         x, ys = lax.scan(outer, x, jnp.arange(n_full, dtype=jnp.uint32))
-        if keep_path:
+        if ys is not None:
             pieces.append(ys.reshape((n_full * chunk,) + ys.shape[2:]))
     if rem:
         x, ys = inner(x, draw(jnp.uint32(n_full), rem))
-        if keep_path:
+        if ys is not None:
             pieces.append(ys)
     if not keep_path:
         return x
@@ -213,20 +213,19 @@ def _noise_draw(variant, key, n_traj, shape, dtype):
 
 def _time_major(advance, x0, key, n_traj, n_steps, shape, dtype, keep_path, unroll, variant, chunk):
     x = jnp.broadcast_to(x0, (n_traj,) + shape)
-    if variant == "time_major":
-
-        def body(x, t):
-            z = random.normal(random.fold_in(key, t), (n_traj,) + shape, dtype)
-            x = advance(x, z)
-            return x, (x if keep_path else None)
-
-        x, ys = lax.scan(body, x, jnp.arange(n_steps, dtype=jnp.uint32), unroll=unroll)
-    else:
+    # The path comes out (n_steps, n_traj, ...); the API returns trajectories first.
+    if variant != "time_major":
         draw = _noise_draw(variant, key, n_traj, shape, dtype)
         out = _chunk_loop(x, n_steps, chunk, draw, advance, keep_path, unroll)
-        x, ys = (out, None) if not keep_path else (None, out)
-    # The path comes out (n_steps, n_traj, ...); the API returns trajectories first.
-    return jnp.moveaxis(ys, 0, 1) if keep_path else x
+        return jnp.moveaxis(out, 0, 1) if keep_path else out
+
+    def body(x, t):
+        z = random.normal(random.fold_in(key, t), (n_traj,) + shape, dtype)
+        x = advance(x, z)
+        return x, (x if keep_path else None)
+
+    x, ys = lax.scan(body, x, jnp.arange(n_steps, dtype=jnp.uint32), unroll=unroll)
+    return x if ys is None else jnp.moveaxis(ys, 0, 1)
 
 
 def _final_scan(advance, x0, zs, unroll):

@@ -246,5 +246,5 @@ def make_model(model: str, size: str = "cpu", *, key: jax.Array, dtype=jnp.float
         The equinox module.
     """
     config, _ = model_config(model, size)
-    net = UNet(config, key=key) if model == "unet" else DiT(config, key=key)
+    net = UNet(config, key=key) if isinstance(config, UNetConfig) else DiT(config, key=key)
     return jax.tree_util.tree_map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, net)

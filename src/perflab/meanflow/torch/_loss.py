@@ -62,7 +62,10 @@ def _probe_sdpa(device_type: str) -> bool:
     try:
         with fwAD.dual_level(), torch.autocast(device_type, dtype=torch.bfloat16):
             out = torch.nn.functional.scaled_dot_product_attention(fwAD.make_dual(q, q), q, q)
-            fwAD.unpack_dual(out).tangent.sum().item()
+            tangent = fwAD.unpack_dual(out).tangent
+            if tangent is None:
+                return False
+            tangent.sum().item()
         return True
     except (RuntimeError, NotImplementedError):
         return False
@@ -194,8 +197,7 @@ class MeanFlowLoss:
         if idx.numel() == 0:
             return u, v
         with torch.no_grad():
-            _, dudt = torch.func.jvp(self._u_fn, (z[idx], t[idx], r[idx]),
-                                     (v[idx], torch.ones_like(t[idx]), torch.zeros_like(r[idx])))
+            _, dudt = self._func_jvp(z[idx], t[idx], r[idx], v[idx])
         u_tgt = v.clone()
         u_tgt[idx] = self._target(dudt, v[idx], t[idx], r[idx])
         return u, u_tgt
@@ -205,8 +207,7 @@ class MeanFlowLoss:
         idx, rest = torch.nonzero(mask).squeeze(1), torch.nonzero(~mask).squeeze(1)
         us, targets = [], []
         if idx.numel():
-            u_j, dudt = torch.func.jvp(self._u_fn, (z[idx], t[idx], r[idx]),
-                                       (v[idx], torch.ones_like(t[idx]), torch.zeros_like(r[idx])))
+            u_j, dudt = self._func_jvp(z[idx], t[idx], r[idx], v[idx])
             us.append(u_j)
             targets.append(self._target(dudt, v[idx], t[idx], r[idx]))
         if rest.numel():
@@ -214,13 +215,16 @@ class MeanFlowLoss:
             targets.append(v[rest])
         return torch.cat(us), torch.cat(targets)
 
-    def _func_jvp(self, z, t, r, v):
-        return torch.func.jvp(self._u_fn, (z, t, r), (v, torch.ones_like(t), torch.zeros_like(r)))
+    def _func_jvp(self, z, t, r, v) -> tuple[torch.Tensor, torch.Tensor]:
+        # torch annotates jvp's result as a pair or, with has_aux, a triple; no has_aux here.
+        return torch.func.jvp(self._u_fn, (z, t, r), (v, torch.ones_like(t), torch.zeros_like(r)))  # pyright: ignore[reportReturnType]
 
-    def _forward_ad(self, z, t, r, v):
+    def _forward_ad(self, z, t, r, v) -> tuple[torch.Tensor, torch.Tensor]:
         with fwAD.dual_level():
             zd, td = fwAD.make_dual(z, v), fwAD.make_dual(t, torch.ones_like(t))
             out = fwAD.unpack_dual(self.model(zd, td, td - r))
+        if out.tangent is None:
+            raise RuntimeError("the model's output carries no tangent: an operation dropped forward-mode AD")
         return out.primal, out.tangent
 
     def _loss_full_batch(self, z, t, r, v):
@@ -276,7 +280,7 @@ class MeanFlowLoss:
                 return self._compiled_jvp(z, t, r, v)
         return self._raw_jvp(z, t, r, v)
 
-    def _raw_jvp(self, z, t, r, v):
+    def _raw_jvp(self, z, t, r, v) -> torch.Tensor:
         with torch.no_grad():
             if self.variant in ("forward_ad", "custom_jvp"):
                 fused = "fused" if self.variant == "custom_jvp" else None

@@ -221,5 +221,5 @@ def make_model(model: str, size: str = "cpu", *, seed: int = 0, dtype: torch.dty
     config, _ = model_config(model, size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = UNet(config) if model == "unet" else DiT(config)
+        net = UNet(config) if isinstance(config, UNetConfig) else DiT(config)
     return net.to(device=device, dtype=dtype)

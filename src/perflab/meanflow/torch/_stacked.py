@@ -11,6 +11,7 @@ machinery is involved: one eager pass, no dual tensors, no zero tangents for the
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -144,11 +145,11 @@ def _unet(net: UNet, s, t, h):
         x = _res_block(block, x, emb)
         skips.append(x)
         if i < len(net.downsample):
-            x = _conv(net.downsample[i], x)
+            x = _conv(cast(nn.Conv2d, net.downsample[i]), x)
     x = _res_block(net.mid2, _attention_block(net.attn, _res_block(net.mid1, x, emb)), emb)
     for i, block in enumerate(net.up):
         if i > 0:
-            x = _conv(net.upconv[i - 1], F.interpolate(x, scale_factor=2.0, mode="nearest"))
+            x = _conv(cast(nn.Conv2d, net.upconv[i - 1]), F.interpolate(x, scale_factor=2.0, mode="nearest"))
         x = _res_block(block, torch.cat([x, skips.pop()], dim=1), emb)
     return _conv(net.conv_out, _silu(_group_norm(net.norm_out, x)))
 
@@ -197,15 +198,12 @@ def stacked_jvp(
     Returns:
         ``(u, dudt)``, both z-shaped.
     """
-    if isinstance(net, UNet):
-        body = _unet
-    elif isinstance(net, DiT):
-        body = _dit
-    else:
+    if not isinstance(net, (UNet, DiT)):
         raise TypeError(f"net must be a perflab.meanflow.torch UNet or DiT; got {type(net).__name__}")
     if tz.shape != z.shape:
         raise ValueError(f"tz must have z's shape {tuple(z.shape)}; got {tuple(tz.shape)}")
     with torch.no_grad():
-        out = body(net, torch.cat([z, tz]), t, h)
+        s = torch.cat([z, tz])
+        out = _unet(net, s, t, h) if isinstance(net, UNet) else _dit(net, s, t, h)
     b = z.shape[0]
     return out[:b], out[b:]
