@@ -129,8 +129,19 @@ def simulate_fn(n_traj, n_steps, variant, output):
     chunk = bench_chunk(n_traj, n_steps, variant)
 
     def run(key):
-        return sde.simulate(sde.ou_drift, sde.ou_diffusion, x0, params, key, dt=DT, n_traj=n_traj,
-                            n_steps=n_steps, variant=variant, output=output, chunk=chunk)
+        return sde.simulate(
+            sde.ou_drift,
+            sde.ou_diffusion,
+            x0,
+            params,
+            key,
+            dt=DT,
+            n_traj=n_traj,
+            n_steps=n_steps,
+            variant=variant,
+            output=output,
+            chunk=chunk,
+        )
 
     return run
 
@@ -354,7 +365,13 @@ class LongRun(Benchmark):
 
 
 SWEEP_VARIANTS = [
-    "pregen", "auto", "chunked", "time_major", "time_major_chunked", "time_major_adaptive", "time_major_rbg",
+    "pregen",
+    "auto",
+    "chunked",
+    "time_major",
+    "time_major_chunked",
+    "time_major_adaptive",
+    "time_major_rbg",
     "diffrax",
 ]
 N_SETS, SWEEP_TRAJ, SWEEP_STEPS = 32, 100, 1000
@@ -388,8 +405,18 @@ def sweep_fn(variant):
         # One key for every parameter set (common random numbers): the noise is shared.
         def one(theta, sigma):
             params = {"theta": theta, "mu": jnp.float32(MU), "sigma": sigma}
-            return sde.simulate(sde.ou_drift, sde.ou_diffusion, x0, params, key, dt=DT, n_traj=SWEEP_TRAJ,
-                                n_steps=SWEEP_STEPS, variant=variant, chunk=chunk)
+            return sde.simulate(
+                sde.ou_drift,
+                sde.ou_diffusion,
+                x0,
+                params,
+                key,
+                dt=DT,
+                n_traj=SWEEP_TRAJ,
+                n_steps=SWEEP_STEPS,
+                variant=variant,
+                chunk=chunk,
+            )
 
         return jax.vmap(one)(thetas, sigmas)
 

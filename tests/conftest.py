@@ -6,10 +6,10 @@ import sys
 # numpy, BLAS or JAX load (so the import order below is deliberate).
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 # isort: off
-import benchmarks._env  # noqa: E402, F401
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import benchmarks._env  # noqa: F401
+import jax
+import numpy as np
+import pytest
 
 # isort: on
 

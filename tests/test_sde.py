@@ -98,9 +98,9 @@ def test_time_major_fed_pregen_noise_gives_the_pregen_path(key):
     x0, n_traj, n_steps = jnp.float32(1.0), 5, 300
     params = sde.ou_params(theta=1.5, mu=0.5, sigma=0.4, dtype=jnp.float32)  # as _sim uses
     zs = sde.ensemble_noise(key, n_traj=n_traj, n_steps=n_steps, variant="pregen")
-    advance = lambda x, z: sde._user.em_update(sde.ou_drift, sde.ou_diffusion, DT, x, z, params)  # noqa: E731
+    advance = lambda x, z: sde._user.em_update(sde.ou_drift, sde.ou_diffusion, DT, x, z, params)
     time_major_zs = jnp.moveaxis(zs, 0, 1)
-    draw = lambda c, size: jax.lax.dynamic_slice_in_dim(time_major_zs, c * 100, size)  # noqa: E731
+    draw = lambda c, size: jax.lax.dynamic_slice_in_dim(time_major_zs, c * 100, size)
     path = jnp.moveaxis(_ensemble._chunk_loop(jnp.full((n_traj,), x0), n_steps, 100, draw, advance, True, 1), 0, 1)
     pregen = _sim("pregen", key, x0, n_traj, n_steps)
     assert path.shape == pregen.shape == (n_traj, n_steps)

@@ -58,8 +58,17 @@ def recurrent_flops(batch: int, heads: int, seq: int, dk: int, dv: int | None = 
     return 6 * batch * heads * seq * dk * dv
 
 
-def delta_rule(q, k, v, beta, *, variant: str = DELTA_RULE.default, chunk_size: int = 64,
-               return_state: bool = False, num_threads: int | None = None):
+def delta_rule(
+    q,
+    k,
+    v,
+    beta,
+    *,
+    variant: str = DELTA_RULE.default,
+    chunk_size: int = 64,
+    return_state: bool = False,
+    num_threads: int | None = None,
+):
     """The delta-rule linear-attention recurrence, by one of several implementations.
 
     With S (dk x dv) starting at zero per batch and head and q scaled by dk**-0.5::
@@ -123,7 +132,13 @@ def delta_rule(q, k, v, beta, *, variant: str = DELTA_RULE.default, chunk_size: 
         elif isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
             raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
         out, state = cython_delta_rule(
-            q, k, v, beta, dims, chunk_size=chunk_size, num_threads=int(num_threads),
+            q,
+            k,
+            v,
+            beta,
+            dims,
+            chunk_size=chunk_size,
+            num_threads=int(num_threads),
             chunked=variant == "cython_chunked",
         )
     return (out, state) if return_state else out

@@ -21,8 +21,13 @@ def cython_delta_rule(q, k, v, beta, dims, *, chunk_size, num_threads, chunked):
     state = np.zeros((batch, heads, dk, dv), dtype)
     threads = max(1, min(num_threads, bh))
     args = (
-        q.reshape(bh, seq, dk), k.reshape(bh, seq, dk), v.reshape(bh, seq, dv), beta.reshape(bh, seq),
-        out.reshape(bh, seq, dv), state.reshape(bh, dk, dv), dk**-0.5,
+        q.reshape(bh, seq, dk),
+        k.reshape(bh, seq, dk),
+        v.reshape(bh, seq, dv),
+        beta.reshape(bh, seq),
+        out.reshape(bh, seq, dv),
+        state.reshape(bh, dk, dv),
+        dk**-0.5,
     )
     if chunked:
         _delta_rule.chunked(*args, chunk_size, threads)

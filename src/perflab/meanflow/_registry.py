@@ -11,8 +11,7 @@ LOSS = register(
         "naive": "separate forward with grad, then torch.func.jvp on the r != t samples (two model calls, host sync)",
         "primal_reuse": "torch.func.jvp on the r != t samples serves as their prediction; plain forward on the rest",
         "full_batch": (
-            "one torch.func.jvp over the whole batch (tangent on t only moves h for r = t); "
-            "no branch, no sync"
+            "one torch.func.jvp over the whole batch (tangent on t only moves h for r = t); no branch, no sync"
         ),
         "forward_ad": "as full_batch with torch.autograd.forward_ad dual tensors instead of torch.func.jvp",
         "custom_jvp": (

@@ -13,7 +13,7 @@ def check_dt(dt):
         return dt
     try:
         value = np.asarray(dt)
-    except Exception:  # noqa: BLE001
+    except Exception:
         raise TypeError(f"dt must be a positive real scalar, got {type(dt).__name__}") from None
     if value.shape != () or value.dtype.kind not in "fiu":
         raise TypeError(f"dt must be a positive real scalar, got shape {value.shape} dtype {value.dtype}")

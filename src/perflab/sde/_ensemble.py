@@ -53,7 +53,13 @@ SIMULATE = _variants.register(
     optimised="time_major_chunked",
 )
 NOISE_VARIANTS = (
-    "pregen", "auto", "chunked", "time_major", "time_major_chunked", "time_major_adaptive", "time_major_rbg",
+    "pregen",
+    "auto",
+    "chunked",
+    "time_major",
+    "time_major_chunked",
+    "time_major_adaptive",
+    "time_major_rbg",
 )
 # The variants whose noise is drawn chunk by chunk inside an outer scan; with chunk=None they use
 # `scan_chunk`, which keeps at least MIN_CHUNKS outer iterations.
@@ -291,8 +297,18 @@ def simulate(
     if variant in ("diffrax", "diffrax_vbt"):
         from ._diffrax import diffrax_simulate
 
-        return diffrax_simulate(drift, diffusion, x0, params, key, dt=dt, n_traj=n_traj,
-                                n_steps=n_steps, brownian=variant, keep_path=keep_path)
+        return diffrax_simulate(
+            drift,
+            diffusion,
+            x0,
+            params,
+            key,
+            dt=dt,
+            n_traj=n_traj,
+            n_steps=n_steps,
+            brownian=variant,
+            keep_path=keep_path,
+        )
     if variant.startswith("time_major"):
         return _time_major(advance, x0, key, n_traj, n_steps, shape, dtype, keep_path, unroll, variant, chunk)
 
@@ -310,13 +326,14 @@ def simulate(
         step, _ = make_sde_auto(dt, drift, diffusion)
 
         def final(k):
-            body = lambda carry, _: (step(*carry, params), None)  # noqa: E731
+            body = lambda carry, _: (step(*carry, params), None)
             return lax.scan(body, (x0, k), None, length=n_steps, unroll=unroll)[0][0]
 
         return jax.vmap(final)(keys)
+
     # chunked: per trajectory, chunk c's noise from fold_in(trajectory key, c).
     def one(k):
-        draw = lambda c, size: random.normal(random.fold_in(k, c), (size,) + shape, dtype)  # noqa: E731
+        draw = lambda c, size: random.normal(random.fold_in(k, c), (size,) + shape, dtype)
         return _chunk_loop(x0, n_steps, chunk, draw, advance, keep_path, unroll)
 
     return jax.vmap(one)(keys)

@@ -68,9 +68,7 @@ def _loop(module, matches):
 def _batched(module, matches):
     getters = [m.getter for m in matches]
     try:
-        return eqx.tree_at(
-            lambda tree: [g(tree) for g in getters], module, [m.replacement for m in matches]
-        )
+        return eqx.tree_at(lambda tree: [g(tree) for g in getters], module, [m.replacement for m in matches])
     except _STALE as err:
         stale = _stale_error(module, matches)
         if stale is None:

@@ -54,7 +54,7 @@ class Attention(eqx.Module):
 
     def __call__(self, x):
         seq, hidden = x.shape
-        split = lambda y: y.reshape(seq, self.heads, hidden // self.heads)  # noqa: E731
+        split = lambda y: y.reshape(seq, self.heads, hidden // self.heads)
         q = split(jax.vmap(self.query)(x))
         k = split(jax.vmap(self.key)(x))
         v = split(jax.vmap(self.value)(x))
@@ -86,8 +86,8 @@ class Layer(eqx.Module):
 
     def __init__(self, hidden, intermediate, heads, *, key, dtype):
         kq, kk, kv, ko, ki, kf = jax.random.split(key, 6)
-        linear = lambda a, b, k: eqx.nn.Linear(a, b, key=k, dtype=dtype)  # noqa: E731
-        norm = lambda: eqx.nn.LayerNorm(hidden, dtype=dtype)  # noqa: E731
+        linear = lambda a, b, k: eqx.nn.Linear(a, b, key=k, dtype=dtype)
+        norm = lambda: eqx.nn.LayerNorm(hidden, dtype=dtype)
         self.attention = Attention(
             linear(hidden, hidden, kq),
             linear(hidden, hidden, kk),

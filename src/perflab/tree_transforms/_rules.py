@@ -70,8 +70,7 @@ def _check_spec(path: str, leaf, spec: PartitionSpec, mesh: Mesh, pattern: str) 
     shape = np.shape(leaf)
     if len(spec) > len(shape):
         raise ValueError(
-            f"rule {pattern!r}: PartitionSpec {spec} has {len(spec)} entries but leaf "
-            f"{path!r} has shape {shape}"
+            f"rule {pattern!r}: PartitionSpec {spec} has {len(spec)} entries but leaf {path!r} has shape {shape}"
         )
     for dim, entry in enumerate(spec):
         if entry is None:
@@ -152,8 +151,7 @@ def iter_matches(
                     first = compiled[chosen]
                     kind = "conflicting" if first[2] != spec else "overlapping"
                     raise ValueError(
-                        f"{kind} rules: leaf {path!r} matches both {first[0]!r} -> {first[2]} "
-                        f"and {pattern!r} -> {spec}"
+                        f"{kind} rules: leaf {path!r} matches both {first[0]!r} -> {first[2]} and {pattern!r} -> {spec}"
                     )
                 chosen = i
                 hits[i] += 1

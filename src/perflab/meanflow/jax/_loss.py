@@ -117,8 +117,9 @@ def target(model: eqx.Module, x: jax.Array, t: jax.Array, r: jax.Array, e: jax.A
     return u, jax.lax.stop_gradient(v - (t - r)[:, None, None, None] * dudt)
 
 
-def meanflow_loss(model: eqx.Module, x: jax.Array, t: jax.Array, r: jax.Array, e: jax.Array,
-                  *, p: float = 1.0, eps: float = 1e-3) -> jax.Array:
+def meanflow_loss(
+    model: eqx.Module, x: jax.Array, t: jax.Array, r: jax.Array, e: jax.Array, *, p: float = 1.0, eps: float = 1e-3
+) -> jax.Array:
     """The MeanFlow loss ``mean(l / stop_gradient((l + eps)^p))``, ``l = sum (u - u_tgt)^2``.
 
     Differentiate it in the model (``eqx.filter_grad``): the gradient flows through the JVP's

@@ -29,7 +29,6 @@ def _silu(x):
     return x * jax.nn.sigmoid(x)
 
 
-
 class TimeEmbedding(eqx.Module):
     """Embeds (t, h): sinusoids of each, concatenated, then Linear-SiLU-Linear."""
 

@@ -31,8 +31,9 @@ _IMPL = _Impl()
 
 
 @contextlib.contextmanager
-def implementation(*, group_norm: str | None = None, attention: str | None = None,
-                   conv: str | None = None) -> Iterator[None]:
+def implementation(
+    *, group_norm: str | None = None, attention: str | None = None, conv: str | None = None
+) -> Iterator[None]:
     """Within the block, run GroupNorm and attention layers with the named implementations.
 
     Arguments:
@@ -101,7 +102,15 @@ class _FusedGroupNorm(torch.autograd.Function):
         x, weight, mean, rstd = ctx.saved_tensors
         n, c = x.shape[:2]
         gx, gw, gb = torch.ops.aten.native_group_norm_backward(
-            grad_y.contiguous(), x, mean, rstd, weight, n, c, x[0, 0].numel(), ctx.groups,
+            grad_y.contiguous(),
+            x,
+            mean,
+            rstd,
+            weight,
+            n,
+            c,
+            x[0, 0].numel(),
+            ctx.groups,
             list(ctx.needs_input_grad[:3]),
         )
         return gx, gw, gb, None, None
@@ -223,8 +232,17 @@ class _FusedConv2d(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
         gx, gw, gb = torch.ops.aten.convolution_backward(
-            grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, ctx.stride, ctx.padding,
-            [1, 1], False, [0, 0], 1, mask,
+            grad,
+            x,
+            weight,
+            [weight.shape[0]] if ctx.has_bias else None,
+            ctx.stride,
+            ctx.padding,
+            [1, 1],
+            False,
+            [0, 0],
+            1,
+            mask,
         )
         return gx, gw, gb, None, None
 

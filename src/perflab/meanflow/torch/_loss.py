@@ -93,9 +93,19 @@ class MeanFlowLoss:
             avoid; pass False where times come from `sample` and the sync matters.
     """
 
-    def __init__(self, model: nn.Module, *, variant: str = LOSS.default, ratio: float = 0.25,
-                 p: float = 1.0, eps: float = 1e-3, mu: float = -0.4, sigma: float = 1.0,
-                 compile_backend: str = "inductor", check_times: bool = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        variant: str = LOSS.default,
+        ratio: float = 0.25,
+        p: float = 1.0,
+        eps: float = 1e-3,
+        mu: float = -0.4,
+        sigma: float = 1.0,
+        compile_backend: str = "inductor",
+        check_times: bool = True,
+    ):
         variant = LOSS.check(variant)
         if variant == "jax":
             raise ValueError("variant='jax' is the JAX loss (perflab.meanflow.jax.meanflow_loss), not a PyTorch one")
@@ -290,8 +300,10 @@ class MeanFlowLoss:
                 return stacked_jvp(self.model, z, t, t - r, v)[1]
             if self.variant == "bf16":
                 attn = "sdpa" if _sdpa_forward_ad_works(z.device) else "math"
-                with torch.autocast(z.device.type, dtype=torch.bfloat16), \
-                        implementation(group_norm="fused", attention=attn):
+                with (
+                    torch.autocast(z.device.type, dtype=torch.bfloat16),
+                    implementation(group_norm="fused", attention=attn),
+                ):
                     return self._func_jvp(z, t, r, v)[1].to(z.dtype)
             return self._func_jvp(z, t, r, v)[1]
 
@@ -319,8 +331,10 @@ class MeanFlowLoss:
         with torch.no_grad():
             if self.variant == "bf16":
                 attn = "sdpa" if _sdpa_forward_ad_works(z.device) else "math"
-                with torch.autocast(z.device.type, dtype=torch.bfloat16), \
-                        implementation(group_norm="fused", attention=attn):
+                with (
+                    torch.autocast(z.device.type, dtype=torch.bfloat16),
+                    implementation(group_norm="fused", attention=attn),
+                ):
                     return self.model(z, t, t - r).to(z.dtype)
             return self.model(z, t, t - r)
 

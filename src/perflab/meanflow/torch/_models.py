@@ -204,8 +204,14 @@ class DiT(nn.Module):
         return x.permute(0, 5, 1, 3, 2, 4).reshape(b, c.channels, c.image_size, c.image_size)
 
 
-def make_model(model: str, size: str = "cpu", *, seed: int = 0, dtype: torch.dtype = torch.float32,
-               device: str | torch.device = "cpu") -> nn.Module:
+def make_model(
+    model: str,
+    size: str = "cpu",
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
     """Build a seeded denoiser.
 
     Arguments:
