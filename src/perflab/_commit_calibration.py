@@ -161,7 +161,9 @@ def run_commit_trials(
                 "benchmark_dir": os.path.join(repo, "benchmarks"),
                 "html_dir": os.path.join(tmp, "html"),
             }
-            conf_path = os.path.join(tmp, f"asv{i}.json")
+            # Beside the clone's pyproject.toml: asv installs the build requirements it names
+            # into the environments it creates.
+            conf_path = os.path.join(repo, "asv.calibrate.json")
             with open(conf_path, "w", encoding="utf-8") as fh:
                 json.dump(conf, fh)
             cmd = [
@@ -184,6 +186,8 @@ def run_commit_trials(
             if log:
                 print(f"commit trial {i + 1}/{len(kinds)} ({kind}): {shlex.join(cmd[2:])}", file=log, flush=True)
             _call(cmd, env, repo, allowed=(0, 1))
+            if not os.path.isdir(os.path.join(results_dir, "calibrate")) or len(os.listdir(results_dir)) < 2:
+                raise _asv.PerflabError("--across-commits", f"asv continuous recorded nothing in {results_dir}")
             if keep:
                 with open(os.path.join(results_dir, "kind.txt"), "w", encoding="utf-8") as fh:
                     fh.write(kind + "\n")
