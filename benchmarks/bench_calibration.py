@@ -15,8 +15,7 @@ import numpy as np
 from ._interleave import CONTROL, injected_variants
 from .common import InterleavedBenchmark, jax_x64, jit_compile
 
-# Extra iterations of the same loop body; the per-call dispatch (~1% of a call here) dilutes
-# the effect slightly, so `calibrate` also reports the effect it measured.
+# Extra iterations of the same loop body; per-call dispatch dilutes them, so `calibrate` reports the effect measured.
 ITERATIONS = {"base": 100, "more5pct": 105, "more10pct": 110}
 
 

@@ -118,9 +118,8 @@ def _call(config, variant):
         )
     if variant.startswith("torch"):
         if variant == "torch_compiled":
-            # Every measuring process compiles afresh (20-60 s here): inductor's on-disk cache
-            # lets all but the first one reuse the generated kernels. Inductor reads the
-            # variable when it first needs its cache, after this.
+            # Every measuring process compiles afresh: inductor's on-disk cache (read when first
+            # needed, after this) lets all but the first reuse the generated kernels.
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", compile_cache_dir("torch"))
         torch = _torch()
         tensors = [torch.from_numpy(x) for x in args]
@@ -203,10 +202,7 @@ class DeltaRule(InterleavedBenchmark):
     operations = ("forward", "matmul")
     baseline = BASELINE
     optimised = "cython"
-    # A process spends most of its time building (imports, XLA compiles, torch_compiled's 20-60 s
-    # inductor compile) and the large config's calls take 0.15-0.6 s: a measurement is one call
-    # of the slow cells, five interleaved rounds add only seconds, and three processes keep the
-    # asv run within a few minutes on the shared 2-core machine.
+    # Building (imports, compiles) dominates a process, so few processes and rounds of one slow call.
     processes = 3
     rounds_per_process = 5
     measurement_time = 0.05
@@ -311,8 +307,7 @@ class MatmulPeak(InterleavedBenchmark):
     param_names = ["size", "variant"]
     operations = ("matmul",)
     baseline = "numpy"  # DeltaRule's peak fraction is against numpy's matmul
-    # 10-120 ms per call and nothing slow to build: a 0.1 s measurement (several calls of the
-    # 1024 matmul), five rounds and four processes still take under a minute.
+    # Nothing slow to build: longer measurements and more processes are cheap.
     processes = 4
     rounds_per_process = 5
     measurement_time = 0.1

@@ -370,16 +370,11 @@ class _MeanFlowClass(InterleavedBenchmark):
     # Error: every output (FM loss, u or du/dt; PyTorch and JAX, which share the weights)
     # against the naive variant's eager PyTorch code in float64 (`_torch_reference`); the
     # MeanFlow step reads n/a (its weighted loss is ~1 whatever the answer: `_reference`).
-    # Calls take 2-100 ms (DiT forward to UNet step on the "cpu" models), and a process spends
-    # most of its life importing and compiling (XLA: up to minutes per program when the cache is
-    # cold). A 50 ms measurement is one call of the slow cells (long against timer and dispatch
-    # noise) and a few dozen of the fast ones; five interleaved rounds give a per-process median;
-    # four processes are the process-level samples. Each class's asv run then stays within a
-    # few minutes on the shared 2-core machine.
+    # Building (imports, XLA compiles) dominates a process: few processes, one call of the slow cells.
     processes = _processes(4)
     rounds_per_process = 5
     measurement_time = 0.05
-    # One measuring process's build (cold XLA cache: 1-3 minutes per program) must fit.
+    # One measuring process's build, with a cold XLA cache, must fit.
     timeout = 300
 
 

@@ -41,7 +41,7 @@ VARIANTS = [
     "diffrax_vbt",
 ]
 IN_SCAN_CHUNKED = ["chunked", "time_major_chunked", "time_major_rbg"]
-# The VirtualBrownianTree descends a tree every step: ~2 s at 1000 x 1000, so small sizes only.
+# The VirtualBrownianTree descends a tree every step, so it runs at the small sizes only.
 VBT_MAX_TRAJ_STEPS = 100 * 1000
 DT = 1e-3
 # The OU problem every class simulates (the sweep varies theta and sigma): x0, theta, mu, sigma.
@@ -252,14 +252,7 @@ class EnsembleSimulation(InterleavedBenchmark):
     operations = ("simulate", "bound")
     baseline = BASELINE
     optimised = "time_major_chunked"
-    # The slowest cells take 0.2-1.5 s a call (auto, diffrax and every bound at 1000 x 10000),
-    # and a process compiles 34 programs (seconds from the persistent cache, minutes cold) and
-    # measures 74 callables. With 3 rounds of 20 ms (two or three calls of the 7-10 ms cells at
-    # 100 x 10000 and 1000 x 1000) in 4 processes, identical pairs of those cells differed by up
-    # to 25% and an injected 10% slowdown was found in 18 of 32 trials (docs/reports/
-    # calibration.md). 60 ms measurements (six or more calls of those cells; still one call of
-    # the slow cells) in 5 rounds and 5 processes cut that spread; the class costs more suite
-    # time for it (docs/reports/suite_cost.md).
+    # Sized by the calibration: measurements long enough for several calls of the mid-sized cells.
     processes = 5
     rounds_per_process = 5
     measurement_time = 0.06
@@ -312,8 +305,7 @@ class RNGBound(InterleavedBenchmark):
     param_names = ["n_traj", "n_steps", "variant"]
     operations = ("normals",)
     baseline = BASELINE_RNG
-    # A draw takes 1 ms to 0.35 s: 5 rounds of 20 ms measurements are ~12 s per process, JAX
-    # start-up included, so 4 processes stay under a minute.
+    # Bare draws build quickly: short measurements, few processes.
     processes = 4
     rounds_per_process = 5
     measurement_time = 0.02
@@ -437,9 +429,7 @@ class ParameterSweep(InterleavedBenchmark):
     operations = ("sweep",)
     baseline = BASELINE
     optimised = "time_major_chunked"
-    # One cell of 9 callables, 5-100 ms a call: a 50 ms measurement is one to ten calls, and
-    # 7 rounds are ~4 s of timing per process next to ~8 s of start-up and compilation, so 5
-    # processes (more samples for the one cell the class has) stay near a minute.
+    # One cell only: more rounds and processes give it more samples at little cost.
     processes = 5
     rounds_per_process = 7
     measurement_time = 0.05

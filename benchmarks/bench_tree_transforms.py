@@ -187,11 +187,7 @@ class ApplyShardingRules(InterleavedBenchmark):
     operations = ("apply", "apply_thread_cpu")
     baseline = BASELINE
     optimised = "path_map"
-    # `loop` at 24 layers takes 0.5-1 s a call, path_map well under 1 ms: a 20 ms measurement
-    # is one call for the slow cells and tens for the fast ones. 5 rounds in 4 processes keep
-    # the slowest cell (loop + control) near 10 s per process, and one process (three models,
-    # nine sets of sharded copies, 36 callables) near 40 s, so the class stays within about
-    # three minutes on the shared 2-core machine.
+    # Short measurements: one call of the slow `loop` cells, many of the fast ones.
     processes = 4
     rounds_per_process = 5
     measurement_time = 0.02
@@ -234,9 +230,7 @@ class ShardModel(InterleavedBenchmark):
     operations = ("shard",)
     baseline = BASELINE
     optimised = "path_map"
-    # A call transfers every matched weight (~0.7 GB at 24 layers) on top of the surgery:
-    # 40 ms to 0.7 s a call, so a 20 ms measurement is one call, and 5 rounds in 4 processes
-    # (about 30 s each) keep the class within about two minutes.
+    # A call transfers every matched weight, so a short measurement is one call.
     processes = 4
     rounds_per_process = 5
     measurement_time = 0.02

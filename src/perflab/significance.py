@@ -28,11 +28,7 @@ import numpy as np
 from scipy import stats as _stats
 
 DEFAULT_FACTOR = 1.05
-# Both levels chosen on the calibration's trials (docs/reports/calibration.md, docs/trust.md):
-# paired intervals over four or five processes at 99% missed most injected 10% slowdowns; cells
-# of two runs share no processes and each carries its run's own offset, which no within-run
-# spread estimates, so the unpaired rule needs a far higher level to keep identical code
-# unflagged across runs.
+# Chosen on the calibration's trials (docs/trust.md); unpaired is higher: each run's offset goes unestimated.
 DEFAULT_CONFIDENCE = 0.95
 UNPAIRED_CONFIDENCE = 0.999
 

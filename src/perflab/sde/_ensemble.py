@@ -67,9 +67,7 @@ IN_SCAN_CHUNKED = ("chunked", "time_major_chunked", "time_major_rbg")
 OUTPUTS = ("path", "final")
 
 
-# Normals drawn per outer iteration when the caller names no chunk: large enough that XLA:CPU
-# spreads the draw over its threads and the per-iteration cost is amortised, small enough
-# (512 KiB in float32) to stay in cache; measured best between ~1e5 and ~3e5 on a 2-core CPU.
+# Normals per outer iteration when no chunk is named: enough to use XLA:CPU's threads, few enough for the cache.
 CHUNK_NORMALS = 2**17
 
 # At least this many outer iterations for the in-scan rule: with one, "noise drawn inside the
