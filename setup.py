@@ -85,8 +85,15 @@ extensions = [
         # OpenMP for the prange over heads; the kernels are built for the CPU that builds them
         # (asv builds on the machine it times), so the inner loops get its vector width and FMA;
         # reassociation lets the compiler vectorise the kernels' dot products.
-        extra_compile_args=["-O3", "-fopenmp", "-fassociative-math", "-fno-signed-zeros",
-                            "-fno-trapping-math", "--param=vect-max-version-for-alias-checks=64", *NATIVE],
+        extra_compile_args=[
+            "-O3",
+            "-fopenmp",
+            "-fassociative-math",
+            "-fno-signed-zeros",
+            "-fno-trapping-math",
+            "--param=vect-max-version-for-alias-checks=64",
+            *NATIVE,
+        ],
         extra_link_args=["-fopenmp"],
     ),
 ]
@@ -102,5 +109,5 @@ setup(
             "cdivision": True,
             "initializedcheck": False,
         },
-    )
+    ),
 )

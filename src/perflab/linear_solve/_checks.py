@@ -36,13 +36,10 @@ def check_operator(solver, operator, argument="operator"):
         n = np.shape(diag)[0]
         for name, band in (("lower", lower), ("upper", upper)):
             if _dtype_of(band, f"{argument} {name}") != dtype:
-                raise TypeError(
-                    f"{argument} {name} has dtype {band.dtype} but diag has {dtype}; they must match"
-                )
+                raise TypeError(f"{argument} {name} has dtype {band.dtype} but diag has {dtype}; they must match")
             if np.shape(band) != (n - 1,):
                 raise ValueError(
-                    f"{argument} {name} must have shape ({n - 1},) (n - 1 for diag of length {n}), "
-                    f"got {np.shape(band)}"
+                    f"{argument} {name} must have shape ({n - 1},) (n - 1 for diag of length {n}), got {np.shape(band)}"
                 )
         return n, dtype
     dtype = _dtype_of(operator, argument)
@@ -64,9 +61,7 @@ def check_tangents(solver, operator, t_operator, t_vector, n, dtype):
     if t_operator is not None:
         tn, tdtype = check_operator(solver, t_operator, argument="t_operator")
         if tn != n or tdtype != dtype:
-            raise ValueError(
-                f"t_operator must match operator (size {n}, dtype {dtype}), got size {tn}, dtype {tdtype}"
-            )
+            raise ValueError(f"t_operator must match operator (size {n}, dtype {dtype}), got size {tn}, dtype {tdtype}")
     if t_vector is not None:
         check_vector(t_vector, n, dtype, argument="t_vector")
 
