@@ -171,7 +171,22 @@ def _tree_reference(layers, devices):
     return ErrorOf(lambda result: leaf_error(result, expected), "leaves and shardings against per-leaf tree_at")
 
 
-class ApplyShardingRules(InterleavedBenchmark):
+class _ShardingBench(InterleavedBenchmark):
+    # What both classes share; each keeps its own setup_cache (asv keys the cache by its line).
+    param_names = ["layers", "devices", "variant"]
+    baseline = BASELINE
+    optimised = "path_map"
+    processes = 4
+    rounds_per_process = 5
+    measurement_time = 0.02
+    timeout = 900
+
+    def reference(self, operation, layers, devices):
+        _release(layers)
+        return _tree_reference(layers, devices)
+
+
+class ApplyShardingRules(_ShardingBench):
     """Swap every matched weight of a BERT-like model (hidden 768) for its sharded copy.
 
     `track_apply` is the tree surgery alone, in wall-clock time (the study's goals are judged on
@@ -183,15 +198,8 @@ class ApplyShardingRules(InterleavedBenchmark):
     """
 
     params = [LAYERS, DEVICES, COMPARED]
-    param_names = ["layers", "devices", "variant"]
     operations = ("apply", "apply_thread_cpu")
-    baseline = BASELINE
-    optimised = "path_map"
     # Short measurements: one call of the slow `loop` cells, many of the fast ones.
-    processes = 4
-    rounds_per_process = 5
-    measurement_time = 0.02
-    timeout = 900
 
     def setup_cache(self):
         return self.measure_round()
@@ -202,10 +210,6 @@ class ApplyShardingRules(InterleavedBenchmark):
         if operation == "apply_thread_cpu":
             return _thread_cpu(call)
         return call
-
-    def reference(self, operation, layers, devices):
-        _release(layers)
-        return _tree_reference(layers, devices)
 
     def track_time_per_layer(self, cache, layers, devices, variant):
         from ._interleave import key
@@ -218,7 +222,7 @@ class ApplyShardingRules(InterleavedBenchmark):
     track_time_per_layer.unit = "ms/layer"
 
 
-class ShardModel(InterleavedBenchmark):
+class ShardModel(_ShardingBench):
     """The whole `shard_model` call: match the rules, `device_put` each leaf, apply.
 
     The error is `ApplyShardingRules`'s: every leaf (here fresh transfers) against the naive
@@ -226,15 +230,8 @@ class ShardModel(InterleavedBenchmark):
     """
 
     params = [LAYERS, [2], COMPARED]
-    param_names = ["layers", "devices", "variant"]
     operations = ("shard",)
-    baseline = BASELINE
-    optimised = "path_map"
     # A call transfers every matched weight, so a short measurement is one call.
-    processes = 4
-    rounds_per_process = 5
-    measurement_time = 0.02
-    timeout = 900
 
     def setup_cache(self):
         return self.measure_round()
@@ -242,7 +239,3 @@ class ShardModel(InterleavedBenchmark):
     def build(self, operation, layers, devices, variant):
         _release(layers)
         return _shard_call(layers, devices, variant)
-
-    def reference(self, operation, layers, devices):
-        _release(layers)
-        return _tree_reference(layers, devices)
