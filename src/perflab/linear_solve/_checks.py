@@ -70,9 +70,10 @@ def _concrete(x):
     # Values can be checked only outside a trace; under jit the finite-solution check of the
     # solve (eqx.error_if) is what remains.
     import jax
+    from jax.core import Tracer
 
     leaves = jax.tree_util.tree_leaves(x)
-    return not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves)
+    return not any(isinstance(leaf, Tracer) for leaf in leaves)
 
 
 def check_values(solver, operator, vector, t_operator=None, t_vector=None):

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from . import _checks, _thomas
+from . import _checks, _thomas  # pyright: ignore[reportAttributeAccessIssue]  (a Cython extension)
 
 _F64 = np.dtype(np.float64)
 

@@ -39,6 +39,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.core import Tracer
 from jax.custom_derivatives import SymbolicZero
 
 from . import _kernels, _reverse
@@ -47,7 +48,7 @@ _LAPACK = ("getrf", "getrs", "potrf", "potrs", "gttrf", "gttrs")
 
 
 def _register():
-    from scipy.linalg import cython_blas, cython_lapack
+    from scipy.linalg import cython_blas, cython_lapack  # pyright: ignore[reportAttributeAccessIssue]  (compiled, no stubs)
 
     capsules = {}
     for prefix in "ds":
@@ -87,7 +88,7 @@ def check_platform(*arrays, variant="ffi"):
     platforms = {
         d.platform
         for leaf in leaves
-        if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer)
+        if isinstance(leaf, jax.Array) and not isinstance(leaf, Tracer)
         for d in leaf.devices()
     }
     what = "an input array"
@@ -231,18 +232,18 @@ def _ffi_solve_jvp(solver, primals, tangents):
     if op_zero:
         n_primal = len(ops) + 1
 
-        def fused(*args):
+        def fused_vector(*args):
             x, t_x, ok = _jvp_call(f"perflab_{solver}_jvp_vector", n_primal)(*args)
             return x, ok, t_x
 
-        def split(*primal):
+        def split_vector(*primal):
             x, ok, factors = _factor_solve(solver, primal[:-1], primal[-1])
             return (x, ok), (factors,)
 
-        def linear(res, t_b):
+        def linear_vector(res, t_b):
             return (_reverse.ffi_tangent(solver, res[0], None, None, t_b, op_cores=op_cores),)
 
-        tangent_in = (t_vector,)
+        fused, split, linear, tangent_in = fused_vector, split_vector, linear_vector, (t_vector,)
     else:
         t_operator = jax.tree_util.tree_map(
             lambda o, t: jnp.zeros_like(o) if isinstance(t, SymbolicZero) else t,
@@ -252,18 +253,19 @@ def _ffi_solve_jvp(solver, primals, tangents):
         )
         n_primal = len(ops) + 1
 
-        def fused(*args):
+        def fused_operator(*args):
             x, t_x, ok = _jvp_call(f"perflab_{solver}_jvp", n_primal)(*args)
             return x, ok, t_x
 
-        def split(*primal):
+        def split_operator(*primal):
             x, ok, factors = _factor_solve(solver, primal[:-1], primal[-1])
             return (x, ok), (factors, x)
 
-        def linear(res, *tangent):
+        def linear_operator(res, *tangent):
             factors, x = res
             return (_reverse.ffi_tangent(solver, factors, x, tangent[:-1], tangent[-1], op_cores=op_cores),)
 
+        fused, split, linear = fused_operator, split_operator, linear_operator
         tangent_in = (*_operands(solver, t_operator), t_vector)
     x, ok, t_x = _reverse.fused_jvp(
         (*ops, vector), tangent_in, fused=fused, split=split, linear=linear, n_known_out=2, name="ffi"

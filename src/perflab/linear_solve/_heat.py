@@ -195,10 +195,10 @@ def _tangent_steps(substitute, steps, res, tangent):
     *t_operator, t_u0 = tangent
     if not t_operator:
 
-        def step(t, _):
+        def free_step(t, _):
             return substitute(factors, t), None
 
-        t, _ = jax.lax.scan(step, t_u0, None, length=steps)
+        t, _ = jax.lax.scan(free_step, t_u0, None, length=steps)
         return (t,)
 
     def step(t, u):

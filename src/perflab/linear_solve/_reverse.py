@@ -119,7 +119,8 @@ def _fused_partial_eval(trace, *tracers, fused, split, linear, n_known_in, n_kno
         return trace.default_process_primitive(fused_jvp_p, tracers, params)
     if all(t.pval.is_known() for t in tracers):
         vals = known + [t.pval.get_known() for t in tracers[n_known_in:]]
-        return [trace.new_const(o) for o in fused_jvp_p.bind_with_trace(trace.parent_trace, vals, params)]
+        outs = fused_jvp_p.bind_with_trace(trace.parent_trace, vals, params)  # pyright: ignore[reportCallIssue]
+        return [trace.new_const(o) for o in outs]
     try:
         outs, res = split(*known)  # the current trace is the parent's: evaluated now
     except (NotImplementedError, ValueError) as err:  # a foreign call under an outer JVP
@@ -219,7 +220,7 @@ def _tangent_transpose(ct, *args, target, cores, out_cores, solver, with_x, op_c
     if any(ad.is_undefined_primal(r) for r in res):
         raise NotImplementedError(_SECOND_ORDER.format(name=name))
     nones = [None] * n_res
-    if type(ct) is ad.Zero:
+    if type(ct) is ad.Zero:  # pyright: ignore[reportPrivateImportUsage]  (JAX's own transpose rules use it)
         return [*nones, *(None for _ in lin)]
     n = ct.shape[-1]
     target = f"perflab_{solver}_cotangent" if with_x else f"perflab_{solver}_cotangent_vector"
@@ -305,10 +306,10 @@ def _heat_tangent_impl(*args, steps, with_op):
     if not with_op:
         (t_u0,) = args[3:]
 
-        def step(t, _):
+        def free_step(t, _):
             return _thomas(m, cp, inv, t), None
 
-        return jax.lax.scan(step, t_u0, None, length=steps)[0]
+        return jax.lax.scan(free_step, t_u0, None, length=steps)[0]
     states, t_lower, t_diag, t_upper, t_u0 = args[3:]
 
     def step(t, u):
@@ -333,7 +334,7 @@ def _heat_tangent_transpose(ct, *args, steps, with_op):
     res, lin = args[:n_res], args[n_res:]
     if any(ad.is_undefined_primal(r) for r in res):
         raise NotImplementedError(_SECOND_ORDER.format(name="factor_once_ffi"))
-    if type(ct) is ad.Zero:
+    if type(ct) is ad.Zero:  # pyright: ignore[reportPrivateImportUsage]  (JAX's own transpose rules use it)
         return [None] * len(args)
     n = ct.shape[-1]
     outs = [jax.ShapeDtypeStruct((n,), ct.dtype)]

@@ -118,7 +118,7 @@ def _solve_factored(solver, factor, rhs):
     if solver == "cholesky":
         return jsl.cho_solve((factor, True), rhs)
     matrix_rhs = rhs if rhs.ndim == 2 else rhs[:, None]
-    out = jax.lax.linalg.tridiagonal_solve(*factor, matrix_rhs)
+    out = jax.lax.linalg.tridiagonal_solve(*factor, matrix_rhs)  # pyright: ignore[reportCallIssue]
     return out if rhs.ndim == 2 else out[:, 0]
 
 
@@ -144,7 +144,7 @@ def _is_zero(tangent):
 
 def _materialise(tangent):
     return jax.tree_util.tree_map(
-        lambda t: jnp.zeros(t.shape, t.dtype) if isinstance(t, SymbolicZero) else t,
+        lambda t: jnp.zeros(t.shape, t.dtype) if isinstance(t, SymbolicZero) else t,  # pyright: ignore[reportArgumentType]
         tangent,
         is_leaf=lambda t: isinstance(t, SymbolicZero),
     )
