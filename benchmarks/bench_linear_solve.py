@@ -247,10 +247,10 @@ def _heat_call(steps, grid, wrt, variant):
     import jax
 
     if wrt == "initial":
-        fn = lambda u, tu, k: ls.heat_jvp(u, k, t_u0=tu, steps=steps, variant=variant)  # noqa: E731
+        fn = lambda u, tu, k: ls.heat_jvp(u, k, t_u0=tu, steps=steps, variant=variant)
         args = (u0, t_u0, kappa)
     else:
-        fn = lambda u, k, tk: ls.heat_jvp(u, k, t_kappa=tk, steps=steps, variant=variant)  # noqa: E731
+        fn = lambda u, k, tk: ls.heat_jvp(u, k, t_kappa=tk, steps=steps, variant=variant)
         args = (u0, kappa, t_kappa)
     return jit_compile(fn, *jax.device_put(args))
 
@@ -412,7 +412,7 @@ def _heat_grad_call(steps, grid, wrt, variant):
     ls = _study()
     u0, kappa, _, _ = _heat_problem(grid, wrt)
     argnum = 0 if wrt == "initial" else 1
-    loss = lambda u, k: (ls.heat_solve(u, k, steps=steps, variant=variant) ** 2).sum()  # noqa: E731
+    loss = lambda u, k: (ls.heat_solve(u, k, steps=steps, variant=variant) ** 2).sum()
     return jit_compile(jax.grad(loss, argnums=argnum), *jax.device_put((u0, kappa)))
 
 

@@ -58,7 +58,7 @@ def _shift(op, top, h):
 def _run(solver, variant, op, b, top, tb):
     if variant == "cython":
         return ls.linear_solve_jvp(solver, op, b, top, tb, variant="cython")
-    to_jax = lambda t: None if t is None else jax.tree_util.tree_map(jnp.asarray, t)  # noqa: E731
+    to_jax = lambda t: None if t is None else jax.tree_util.tree_map(jnp.asarray, t)
     fn = jax.jit(lambda *a: ls.linear_solve_jvp(solver, *a, variant=variant))
     x, tx = fn(to_jax(op), jnp.asarray(b), to_jax(top), to_jax(tb))
     return np.asarray(x), np.asarray(tx)
@@ -176,7 +176,7 @@ def test_xla_merges_repeated_factorisations(solver, target, n, rng):
 
 def test_tridiagonal_variants_take_different_paths(rng):
     args = jax.tree_util.tree_map(jnp.asarray, _problem("tridiagonal", 12, rng))
-    count = lambda v, op_t=True: primitive_counts(_jvp_fn("tridiagonal", v, op_t), *args)["tridiagonal_solve"]  # noqa: E731
+    count = lambda v, op_t=True: primitive_counts(_jvp_fn("tridiagonal", v, op_t), *args)["tridiagonal_solve"]
     assert count("separate_solves") == 3 and count("vmapped_solves") == 2 and count("fused") == 2
     # With no operator tangent, fused solves primal and tangent as one two-column gtsv.
     assert count("separate_solves", False) == 2 and count("fused", False) == 1
@@ -259,10 +259,10 @@ def heat_jvp_jaxpr(variant, wrt, n, steps):
     """The jaxpr of `heat_jvp` along u0 (``wrt="initial"``) or kappa (``"diffusivity"``)."""
     u0, k = jnp.ones(n), jnp.asarray(1.0)
     if wrt == "initial":
-        fn = lambda u, t: ls.heat_jvp(u, k, t, steps=steps, variant=variant)  # noqa: E731
+        fn = lambda u, t: ls.heat_jvp(u, k, t, steps=steps, variant=variant)
         args = (u0, u0)
     else:
-        fn = lambda kk, t: ls.heat_jvp(u0, kk, None, t, steps=steps, variant=variant)  # noqa: E731
+        fn = lambda kk, t: ls.heat_jvp(u0, kk, None, t, steps=steps, variant=variant)
         args = (k, k)
     return jax.make_jaxpr(fn)(*args).jaxpr
 
