@@ -284,7 +284,18 @@ def _no_solve_call(solver, size, operation):
     return jit_compile(lambda a, b: b * 1.0, *problem[:2])
 
 
-class FFIDispatchFloor(InterleavedBenchmark):
+class _DispatchFloor(InterleavedBenchmark):
+    # The grid and roles both dispatch-floor classes share; no error companion (no_solve
+    # solves nothing, and the ffi rows' error is recorded by the comparing classes).
+    params = [SOLVERS, [10, 100, 500], ["no_solve", "ffi", *EXTRA]]
+    param_names = ["solver", "size", "variant"]
+    baseline = "no_solve"
+
+    def reference(self, operation, solver, size):
+        return None
+
+
+class FFIDispatchFloor(_DispatchFloor):
     """The ffi JVP and primal beside programs of the same signature that solve nothing.
 
     ``no_solve`` takes the same arrays and returns arrays of the same shapes as the ffi call
@@ -294,11 +305,8 @@ class FFIDispatchFloor(InterleavedBenchmark):
     nothing, and the ffi rows' error is recorded by LinearSolveJVP / TridiagonalSolveJVP.
     """
 
-    params = [SOLVERS, [10, 100, 500], ["no_solve", "ffi", *EXTRA]]
-    param_names = ["solver", "size", "variant"]
     operations = ("jvp", "primal")
     ratios = {"jvp_over_primal": ("jvp", "primal", "ratio")}
-    baseline = "no_solve"
 
     def setup_cache(self):
         return self.measure_round()
@@ -308,9 +316,6 @@ class FFIDispatchFloor(InterleavedBenchmark):
         if variant == "no_solve":
             return _no_solve_call(solver, size, operation)
         return (_jvp_call if operation == "jvp" else _primal_call)(solver, size, variant)
-
-    def reference(self, operation, solver, size):
-        return None
 
 
 # ------------------------------------------------------------------ reverse mode
@@ -466,16 +471,13 @@ def _tree_scale(tree):
     return jax.tree_util.tree_map(lambda x: x * 1.0, tree)
 
 
-class FFIDispatchFloorVJP(InterleavedBenchmark):
+class FFIDispatchFloorVJP(_DispatchFloor):
     """The ffi gradient and primal beside programs of the same signature that solve nothing
     (``no_solve``: A and b in, arrays of their shapes out). No error companion, as in
     FFIDispatchFloor."""
 
-    params = [SOLVERS, [10, 100, 500], ["no_solve", "ffi", *EXTRA]]
-    param_names = ["solver", "size", "variant"]
     operations = ("grad", "primal")
     ratios = {"grad_over_primal": ("grad", "primal", "ratio")}
-    baseline = "no_solve"
 
     def setup_cache(self):
         return self.measure_round()
@@ -485,6 +487,3 @@ class FFIDispatchFloorVJP(InterleavedBenchmark):
         if variant == "no_solve":
             return _no_solve_grad_call(solver, size, operation)
         return (_grad_call if operation == "grad" else _primal_call)(solver, size, variant)
-
-    def reference(self, operation, solver, size):
-        return None
