@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from asv.results import Results
 from asv_runner.statistics import compute_stats
 
