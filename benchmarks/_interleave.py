@@ -368,7 +368,10 @@ class _RoundCache:
             return cache  # called outside asv (tests): the cache is all there is
         counter = os.path.join(folder, "perflab-reads", hashlib.sha1(repr((method, params)).encode()).hexdigest())
         os.makedirs(os.path.dirname(counter), exist_ok=True)
-        n = int(open(counter).read()) if os.path.exists(counter) else 0
+        n = 0
+        if os.path.exists(counter):
+            with open(counter) as fh:
+                n = int(fh.read())
         with open(counter, "w") as fh:
             fh.write(str(n + 1))
         if n == 0:
