@@ -164,9 +164,24 @@ def test_commit_calibration_counts_false_flags_and_detections(tmp_path):
     same = cc.judge_pair("identical", str(write_pair(tmp_path / "same")), MACHINE, 1.05)
     cls = "LinearSolveJVPDefault"
     assert same.false[cls][0] == 0 and same.false[cls][2] > 0 and not same.detected
-    slow = cc.judge_pair("slower", str(write_pair(tmp_path / "slow", shift=1.10)), MACHINE, 1.05)
+    assert same.rounds == 5 and same.confidence == commits.confidence_for(True)
+    slow = cc.judge_pair("slower", str(write_pair(tmp_path / "slow", shift=1.10)), MACHINE, 1.05, number=1)
     detected = slow.detected[cls]
-    assert detected[0] == detected[2] > 0
+    assert detected[0] == detected[2] == detected[3] > 0
     assert slow.false[cls][0] == 0
-    text = cc.render([same, slow], 1.05)
-    assert "0 (identical) | LinearSolveJVPDefault | 0/" in text and "1 (slower)" in text
+    # The same pair judged at another level says so; a 3% slowdown is not beyond the factor,
+    # but its interval still excludes 1.
+    loose = cc.judge_pair("slower:3", str(write_pair(tmp_path / "slow3", shift=1.03)), MACHINE, 1.05, 0.95, 2)
+    assert loose.confidence == 0.95 and loose.detected[cls][0] == 0 < loose.detected[cls][3]
+    text = cc.render([same, slow, loose], 1.05)
+    assert "| 0 (identical) | 5 | 99.9% | LinearSolveJVPDefault | 0/" in text
+    assert "| 1 (slower (+10%)) | 5 | 99.9% |" in text and "| 2 (slower (+3%)) | 5 | 95.0% |" in text
+
+
+@pytest.mark.parametrize("kind", ["slower:0", "slower:abc", "faster", "identical:5"])
+def test_commit_calibration_kinds_are_checked(kind):
+    from perflab import _commit_calibration as cc
+
+    with pytest.raises(_asv.PerflabError, match="--across-commits: .*slower:N"):
+        cc.slowdown_of(kind)
+    assert cc.slowdown_of("slower") == 0.10 and cc.slowdown_of("slower:5") == 0.05

@@ -18,6 +18,8 @@ import dataclasses
 import itertools
 import os
 import platform
+import shlex
+import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 
 from asv import util as asv_util
@@ -481,3 +483,29 @@ def asv_compare_flags(a: Sequence[float], b: Sequence[float], factor: float) -> 
     return bool(
         _is_result_better(vb, va, (sb, b), (sa, a), factor) or _is_result_better(va, vb, (sa, a), (sb, b), factor)
     )
+
+
+def run_asv(cmd: Sequence[str], env: dict, argument: str, cwd: str | None = None, allowed=(0,)) -> str:
+    """Run one asv command line; fail naming `argument` when it fails or a benchmark failed.
+
+    asv exits 0 when benchmarks fail and reports them in its log, so the log is read too.
+
+    Arguments:
+        cmd: the command line (``[python, "-m", "asv", ...]``).
+        env: its environment.
+        argument: the option to name in the error.
+        cwd: its working directory.
+        allowed: exit statuses that are not failures (``asv continuous`` exits 1 on a regression).
+
+    Returns:
+        asv's output.
+
+    Raises:
+        PerflabError: naming `argument`, with the end of asv's output.
+    """
+    done = subprocess.run(list(cmd), env=env, cwd=cwd, capture_output=True, text=True)
+    text = done.stdout + done.stderr
+    if done.returncode not in allowed or "failed" in done.stdout.lower():
+        said = f"failed (exit {done.returncode}); asv said:\n{text[-3000:]}"
+        raise PerflabError(argument, f"{shlex.join(cmd[2:])} {said}")
+    return text

@@ -5,24 +5,25 @@ folder and adds one commit on top of it:
 
 - ``identical``: a docs-only commit (A/A): the benchmarked code is the same, so every flag by
   the two-commit rule or by asv compare's is false;
-- ``slower``: a commit that adds ``perflab/_calibration_slowdown.py`` (``FRACTION = 0.10``), so
-  the measuring code slows one variant of every class (its optimised one, else the first that
-  is not the baseline) by that fraction of its own measured time: flags on that variant's
-  timings are detections, flags elsewhere are false.
+- ``slower`` (or ``slower:N``, N percent; ``slower`` is 10): a commit that adds
+  ``perflab/_calibration_slowdown.py`` (``FRACTION = 0.10``), so the measuring code slows one
+  variant of every class (its optimised one, else the first that is not the baseline) by that
+  fraction of its own measured time: flags on that variant's timings are detections, flags
+  elsewhere are false.
 
 Each trial is one ``asv continuous HEAD~1 HEAD`` of the scratch clone (each commit built in
-its own virtualenv, rounds interleaved), judged by `perflab.report.commits` (the project's
-two-commit rule) and by asv compare's own rule at the same factor. Every rate carries a
-Clopper-Pearson interval.
+its own virtualenv, rounds interleaved; ``-a rounds=N`` when asked for more rounds), judged by
+`perflab.report.commits` (the project's two-commit rule) and by asv compare's own rule at the
+same factor. Every rate carries a Clopper-Pearson interval.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -33,6 +34,31 @@ from .report import commits
 
 KINDS = ("identical", "slower")
 SLOWDOWN = 0.10
+"""The slowdown of a plain ``slower`` trial."""
+
+
+def slowdown_of(kind: str) -> float:
+    """The fraction a trial's scratch commit slows its variant by: 0 for ``identical``, 0.10
+    for ``slower``, N/100 for ``slower:N``.
+
+    Raises:
+        PerflabError: naming ``--across-commits`` for any other kind.
+    """
+    name, sep, percent = kind.partition(":")
+    if name == "identical" and not sep:
+        return 0.0
+    if name == "slower":
+        if not sep:
+            return SLOWDOWN
+        try:
+            value = float(percent)
+        except ValueError:
+            value = math.nan
+        if 0 < value < 100:
+            return value / 100
+    raise _asv.PerflabError(
+        "--across-commits", f"trial kinds are 'identical', 'slower' or 'slower:N' (0 < N < 100 percent), got {kind!r}"
+    )
 
 
 @dataclasses.dataclass
@@ -40,29 +66,39 @@ class CommitTrial:
     """One judged trial: counts per class, for the two rules.
 
     Attributes:
-        kind: ``"identical"`` or ``"slower"``.
+        kind: ``"identical"``, ``"slower"`` or ``"slower:N"``.
+        number: the trial's place in its calibration (``commits<number>/`` when kept).
+        confidence: the level of the two-commit rule's intervals.
+        rounds: asv rounds (measuring processes) per commit, the most any timing cell holds.
         false: class -> [flagged by the two-commit rule, by asv's rule, cells]: timings of
             variants that did not change.
-        detected: class -> [flagged, by asv's rule, cells]: timings of the slowed variant.
+        detected: class -> [flagged, by asv's rule, cells, interval above 1]: timings of the
+            slowed variant; the last counts intervals that exclude 1, whatever the factor.
         single_changed: single-value figures that differ between the commits (of how many).
     """
 
     kind: str
+    confidence: float = commits.CONFIDENCE
+    rounds: int = 0
+    number: int = 0
     false: dict = dataclasses.field(default_factory=dict)
     detected: dict = dataclasses.field(default_factory=dict)
     single_changed: list = dataclasses.field(default_factory=lambda: [0, 0])
 
 
 def _scratch_commit(repo, kind):
-    if kind == "identical":
+    fraction = slowdown_of(kind)
+    if not fraction:
         with open(os.path.join(repo, "README.md"), "a", encoding="utf-8") as fh:
             fh.write("\n")
         message = "calibration: docs only"
     else:
         path = os.path.join(repo, "src", "perflab", "_calibration_slowdown.py")
         with open(path, "w", encoding="utf-8") as fh:
-            fh.write(f'"""A calibration commit: one variant of every class made slower."""\n\nFRACTION = {SLOWDOWN}\n')
-        message = f"calibration: one variant {SLOWDOWN:.0%} slower"
+            fh.write(
+                f'"""A calibration commit: one variant of every class made slower."""\n\nFRACTION = {fraction!r}\n'
+            )
+        message = f"calibration: one variant {fraction:.0%} slower"
     for args in (("add", "-A"), ("-c", "user.name=calibrate", "-c", "user.email=c@c", "commit", "-qm", message)):
         if git(repo, *args) is None:
             raise _asv.PerflabError("--across-commits", f"git {' '.join(args)} failed in the scratch clone {repo}")
@@ -74,7 +110,9 @@ def _slowed_variant(info, values):
     return info.get("optimised") or (others[0] if others else info.get("baseline"))
 
 
-def judge_pair(kind: str, results_dir: str, machine: str, factor: float) -> CommitTrial:
+def judge_pair(
+    kind: str, results_dir: str, machine: str, factor: float, confidence: float | None = None, number: int = 0
+) -> CommitTrial:
     """Judge the two commits one trial recorded.
 
     Arguments:
@@ -82,6 +120,9 @@ def judge_pair(kind: str, results_dir: str, machine: str, factor: float) -> Comm
         results_dir: the trial's asv results.
         machine: the asv machine name.
         factor: the ratio a change must exceed.
+        confidence: the two-commit rule's level (default: the rule's own, see
+            `perflab.report.commits.confidence_for`).
+        number: the trial's place in its calibration.
 
     Returns:
         The trial's counts.
@@ -92,24 +133,28 @@ def judge_pair(kind: str, results_dir: str, machine: str, factor: float) -> Comm
             "--across-commits", f"expected two recorded commits in {results_dir!r}, got {len(runs)}"
         )
     a, b = sorted(runs, key=lambda r: r.date or 0)
-    trial = CommitTrial(kind)
-    for change in commits.compare_commits(a, b, factor):
+    slower = slowdown_of(kind) > 0
+    level = confidence if confidence is not None else commits.confidence_for(commits.interleaved(a, b))
+    trial = CommitTrial(kind, level, number=number)
+    for change in commits.compare_commits(a, b, factor, confidence=confidence):
         params = dict(change.params)
         cls = change.benchmark.split(".")[1]
         if change.verdict is None:
             trial.single_changed[0] += change.kind == commits.CHANGED
             trial.single_changed[1] += 1
             continue
+        trial.rounds = max(trial.rounds, len(change.a.values), len(change.b.values))
         info = a.info(change.benchmark)
         slowed = _slowed_variant(info, a.benchmarks[change.benchmark].get("params", [[]])[-1])
         is_slowed = params.get("variant") == slowed
-        if kind == "slower" and is_slowed and change.unit != "seconds":
+        if slower and is_slowed and change.unit != "seconds":
             continue  # ratios and derived figures of the slowed variant move by design
         flagged = change.kind != commits.NOISE
         asv_flag = _asv.asv_compare_flags(change.a.values, change.b.values, factor)
-        if kind == "slower" and is_slowed:
-            counts = trial.detected.setdefault(cls, [0, 0, 0])
+        if slower and is_slowed:
+            counts = trial.detected.setdefault(cls, [0, 0, 0, 0])
             flagged, asv_flag = change.kind == commits.REGRESSION, asv_flag and change.verdict.ratio > 1
+            counts[3] += bool(change.verdict.tested and change.verdict.low > 1)
         else:
             counts = trial.false.setdefault(cls, [0, 0, 0])
         counts[0] += flagged
@@ -119,21 +164,34 @@ def judge_pair(kind: str, results_dir: str, machine: str, factor: float) -> Comm
 
 
 def run_commit_trials(
-    kinds: Sequence[str], classes: Sequence[str], config: str, factor: float, keep: str | None = None, log=None
+    kinds: Sequence[str],
+    classes: Sequence[str],
+    config: str,
+    factor: float,
+    keep: str | None = None,
+    log=None,
+    rounds: int | None = None,
+    confidences: Sequence[float | None] = (None,),
 ) -> list[CommitTrial]:
     """Record and judge one trial per entry of `kinds` (see the module's doc).
 
     Arguments:
-        kinds: ``"identical"`` / ``"slower"`` per trial, in order.
+        kinds: ``"identical"`` / ``"slower"`` / ``"slower:N"`` per trial, in order.
         classes: asv ``-b`` regular expressions.
         config: the project's asv configuration.
         factor: the ratio a change must exceed.
         keep: a folder to keep each trial's results in (``commits0/`` ...), else discarded.
         log: a file to echo progress to, or ``None``.
+        rounds: asv rounds per commit (``-a rounds=N``), else each class's own.
+        confidences: the two-commit rule's levels to judge every trial at (``None``: its own).
 
     Returns:
-        The judged trials, in order.
+        The judged trials, in order, each at every level of `confidences`.
     """
+    for kind in kinds:
+        slowdown_of(kind)
+    if rounds is not None and rounds < 2:
+        raise _asv.PerflabError("--rounds", f"two commits are paired round by round: at least 2 rounds, got {rounds}")
     root = git(os.path.dirname(os.path.abspath(config)), "rev-parse", "--show-toplevel")
     if root is None:
         raise _asv.PerflabError("--config", f"{config!r} is not in a git repository")
@@ -142,10 +200,11 @@ def run_commit_trials(
         home = os.path.join(tmp, "home")
         os.makedirs(home)
         env = os.environ | {"HOME": home}
-        _call([sys.executable, "-m", "asv", "machine", "--yes", "--machine", "calibrate"], env, root)
-        for i, kind in enumerate(kinds):
-            if kind not in KINDS:
-                raise _asv.PerflabError("--across-commits", f"trial kinds are {KINDS}, got {kind!r}")
+        machine = [sys.executable, "-m", "asv", "machine", "--yes", "--machine", "calibrate"]
+        _asv.run_asv(machine, env, "asv machine", cwd=root)
+        # New trials are numbered after the ones `keep` already holds.
+        first = 1 + max(_kept_numbers(keep), default=-1) if keep and os.path.isdir(keep) else 0
+        for i, kind in enumerate(kinds, start=first):
             repo = os.path.join(tmp, f"repo{i}")
             if git(tmp, "clone", "-q", root, repo) is None:
                 raise _asv.PerflabError("--config", f"cannot clone {root}")
@@ -183,38 +242,39 @@ def run_commit_trials(
             ]
             for pattern in classes:
                 cmd += ["-b", pattern]
+            if rounds is not None:
+                cmd += ["-a", f"rounds={rounds}"]
             if log:
-                print(f"commit trial {i + 1}/{len(kinds)} ({kind}): {shlex.join(cmd[2:])}", file=log, flush=True)
-            _call(cmd, env, repo, allowed=(0, 1))
+                print(
+                    f"commit trial {i - first + 1}/{len(kinds)} ({kind}): {shlex.join(cmd[2:])}",
+                    file=log,
+                    flush=True,
+                )
+            # asv continuous exits 1 when it finds a regression: a slower trial's expected end.
+            _asv.run_asv(cmd, env, "--across-commits", cwd=repo, allowed=(0, 1))
             if not os.path.isdir(os.path.join(results_dir, "calibrate")) or len(os.listdir(results_dir)) < 2:
                 raise _asv.PerflabError("--across-commits", f"asv continuous recorded nothing in {results_dir}")
             if keep:
                 with open(os.path.join(results_dir, "kind.txt"), "w", encoding="utf-8") as fh:
                     fh.write(kind + "\n")
-            out.append(judge_pair(kind, results_dir, "calibrate", factor))
+            out += [judge_pair(kind, results_dir, "calibrate", factor, level, i) for level in confidences]
     return out
 
 
-def judge_kept(folder: str, factor: float) -> list[CommitTrial]:
-    """Judge again the commit trials an earlier run kept in `folder` (``commits0/`` ...)."""
-    names = sorted(
-        (n for n in os.listdir(folder) if n.startswith("commits") and n[7:].isdigit()), key=lambda n: int(n[7:])
-    )
+def judge_kept(folder: str, factor: float, confidences: Sequence[float | None] = (None,)) -> list[CommitTrial]:
+    """Judge again the commit trials an earlier run kept in `folder` (``commits0/`` ...), at
+    every level of `confidences` (``None``: the rule's own)."""
     trials = []
-    for name in names:
-        with open(os.path.join(folder, name, "kind.txt"), encoding="utf-8") as fh:
+    for number in sorted(_kept_numbers(folder)):
+        path = os.path.join(folder, f"commits{number}")
+        with open(os.path.join(path, "kind.txt"), encoding="utf-8") as fh:
             kind = fh.read().strip()
-        trials.append(judge_pair(kind, os.path.join(folder, name), "calibrate", factor))
+        trials += [judge_pair(kind, path, "calibrate", factor, level, number) for level in confidences]
     return trials
 
 
-def _call(cmd, env, cwd, allowed=(0,)):
-    done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
-    text = done.stdout + done.stderr
-    if done.returncode not in allowed or " failed\n" in text:
-        raise _asv.PerflabError(
-            "--across-commits", f"{shlex.join(cmd[2:])} failed (exit {done.returncode}):\n{text[-3000:]}"
-        )
+def _kept_numbers(folder):
+    return [int(n[7:]) for n in os.listdir(folder) if n.startswith("commits") and n[7:].isdigit()]
 
 
 def _rate(hits, total):
@@ -224,29 +284,40 @@ def _rate(hits, total):
     return f"{hits}/{total} ({hits / total:.1%}; 95% CI {low:.1%}-{high:.1%})"
 
 
+def _label(trial):
+    fraction = slowdown_of(trial.kind)
+    return f"slower (+{fraction:.0%})" if fraction else "identical"
+
+
 def render(trials: Sequence[CommitTrial], factor: float) -> str:
-    """Markdown: per class, flags on unchanged timings and detections of the slowed variant."""
+    """Markdown: per trial, level and class, flags on unchanged timings and detections of the
+    slowed variant."""
     lines = [
         "## Across commits (asv continuous, interleaved rounds)",
         "",
         f"Factor {factor}. Unchanged cells: every timing of the identical-code trials, and of the "
-        f"variants the slower commit did not touch. Detections: timings of the variant made "
-        f"{SLOWDOWN:.0%} slower, flagged slower.",
+        "variants the slower commit did not touch. Detections: timings of the variant the slower "
+        "commit slowed, flagged slower; 'interval above 1': the two-commit rule's interval alone "
+        "excludes 1, whatever the factor. Rounds: measuring processes per commit, paired round by "
+        "round. Level: the two-commit rule's interval.",
         "",
-        "| trial | class | unchanged cells flagged (two-commit rule) | (asv compare) "
-        "| slowed cells detected (two-commit rule) | (asv compare) |",
-        "|---|---|---|---|---|---|",
+        "| trial | rounds | level | class | unchanged cells flagged (two-commit rule) | (asv compare) "
+        "| slowed cells detected (two-commit rule) | (asv compare) | slowed cells: interval above 1 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for i, trial in enumerate(trials):
+    for trial in trials:
         for cls in sorted(set(trial.false) | set(trial.detected)):
             f = trial.false.get(cls, [0, 0, 0])
-            d = trial.detected.get(cls, [0, 0, 0])
+            d = trial.detected.get(cls, [0, 0, 0, 0])
             lines.append(
-                f"| {i} ({trial.kind}) | {cls} | {_rate(f[0], f[2])} | {_rate(f[1], f[2])} "
-                f"| {_rate(d[0], d[2]) if d[2] else 'n/a'} | {_rate(d[1], d[2]) if d[2] else 'n/a'} |"
+                f"| {trial.number} ({_label(trial)}) | {trial.rounds} | {trial.confidence:.1%} | {cls} "
+                f"| {_rate(f[0], f[2])} | {_rate(f[1], f[2])} "
+                f"| {_rate(d[0], d[2]) if d[2] else 'n/a'} | {_rate(d[1], d[2]) if d[2] else 'n/a'} "
+                f"| {_rate(d[3], d[2]) if d[2] else 'n/a'} |"
             )
-    changed = sum(t.single_changed[0] for t in trials)
-    total = sum(t.single_changed[1] for t in trials)
+    levels = {t.confidence for t in trials} or {0}
+    changed = sum(t.single_changed[0] for t in trials) // len(levels)
+    total = sum(t.single_changed[1] for t in trials) // len(levels)
     lines += [
         "",
         f"Single-value figures (flops, bytes, memory, fingerprints, errors) changed: {changed} of {total}.",

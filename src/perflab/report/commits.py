@@ -26,6 +26,16 @@ from .comparisons import DEFAULT_FACTOR
 
 CONFIDENCE = significance.UNPAIRED_CONFIDENCE
 """The level of the report's cross-run rule: cells of two runs share no process offsets."""
+PAIRED_CONFIDENCE = significance.UNPAIRED_CONFIDENCE
+"""The level for two commits whose rounds asv interleaved, chosen by the across-commits
+calibration (docs/reports/calibration_commits.md)."""
+
+
+def confidence_for(interleaved_runs: bool) -> float:
+    """The two-commit rule's level: `PAIRED_CONFIDENCE` for interleaved runs, else `CONFIDENCE`."""
+    return PAIRED_CONFIDENCE if interleaved_runs else CONFIDENCE
+
+
 CONTROL = "control"
 REGRESSION, IMPROVEMENT, NOISE, CHANGED, UNCHANGED = ("regression", "improvement", "noise", "changed", "unchanged")
 
@@ -149,22 +159,26 @@ def _same(x, y):
     return x == y or (math.isnan(x) and math.isnan(y))
 
 
-def _judge(a_cell, b_cell, paired, factor):
-    return significance.compare(a_cell.values, b_cell.values, paired=paired, factor=factor, confidence=CONFIDENCE)
+def _judge(a_cell, b_cell, paired, factor, confidence):
+    return significance.compare(a_cell.values, b_cell.values, paired=paired, factor=factor, confidence=confidence)
 
 
-def compare_commits(a: RecordedRun, b: RecordedRun, factor: float = DEFAULT_FACTOR) -> list[CellChange]:
+def compare_commits(
+    a: RecordedRun, b: RecordedRun, factor: float = DEFAULT_FACTOR, confidence: float | None = None
+) -> list[CellChange]:
     """Every cell recorded for both commits, judged B against A.
 
     Arguments:
         a: commit A's run.
         b: commit B's run (same machine).
         factor: the ratio a change must exceed.
+        confidence: the intervals' level (default: `confidence_for` the two runs).
 
     Returns:
         One `CellChange` per cell of every benchmark both runs recorded, in name order.
     """
     paired = interleaved(a, b)
+    level = confidence if confidence is not None else confidence_for(paired)
     changes = []
     for name in sorted(set(a.names) & set(b.names)):
         if name not in a.benchmarks:
@@ -178,7 +192,7 @@ def compare_commits(a: RecordedRun, b: RecordedRun, factor: float = DEFAULT_FACT
                 continue
             params = tuple(zip(names, key))
             if _sampled(ca) and _sampled(cb):
-                verdict = _judge(ca, cb, _paired(a, b, name, ca, cb, paired), factor)
+                verdict = _judge(ca, cb, _paired(a, b, name, ca, cb, paired), factor, level)
                 kind = NOISE
                 if verdict.changed:
                     kind = REGRESSION if verdict.ratio > 1 else IMPROVEMENT
@@ -187,7 +201,7 @@ def compare_commits(a: RecordedRun, b: RecordedRun, factor: float = DEFAULT_FACT
                     twin = key[:control_at] + (CONTROL,) + key[control_at + 1 :]
                     ta, tb = ga.cells.get(twin), gb.cells.get(twin)
                     if ta is not None and tb is not None and _sampled(ta) and _sampled(tb):
-                        control = _judge(ta, tb, _paired(a, b, name, ta, tb, paired), factor)
+                        control = _judge(ta, tb, _paired(a, b, name, ta, tb, paired), factor, level)
                 changes.append(CellChange(name, params, ca, cb, ga.unit, kind, verdict, control))
             else:
                 kind = UNCHANGED if _same(ca.value, cb.value) else CHANGED
@@ -260,7 +274,7 @@ def render_commits(a: RecordedRun, b: RecordedRun, changes: list[CellChange], fa
         "",
         f"A: {a.commit} ({a.relative_path})",
         f"B: {b.commit} ({b.relative_path})",
-        f"Rule: ratio B/A of the per-sample values with a {CONFIDENCE:.1%} interval, "
+        f"Rule: ratio B/A of the per-sample values with a {confidence_for(paired):.1%} interval, "
         + (
             "paired round by round for cells of several rounds (the two runs were interleaved), else Welch's"
             if paired
