@@ -17,6 +17,8 @@ import pytest
 from perflab import dashboard
 from perflab.__main__ import main
 
+from .conftest import QuietHandler
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "data" / "asv_results"
 GRAPH = "bench_linear_solve.LinearSolveJVP.time_jvp"
@@ -77,26 +79,14 @@ def test_missing_index_is_an_error(tmp_path, capsys):
     assert "no index.html" in capsys.readouterr().err
 
 
-def _chromium():
-    for candidate in (os.environ.get("PERFLAB_CHROMIUM"), "chromium", "chromium-browser"):
-        if candidate and shutil.which(candidate):
-            return shutil.which(candidate)
-    return None
-
-
 @pytest.fixture(scope="module")
 def server(published):
-    handler = functools.partial(_QuietHandler, directory=str(published))
+    handler = functools.partial(QuietHandler, directory=str(published))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
 
 
 # Pixels of the plot canvas that are neither transparent nor white: drawn axes, grid and points.
@@ -110,40 +100,6 @@ _INK = """canvas => {
     }
     return [ink, colours.size];
 }"""
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    """Headless Chromium through playwright; skips (or fails in CI) when either is missing."""
-    playwright = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
-    )
-    executable = _chromium()
-    if executable is None:
-        # CI installs Chromium and sets PERFLAB_REQUIRE_BROWSER=1: there a missing browser is a
-        # failed install, not a reason to skip.
-        if os.environ.get("PERFLAB_REQUIRE_BROWSER") == "1":
-            pytest.fail("PERFLAB_REQUIRE_BROWSER=1 but no Chromium executable was found")
-        pytest.skip("no Chromium executable (apt-get install chromium, or set PERFLAB_CHROMIUM)")
-    with playwright.sync_playwright() as p:
-        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
-        browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(chromium):
-    """A fresh page; `page.errors` collects page errors and console errors."""
-    page = chromium.new_page(viewport={"width": 1280, "height": 900})
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(f"pageerror: {e}"))
-    page.on(
-        "console",
-        lambda m: page.errors.append(f"console: {m.text}") if m.type == "error" else None,
-    )
-    yield page
-    page.close()
 
 
 def _screenshot(page, tmp_path, name):

@@ -1,16 +1,22 @@
 """asv's published regressions page lists regressions: timings that got slower, never companions
-(fingerprints, flops, bytes, errors, compile times) and never a rate that improved."""
+(fingerprints, flops, bytes, errors, compile times) and never a rate that improved. Read from
+the regressions.json asv publishes and from the page itself, rendered in Chromium."""
 
 from __future__ import annotations
 
 import copy
+import functools
+import http.server
 import json
 import pathlib
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
+
+from .conftest import QuietHandler
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEMPLATE = "bench_linear_solve.LinearSolveJVP.track_jvp"
@@ -33,6 +39,7 @@ def _commits(n):
 
 
 def _publish(tmp_path, results):
+    # `perflab dashboard`: asv publish, with the page's scripts served locally (no CDN).
     conf = json.loads((ROOT / "asv.conf.json").read_text())
     conf |= {
         "repo": str(ROOT),
@@ -42,7 +49,7 @@ def _publish(tmp_path, results):
     }
     (tmp_path / "asv.json").write_text(json.dumps(conf))
     done = subprocess.run(
-        [sys.executable, "-m", "asv", "publish", "--config", str(tmp_path / "asv.json")],
+        [sys.executable, "-m", "perflab", "dashboard", "--config", str(tmp_path / "asv.json")],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -52,7 +59,8 @@ def _publish(tmp_path, results):
     return json.loads((tmp_path / "html" / "regressions.json").read_text())["regressions"]
 
 
-def test_regressions_page_lists_slower_timings_only(tmp_path):
+def _history(tmp_path):
+    # Six commits of synthetic results: each figure steps once, between the third and fourth.
     commits = _commits(6)
     results = tmp_path / "results"
     (results / "m").mkdir(parents=True)
@@ -82,20 +90,57 @@ def test_regressions_page_lists_slower_timings_only(tmp_path):
             "version": 2,
         }
         (results / "m" / f"{commit[:8]}-existing-py.json").write_text(json.dumps(run))
-    listed = {row[0] for row in _publish(tmp_path, results)}
+    return results
+
+
+def _is_companion(name):
+    return (
+        name.rsplit(".", 1)[-1]
+        .split("(")[0]
+        .endswith(("_flops", "_bytes", "_fingerprint", "_error", "_compile", "_chunk", "_cores"))
+    )
+
+
+def test_regressions_page_lists_slower_timings_only(tmp_path):
+    listed = {row[0] for row in _publish(tmp_path, _history(tmp_path))}
     assert listed == {"bench_x.Solve.track_jvp"}, listed
+
+
+def _rendered_rows(page, html):
+    # The benchmark names in the rows of the regressions page's (not ignored) table.
+    handler = functools.partial(QuietHandler, directory=str(html))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        page.goto(f"http://127.0.0.1:{httpd.server_address[1]}/index.html#/regressions")
+        page.wait_for_selector("#regressions-body table", state="attached", timeout=30_000)
+        page.wait_for_timeout(500)
+        return page.locator("#regressions-body table:not(.ignored) > tbody > tr > td:first-child").all_inner_texts()
+    finally:
+        httpd.shutdown()
+
+
+def test_the_rendered_regressions_page_shows_the_slower_timing_alone(tmp_path, page):
+    _publish(tmp_path, _history(tmp_path))
+    rows = _rendered_rows(page, tmp_path / "html")
+    assert rows == ["bench_x.Solve.track_jvp"], rows
+    assert page.errors == []
 
 
 def test_the_committed_results_publish_no_companion_regression(tmp_path):
     results = tmp_path / "results"
     shutil.copytree(ROOT / "results", results)
     rows = _publish(tmp_path, results)
-    companions = [
-        r[0]
-        for r in rows
-        if r[0]
-        .rsplit(".", 1)[-1]
-        .split("(")[0]
-        .endswith(("_flops", "_bytes", "_fingerprint", "_error", "_compile", "_chunk", "_cores"))
-    ]
+    companions = [r[0] for r in rows if _is_companion(r[0])]
     assert not companions, companions
+
+
+def test_the_rendered_regressions_page_of_the_committed_results_holds_no_companion(tmp_path, page):
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "results", results)
+    listed = [r[0] for r in _publish(tmp_path, results)]
+    rows = _rendered_rows(page, tmp_path / "html")
+    # The page shows what regressions.json lists (one row per regression), and no companion.
+    assert len(rows) == len(listed), (rows, listed)
+    assert not [r for r in rows if _is_companion(r)], rows
+    assert page.errors == []

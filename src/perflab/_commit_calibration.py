@@ -251,9 +251,14 @@ def run_commit_trials(
                     flush=True,
                 )
             # asv continuous exits 1 when it finds a regression: a slower trial's expected end.
-            _asv.run_asv(cmd, env, "--across-commits", cwd=repo, allowed=(0, 1))
-            if not os.path.isdir(os.path.join(results_dir, "calibrate")) or len(os.listdir(results_dir)) < 2:
-                raise _asv.PerflabError("--across-commits", f"asv continuous recorded nothing in {results_dir}")
+            said = _asv.run_asv(cmd, env, "--across-commits", cwd=repo, allowed=(0, 1))
+            machine_dir = os.path.join(results_dir, "calibrate")
+            recorded = [n for n in os.listdir(machine_dir) if n != "machine.json"] if os.path.isdir(machine_dir) else []
+            if len(recorded) < 2:
+                # e.g. "No benchmarks selected": asv exits 0 when --bench matches nothing.
+                raise _asv.PerflabError(
+                    "--bench", f"asv continuous recorded {len(recorded)} of 2 commits in {machine_dir}:\n{said[-1500:]}"
+                )
             if keep:
                 with open(os.path.join(results_dir, "kind.txt"), "w", encoding="utf-8") as fh:
                     fh.write(kind + "\n")

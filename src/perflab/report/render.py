@@ -162,7 +162,7 @@ def _control_verdict(table):
         return ["No identical-code control in this table: its verdicts are not checked."]
     failed = table.failed_controls
     if failed:
-        where = ", ".join("/".join(row.labels) for row in failed)
+        where = ", ".join("/".join(row.labels) or "its only row" for row in failed)
         return [
             f"**UNTRUSTWORTHY: the identical-code control (`{table.before}` measured twice) was "
             f"flagged as changed at {where}; no verdict of this table can be relied on.**"
