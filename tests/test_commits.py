@@ -119,7 +119,8 @@ def test_paired_when_interleaved_welch_otherwise(tmp_path):
         assert commits.interleaved(a, b) == (results_dir != separate)
         changes = [c for c in commits.compare_commits(a, b) if c.verdict is not None]
         assert changes and all(c.verdict.paired == paired for c in changes)
-        assert all(c.verdict.confidence == commits.CONFIDENCE == 0.999 for c in changes)
+        level = 0.99 if paired else 0.999
+        assert all(c.verdict.confidence == commits.confidence_for(paired) == level for c in changes)
 
 
 def test_single_values_are_changed_or_unchanged_never_regressions(tmp_path, capsys):

@@ -320,6 +320,27 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
                 f"| {_rate(d[0], d[2]) if d[2] else 'n/a'} | {_rate(d[1], d[2]) if d[2] else 'n/a'} "
                 f"| {_rate(d[3], d[2]) if d[2] else 'n/a'} |"
             )
+    lines += [
+        "",
+        "What each trial says, all classes together (goals: unchanged cells flagged at most 1%; "
+        "a 10% slowdown flagged in at least 95% of its cells):",
+        "",
+    ]
+    for trial in trials:
+        f = [sum(c[i] for c in trial.false.values()) for i in range(3)]
+        d = [sum(c[i] for c in trial.detected.values()) for i in range(4)]
+        text = (
+            f"- Trial {trial.number} ({_label(trial)}, {trial.rounds} rounds, level {trial.confidence:.1%}): "
+            f"unchanged cells flagged {_rate(f[0], f[2])} by the two-commit rule "
+            f"({'within' if f[2] and f[0] <= 0.01 * f[2] else 'above'} 1%), {_rate(f[1], f[2])} by asv compare"
+        )
+        if d[2]:
+            met = "met" if d[0] >= 0.95 * d[2] else "missed"
+            text += (
+                f"; slowed cells flagged {_rate(d[0], d[2])} by the two-commit rule ({met}), "
+                f"{_rate(d[1], d[2])} by asv compare ({'met' if d[1] >= 0.95 * d[2] else 'missed'})"
+            )
+        lines.append(text + ".")
     levels = {t.confidence for t in trials} or {0}
     changed = sum(t.single_changed[0] for t in trials) // len(levels)
     total = sum(t.single_changed[1] for t in trials) // len(levels)

@@ -32,9 +32,10 @@ docs-only pair through `asv continuous` (whole suite, 5 rounds, 2013 sampled cel
 cell at 99.9%, 6 at 99% and 46 at 95%; 99% is the loosest level under 1% (docs/trust.md)."""
 
 
-def confidence_for(interleaved_runs: bool) -> float:
-    """The two-commit rule's level: `PAIRED_CONFIDENCE` for interleaved runs, else `CONFIDENCE`."""
-    return PAIRED_CONFIDENCE if interleaved_runs else CONFIDENCE
+def confidence_for(paired: bool) -> float:
+    """The two-commit rule's level: `PAIRED_CONFIDENCE` for samples paired round by round (the
+    runs were interleaved), else `CONFIDENCE` (Welch's)."""
+    return PAIRED_CONFIDENCE if paired else CONFIDENCE
 
 
 CONTROL = "control"
@@ -161,7 +162,8 @@ def _same(x, y):
 
 
 def _judge(a_cell, b_cell, paired, factor, confidence):
-    return significance.compare(a_cell.values, b_cell.values, paired=paired, factor=factor, confidence=confidence)
+    level = confidence if confidence is not None else confidence_for(paired)
+    return significance.compare(a_cell.values, b_cell.values, paired=paired, factor=factor, confidence=level)
 
 
 def compare_commits(
@@ -173,13 +175,13 @@ def compare_commits(
         a: commit A's run.
         b: commit B's run (same machine).
         factor: the ratio a change must exceed.
-        confidence: the intervals' level (default: `confidence_for` the two runs).
+        confidence: the intervals' level (default: `confidence_for` each cell, by whether its
+            samples pair round by round).
 
     Returns:
         One `CellChange` per cell of every benchmark both runs recorded, in name order.
     """
     paired = interleaved(a, b)
-    level = confidence if confidence is not None else confidence_for(paired)
     changes = []
     for name in sorted(set(a.names) & set(b.names)):
         if name not in a.benchmarks:
@@ -193,7 +195,7 @@ def compare_commits(
                 continue
             params = tuple(zip(names, key))
             if _sampled(ca) and _sampled(cb):
-                verdict = _judge(ca, cb, _paired(a, b, name, ca, cb, paired), factor, level)
+                verdict = _judge(ca, cb, _paired(a, b, name, ca, cb, paired), factor, confidence)
                 kind = NOISE
                 if verdict.changed:
                     kind = REGRESSION if verdict.ratio > 1 else IMPROVEMENT
@@ -202,7 +204,7 @@ def compare_commits(
                     twin = key[:control_at] + (CONTROL,) + key[control_at + 1 :]
                     ta, tb = ga.cells.get(twin), gb.cells.get(twin)
                     if ta is not None and tb is not None and _sampled(ta) and _sampled(tb):
-                        control = _judge(ta, tb, _paired(a, b, name, ta, tb, paired), factor, level)
+                        control = _judge(ta, tb, _paired(a, b, name, ta, tb, paired), factor, confidence)
                 changes.append(CellChange(name, params, ca, cb, ga.unit, kind, verdict, control))
             else:
                 kind = UNCHANGED if _same(ca.value, cb.value) else CHANGED
@@ -275,11 +277,12 @@ def render_commits(a: RecordedRun, b: RecordedRun, changes: list[CellChange], fa
         "",
         f"A: {a.commit} ({a.relative_path})",
         f"B: {b.commit} ({b.relative_path})",
-        f"Rule: ratio B/A of the per-sample values with a {confidence_for(paired):.1%} interval, "
+        "Rule: ratio B/A of the per-sample values with an interval, "
         + (
-            "paired round by round for cells of several rounds (the two runs were interleaved), else Welch's"
+            f"paired round by round at {PAIRED_CONFIDENCE:.0%} for cells of several rounds (the two runs were "
+            f"interleaved), else Welch's at {CONFIDENCE:.1%}"
             if paired
-            else "Welch's (the two runs were not interleaved)"
+            else f"Welch's at {CONFIDENCE:.1%} (the two runs were not interleaved)"
         )
         + f"; flagged when the interval excludes 1 and the ratio lies beyond {factor:g}. "
         "Every figure is lower-is-better. Control: the identical-code twin of the same cell, B/A.",
