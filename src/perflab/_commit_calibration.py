@@ -32,7 +32,6 @@ from . import _asv, significance
 from ._git import git
 from .report import commits
 
-KINDS = ("identical", "slower")
 SLOWDOWN = 0.10
 """The slowdown of a plain ``slower`` trial."""
 
@@ -134,9 +133,11 @@ def judge_pair(
         )
     a, b = sorted(runs, key=lambda r: r.date or 0)
     slower = slowdown_of(kind) > 0
-    level = confidence if confidence is not None else commits.confidence_for(commits.interleaved(a, b))
-    trial = CommitTrial(kind, level, number=number)
-    for change in commits.compare_commits(a, b, factor, confidence=confidence):
+    changes = commits.compare_commits(a, b, factor, confidence=confidence)
+    # The level the rule used: the one asked for, else the one its verdicts carry.
+    levels = [c.verdict.confidence for c in changes if c.verdict is not None]
+    trial = CommitTrial(kind, confidence or (levels[0] if levels else commits.CONFIDENCE), number=number)
+    for change in changes:
         params = dict(change.params)
         cls = change.benchmark.split(".")[1]
         if change.verdict is None:
