@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -184,6 +185,38 @@ def test_commit_calibration_counts_false_flags_and_detections(tmp_path):
     assert "by the two-commit rule (met)" in text and "by the two-commit rule (missed)" not in text
     n = loose.detected[cls][2]
     assert f"slowed cells' interval above 1 in {n}/{n} (100.0%" in text and "(met); flagged 0/" in text
+
+
+def test_a_kept_trial_names_its_measuring_setting(tmp_path):
+    # A trial recorded under JAX/XLA variables measured that setting: judged again from the kept
+    # folder, its rows and its verdict line name it; a trial without one reads as the default.
+    from perflab import _commit_calibration as cc
+
+    setting = cc.measuring_setting({"JAX_CPU_ENABLE_ASYNC_DISPATCH": "false", "HOME": "/h", "PATH": "/b"})
+    assert setting == "JAX_CPU_ENABLE_ASYNC_DISPATCH=false"
+    kept = tmp_path / "kept"
+    for number, kind, text in ((0, "identical", None), (1, "slower", setting)):
+        scratch = tmp_path / f"scratch{number}"
+        scratch.mkdir()
+        # A kept trial's folder is its asv results folder, machine "calibrate".
+        folder = kept / f"commits{number}"
+        shutil.copytree(write_pair(scratch, shift=1.10 if number else 1.0), folder)
+        (folder / MACHINE).rename(folder / "calibrate")
+        for path in (folder / "calibrate").glob("*.json"):
+            data = json.loads(path.read_text())
+            for where in (data, data.get("params", {})):
+                if where.get("machine") == MACHINE:
+                    where["machine"] = "calibrate"
+            path.write_text(json.dumps(data))
+        (folder / "kind.txt").write_text(kind + "\n")
+        if text:
+            (folder / "setting.txt").write_text(text + "\n")
+    same, slow = cc.judge_kept(str(kept), 1.05)
+    assert (same.setting, slow.setting) == ("", setting)
+    rendered = cc.render([same, slow], 1.05)
+    assert "| 0 (identical) | 5 |" in rendered
+    assert f"| 1 (slower (+10%), {setting}) | 5 |" in rendered
+    assert f"- Trial 1 (slower (+10%), {setting}, 5 rounds" in rendered
 
 
 @pytest.mark.parametrize("kind", ["slower:0", "slower:abc", "faster", "identical:5"])

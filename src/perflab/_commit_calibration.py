@@ -14,7 +14,9 @@ folder and adds one commit on top of it:
 Each trial is one ``asv continuous HEAD~1 HEAD`` of the scratch clone (each commit built in
 its own virtualenv, rounds interleaved; ``-a rounds=N`` when asked for more rounds), judged by
 `perflab.report.commits` (the project's two-commit rule) and by asv compare's own rule at the
-same factor. Every rate carries a Clopper-Pearson interval.
+same factor. Every rate carries a Clopper-Pearson interval. asv hands its environment to every
+measuring process, so a trial run under ``JAX_*``/``XLA_*``/``EQX_*`` variables measures that
+setting: the trial keeps them (``setting.txt``) and the report names them.
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ class CommitTrial:
         detected: class -> [flagged, by asv's rule, cells, interval above 1]: timings of the
             slowed variant; the last counts intervals that exclude 1, whatever the factor.
         single_changed: single-value figures that differ between the commits (of how many).
+        setting: the variables of the trial's environment that change how JAX or XLA runs
+            (``"JAX_CPU_ENABLE_ASYNC_DISPATCH=false"``), ``""`` for none.
     """
 
     kind: str
@@ -83,6 +87,17 @@ class CommitTrial:
     false: dict = dataclasses.field(default_factory=dict)
     detected: dict = dataclasses.field(default_factory=dict)
     single_changed: list = dataclasses.field(default_factory=lambda: [0, 0])
+    setting: str = ""
+
+
+MEASURING_PREFIXES = ("JAX_", "XLA_", "EQX_")
+"""Environment variables that asv passes to every measuring process and that change what JAX,
+XLA or equinox run: a trial recorded under them is a different setting, named beside it."""
+
+
+def measuring_setting(environ) -> str:
+    """The variables of `environ` that change what is measured, ``"K=V K=V"`` (sorted)."""
+    return " ".join(f"{k}={v}" for k, v in sorted(environ.items()) if k.startswith(MEASURING_PREFIXES))
 
 
 def _scratch_commit(repo, kind):
@@ -110,7 +125,13 @@ def _slowed_variant(info, values):
 
 
 def judge_pair(
-    kind: str, results_dir: str, machine: str, factor: float, confidence: float | None = None, number: int = 0
+    kind: str,
+    results_dir: str,
+    machine: str,
+    factor: float,
+    confidence: float | None = None,
+    number: int = 0,
+    setting: str = "",
 ) -> CommitTrial:
     """Judge the two commits one trial recorded.
 
@@ -122,6 +143,7 @@ def judge_pair(
         confidence: the two-commit rule's level (default: the rule's own, see
             `perflab.report.commits.confidence_for`).
         number: the trial's place in its calibration.
+        setting: the trial's measuring environment (see `measuring_setting`).
 
     Returns:
         The trial's counts.
@@ -136,7 +158,8 @@ def judge_pair(
     changes = commits.compare_commits(a, b, factor, confidence=confidence)
     # The level the rule used: the one asked for, else the one its verdicts carry.
     levels = [c.verdict.confidence for c in changes if c.verdict is not None]
-    trial = CommitTrial(kind, confidence or (levels[0] if levels else commits.CONFIDENCE), number=number)
+    level = confidence or (levels[0] if levels else commits.CONFIDENCE)
+    trial = CommitTrial(kind, level, number=number, setting=setting)
     for change in changes:
         params = dict(change.params)
         cls = change.benchmark.split(".")[1]
@@ -260,10 +283,14 @@ def run_commit_trials(
                 raise _asv.PerflabError(
                     "--bench", f"asv continuous recorded {len(recorded)} of 2 commits in {machine_dir}:\n{said[-1500:]}"
                 )
+            setting = measuring_setting(env)
             if keep:
                 with open(os.path.join(results_dir, "kind.txt"), "w", encoding="utf-8") as fh:
                     fh.write(kind + "\n")
-            out += [judge_pair(kind, results_dir, "calibrate", factor, level, i) for level in confidences]
+                if setting:
+                    with open(os.path.join(results_dir, "setting.txt"), "w", encoding="utf-8") as fh:
+                        fh.write(setting + "\n")
+            out += [judge_pair(kind, results_dir, "calibrate", factor, level, i, setting) for level in confidences]
     return out
 
 
@@ -275,7 +302,11 @@ def judge_kept(folder: str, factor: float, confidences: Sequence[float | None] =
         path = os.path.join(folder, f"commits{number}")
         with open(os.path.join(path, "kind.txt"), encoding="utf-8") as fh:
             kind = fh.read().strip()
-        trials += [judge_pair(kind, path, "calibrate", factor, level, number) for level in confidences]
+        setting = ""
+        if os.path.exists(os.path.join(path, "setting.txt")):
+            with open(os.path.join(path, "setting.txt"), encoding="utf-8") as fh:
+                setting = fh.read().strip()
+        trials += [judge_pair(kind, path, "calibrate", factor, level, number, setting) for level in confidences]
     return trials
 
 
@@ -296,7 +327,8 @@ def _met(ok):
 
 def _label(trial):
     fraction = slowdown_of(trial.kind)
-    return f"slower (+{fraction:.0%})" if fraction else "identical"
+    label = f"slower (+{fraction:.0%})" if fraction else "identical"
+    return f"{label}, {trial.setting}" if trial.setting else label
 
 
 def render(trials: Sequence[CommitTrial], factor: float) -> str:
@@ -309,7 +341,8 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
         "variants the slower commit did not touch. Detections: timings of the variant the slower "
         "commit slowed, flagged slower; 'interval above 1': the two-commit rule's interval alone "
         "excludes 1, whatever the factor. Rounds: measuring processes per commit, paired round by "
-        "round. Level: the two-commit rule's interval.",
+        "round. Level: the two-commit rule's interval. A trial recorded with variables that change how "
+        "JAX or XLA runs names them after its kind: it measured that setting, not the default.",
         "",
         "| trial | rounds | level | class | unchanged cells flagged (two-commit rule) | (asv compare) "
         "| slowed cells detected (two-commit rule) | (asv compare) | slowed cells: interval above 1 |",
