@@ -141,6 +141,13 @@ def _judgement(results_dir, spec_path, name):
 
 
 TREE = os.path.join(ROOT, "docs", "reports", "tree_transforms.toml")
+
+
+def _recorded(spec_path):
+    # The commit the spec's figures come from: the one whose results a test may alter.
+    from perflab.report import spec
+
+    return spec.load_spec(spec_path).commit
 GOAL_15X = "batched at least 15x faster than loop at 4 layers"
 BATCHED_4 = ["4", "2", "'batched'"]
 
@@ -150,7 +157,7 @@ def test_changing_one_recorded_value_flips_the_verdict(tmp_path):
     before = _judgement(results, TREE, GOAL_15X)
     assert before.word == "met"
     # batched twice as slow in every process: the Speedup halves, well below the 15x line.
-    _scale_cell(results, "c3a75d3d", "bench_tree_transforms.ApplyShardingRules.track_apply", BATCHED_4, 2.0)
+    _scale_cell(results, _recorded(TREE), "bench_tree_transforms.ApplyShardingRules.track_apply", BATCHED_4, 2.0)
     after = _judgement(results, TREE, GOAL_15X)
     assert after.word == "missed"
     assert after.cells[0].high < 15 < before.cells[0].low
@@ -160,7 +167,7 @@ def test_a_cell_whose_interval_straddles_the_line_is_undecided(tmp_path):
     results = _results_copy(tmp_path)
     speedup = _judgement(results, TREE, GOAL_15X).cells[0].figure
     # Move the cell so that its Speedup sits on the line: the point estimate decides nothing.
-    _scale_cell(results, "c3a75d3d", "bench_tree_transforms.ApplyShardingRules.track_apply", BATCHED_4, speedup / 15)
+    _scale_cell(results, _recorded(TREE), "bench_tree_transforms.ApplyShardingRules.track_apply", BATCHED_4, speedup / 15)
     moved = _judgement(results, TREE, GOAL_15X)
     assert moved.state == UNDECIDED and moved.word == "undecided"
     assert moved.cells[0].low < 15 < moved.cells[0].high
