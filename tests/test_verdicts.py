@@ -148,6 +148,8 @@ def _recorded(spec_path):
     from perflab.report import spec
 
     return spec.load_spec(spec_path).commit
+
+
 GOAL_15X = "batched at least 15x faster than loop at 4 layers"
 BATCHED_4 = ["4", "2", "'batched'"]
 
@@ -167,7 +169,8 @@ def test_a_cell_whose_interval_straddles_the_line_is_undecided(tmp_path):
     results = _results_copy(tmp_path)
     speedup = _judgement(results, TREE, GOAL_15X).cells[0].figure
     # Move the cell so that its Speedup sits on the line: the point estimate decides nothing.
-    _scale_cell(results, _recorded(TREE), "bench_tree_transforms.ApplyShardingRules.track_apply", BATCHED_4, speedup / 15)
+    apply = "bench_tree_transforms.ApplyShardingRules.track_apply"
+    _scale_cell(results, _recorded(TREE), apply, BATCHED_4, speedup / 15)
     moved = _judgement(results, TREE, GOAL_15X)
     assert moved.state == UNDECIDED and moved.word == "undecided"
     assert moved.cells[0].low < 15 < moved.cells[0].high
