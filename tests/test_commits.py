@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -36,15 +35,18 @@ def column(data, name):
     return data["result_columns"].index(name)
 
 
-def write_pair(tmp_path, shift=1.0, apart_ms=None, b_samples=None, flops_change=False, rounds=5):
-    """Results of commits A and B; B's `default` cells of TIMED scaled by `shift`."""
+def write_pair(tmp_path, shift=1.0, apart_ms=None, b_samples=None, flops_change=False, rounds=5, machine=MACHINE):
+    """Results of commits A and B on `machine` (in ``tmp_path/results``); B's `default` cells of
+    TIMED scaled by `shift`."""
     results_dir = tmp_path / "results"
-    (results_dir / MACHINE).mkdir(parents=True)
+    (results_dir / machine).mkdir(parents=True)
     benchmarks = json.loads((ROOT / "results" / "benchmarks.json").read_text())
     benchmarks[TIMED]["rounds"] = rounds  # one sample per asv round, as the harness records them
     (results_dir / "benchmarks.json").write_text(json.dumps(benchmarks))
-    (results_dir / MACHINE / "machine.json").write_text((ROOT / "results" / MACHINE / "machine.json").read_text())
+    described = json.loads((ROOT / "results" / MACHINE / "machine.json").read_text()) | {"machine": machine}
+    (results_dir / machine / "machine.json").write_text(json.dumps(described))
     data = json.loads(SOURCE.read_text())
+    data["params"]["machine"] = machine
     value, samples, started = column(data, "result"), column(data, "samples"), column(data, "started_at")
     entry = data["results"][TIMED]
     # Tight samples: five processes within 1% of the recorded median.
@@ -66,7 +68,7 @@ def write_pair(tmp_path, shift=1.0, apart_ms=None, b_samples=None, flops_change=
     if flops_change:
         second["results"][FLOPS][value][0] += 1
     for data in (first, second):
-        path = results_dir / MACHINE / f"{data['commit_hash'][:8]}-{data['env_name']}.json"
+        path = results_dir / machine / f"{data['commit_hash'][:8]}-{data['env_name']}.json"
         path.write_text(json.dumps(data))
     return results_dir
 
@@ -195,19 +197,11 @@ def test_a_kept_trial_names_its_measuring_setting(tmp_path):
     setting = cc.measuring_setting({"JAX_CPU_ENABLE_ASYNC_DISPATCH": "false", "HOME": "/h", "PATH": "/b"})
     assert setting == "JAX_CPU_ENABLE_ASYNC_DISPATCH=false"
     kept = tmp_path / "kept"
+    kept.mkdir()
     for number, kind, text in ((0, "identical", None), (1, "slower", setting)):
-        scratch = tmp_path / f"scratch{number}"
-        scratch.mkdir()
         # A kept trial's folder is its asv results folder, machine "calibrate".
         folder = kept / f"commits{number}"
-        shutil.copytree(write_pair(scratch, shift=1.10 if number else 1.0), folder)
-        (folder / MACHINE).rename(folder / "calibrate")
-        for path in (folder / "calibrate").glob("*.json"):
-            data = json.loads(path.read_text())
-            for where in (data, data.get("params", {})):
-                if where.get("machine") == MACHINE:
-                    where["machine"] = "calibrate"
-            path.write_text(json.dumps(data))
+        write_pair(tmp_path / f"scratch{number}", shift=1.10 if number else 1.0, machine="calibrate").rename(folder)
         (folder / "kind.txt").write_text(kind + "\n")
         if text:
             (folder / "setting.txt").write_text(text + "\n")
