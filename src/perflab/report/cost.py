@@ -1,9 +1,14 @@
 """Cost: the wall time and processes per benchmark class of one recorded run, as Markdown.
 
-asv records, per benchmark, the wall time of all its cells and rounds, and per setup_cache
-key the time of that setup_cache (for the interleaved classes: their measuring processes,
-`benchmarks/_interleave.py`). This table adds them up per class, so a change to the suite
-shows its cost like any other figure.
+asv records, per benchmark, the wall time of its cells, and per setup_cache key the time of
+that setup_cache (for the interleaved classes: their measuring processes,
+`benchmarks/_interleave.py`), for one `run_benchmarks` call. A run in an existing environment
+(`asv run --python=same`) is one call for all rounds, so its durations are the whole run's. In environments asv builds
+(virtualenv), asv interleaves rounds by default, also for one commit (`asv run HEAD^!`, `asv
+continuous`): one call per round and commit, and the results file keeps its final round's
+durations only. There the table shows one round, and a commit's cost is estimated as each
+class's round times its rounds. This table adds them up per class, so a
+change to the suite shows its cost like any other figure.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ class ClassCost:
         measuring: processes its setup_cache started (interleaved classes), else 0.
         setup_seconds: wall time of its setup_cache.
         cell_seconds: wall time of its methods' cells.
+        rounds: the most asv rounds any of its methods runs.
+        round_seconds: for a run recorded round by round (`rounds_interleaved`), the estimated
+            wall time of all its rounds: each method's final round times that method's rounds,
+            the setup_cache (run in every round) times `rounds`.
     """
 
     name: str
@@ -36,6 +45,8 @@ class ClassCost:
     measuring: int
     setup_seconds: float
     cell_seconds: float
+    rounds: int = 1
+    round_seconds: float = 0.0
 
     @property
     def seconds(self) -> float:
@@ -53,49 +64,110 @@ def class_costs(run: RecordedRun) -> list[ClassCost]:
         One `ClassCost` per class with a recorded duration.
     """
     durations = run.durations
-    cells, seconds, measuring, setup = {}, {}, {}, {}
+    cells, seconds, measuring, setup, rounds, estimated = {}, {}, {}, {}, {}, {}
     for name in run.names:
         cls = name.rsplit(".", 1)[0]
         info = run.benchmarks.get(name, {})
         combos = len(list(itertools.product(*info.get("params", [])))) or 1
-        cells[cls] = cells.get(cls, 0) + combos * int(info.get("rounds", 1) or 1)
+        own = int(info.get("rounds", 1) or 1)
+        rounds[cls] = max(rounds.get(cls, 1), own)
+        cells[cls] = cells.get(cls, 0) + combos * own
         seconds[cls] = seconds.get(cls, 0.0) + float(durations.get(name, 0.0))
+        estimated[cls] = estimated.get(cls, 0.0) + float(durations.get(name, 0.0)) * own
         if info.get("processes"):
             measuring[cls] = int(info["processes"])
         key = info.get("setup_cache_key")
         if key and f"{_CACHE_PREFIX}{key}>" in durations:
             setup[cls] = float(durations[f"{_CACHE_PREFIX}{key}>"])
-    costs = [ClassCost(c, cells[c], measuring.get(c, 0), setup.get(c, 0.0), seconds[c]) for c in cells]
+    costs = [
+        ClassCost(
+            c,
+            cells[c],
+            measuring.get(c, 0),
+            setup.get(c, 0.0),
+            seconds[c],
+            rounds[c],
+            estimated[c] + setup.get(c, 0.0) * rounds[c],
+        )
+        for c in cells
+    ]
     return sorted(costs, key=lambda c: -c.seconds)
 
 
+def rounds_interleaved(run: RecordedRun) -> bool:
+    """Whether asv ran the recording round by round (its default in an environment it builds),
+    so that its durations are the final round's only.
+
+    Arguments:
+        run: the recorded run.
+
+    Returns:
+        False for an existing environment (``--python=same``: all rounds in one call), else True.
+    """
+    return not run.env_name.startswith("existing")
+
+
 def render_costs(run: RecordedRun, costs: Sequence[ClassCost], command: str) -> str:
-    """The cost table as Markdown, with the run it comes from and the command that made it."""
-    rows = [
-        [c.name, c.cells, c.measuring, f"{c.setup_seconds:.0f}", f"{c.cell_seconds:.0f}", f"{c.seconds / 60:.1f}"]
-        for c in costs
-    ]
-    total = sum(c.seconds for c in costs)
-    rows.append(
-        [
-            "**all classes**",
-            sum(c.cells for c in costs),
-            sum(c.measuring for c in costs),
-            "",
-            "",
-            f"**{total / 60:.1f}**",
-        ]
-    )
-    table = tabulate(
-        rows,
-        headers=["class", "asv cells", "measuring processes", "setup_cache (s)", "cells (s)", "total (min)"],
-        tablefmt="github",
-    )
-    return (
-        "# What a full run of the suite costs\n\n"
+    """The cost table as Markdown, with the run it comes from and the command that made it.
+
+    Arguments:
+        run: the recorded run.
+        costs: its `class_costs`.
+        command: the command stated in the header.
+
+    Returns:
+        The Markdown page.
+    """
+    source = (
         f"Generated by `{command}` from the recorded run of commit {run.commit[:8]} on machine "
-        f"{run.machine} ({run.relative_path}). Wall time per class as asv recorded it: the "
-        "setup_cache of an interleaved class (its measuring processes) plus every cell asv "
-        "started for its methods. Discovery, environment set-up and asv's own start are not in "
-        "these sums.\n\n" + table + "\n"
+        f"{run.machine} ({run.relative_path}). "
+    )
+    headers = ["class", "asv cells", "measuring processes", "setup_cache (s)", "cells (s)"]
+    if not rounds_interleaved(run):
+        rows = [
+            [c.name, c.cells, c.measuring, f"{c.setup_seconds:.0f}", f"{c.cell_seconds:.0f}", f"{c.seconds / 60:.1f}"]
+            for c in costs
+        ]
+        total = f"**{sum(c.seconds for c in costs) / 60:.1f}**"
+        rows.append(["**all classes**", sum(c.cells for c in costs), sum(c.measuring for c in costs), "", "", total])
+        headers.append("total (min)")
+        title = "What a full run of the suite costs"
+        text = (
+            "Wall time per class as asv recorded it: the setup_cache of an interleaved class (its "
+            "first measuring process) plus every cell asv started for its methods (the later "
+            "rounds' measuring processes among them)."
+        )
+    else:
+        rows = [
+            [
+                c.name,
+                c.cells,
+                c.measuring,
+                f"{c.setup_seconds:.0f}",
+                f"{c.cell_seconds:.0f}",
+                f"{c.seconds / 60:.1f}",
+                c.rounds,
+                f"{c.round_seconds / 60:.1f}",
+            ]
+            for c in costs
+        ]
+        one = sum(c.seconds for c in costs) / 60
+        every = sum(c.round_seconds for c in costs) / 60
+        cells = sum(c.cells for c in costs)
+        rows.append(["**all classes**", cells, "", "", "", f"**{one:.1f}**", "", f"**{every:.1f}**"])
+        headers += ["one round (min)", "rounds", "all rounds, estimated (min)"]
+        title = "What one round of the suite costs"
+        text = (
+            "asv ran this recording round by round (its default in a virtualenv: `asv run HEAD^!`, "
+            "`asv continuous`, `asv run A..B`), one `run_benchmarks` call per round and commit, and "
+            "the results file keeps the durations of its final round only. Each figure is that "
+            "round's: the setup_cache of an interleaved class is one measuring process, its cells "
+            "asv's reading of it. A commit's rounds are estimated as each method's round times "
+            "its rounds, and each setup_cache's times its class's; two commits compared (`asv "
+            "continuous`) cost about twice that."
+        )
+    table = tabulate(rows, headers=headers, tablefmt="github")
+    return (
+        f"# {title}\n\n{source}{text} Discovery, environment set-up, building the commit and asv's "
+        "own start are not in these sums.\n\n" + table + "\n"
     )
