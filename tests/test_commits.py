@@ -126,6 +126,22 @@ def test_paired_when_interleaved_welch_otherwise(tmp_path):
         assert all(c.verdict.confidence == commits.confidence_for(paired) == level for c in changes)
 
 
+def test_the_gate_level_can_be_chosen(tmp_path, capsys):
+    results_dir = write_pair(tmp_path, shift=1.10)
+    status, out, _ = gate(capsys, results_dir, "--confidence", "0.9999")
+    assert status == 1
+    assert "paired round by round at 99.99% for cells of several rounds" in out and "Welch's at 99.99%" in out
+    _, runs = _asv.machine_runs(str(results_dir))
+    a, b = (commits.pick_run(runs, c, str(ROOT), None, "--commits") for c in (A, B))
+    judged = [c.verdict for c in commits.compare_commits(a, b, confidence=0.9999) if c.verdict is not None]
+    assert judged and all(v.confidence == 0.9999 for v in judged)
+    for bad in ("1.5", "0.2"):
+        status, _, err = gate(capsys, results_dir, "--confidence", bad)
+        assert status == 2 and "--confidence" in err and bad in err
+    status = main(["report", "--results-dir", str(results_dir), "--cost", "--confidence", "0.99"])
+    assert status == 2 and "--commits only" in capsys.readouterr().err
+
+
 def test_single_values_are_changed_or_unchanged_never_regressions(tmp_path, capsys):
     status, out, _ = gate(capsys, write_pair(tmp_path, flops_change=True))
     assert status == 0

@@ -121,6 +121,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     studies.add_argument(
+        "--confidence",
+        type=float,
+        metavar="LEVEL",
+        help=(
+            "with --commits: the intervals' level for every cell, e.g. 0.999 for a gate that must "
+            "rarely fail on identical code (default: the rule's own, 0.99 paired, 0.999 Welch's)"
+        ),
+    )
+    studies.add_argument(
         "--cost",
         action="store_true",
         help="the wall time and processes per benchmark class of a recorded run (docs/reports/suite_cost.md)",
@@ -160,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
         if given:
             option = "--check" if args.check else "--study"
             raise ReportError(given[0], f"not used with {option}: the spec says what to show")
+    if args.confidence is not None and not args.commits:
+        raise ReportError("--confidence", "is used with --commits only (the two-commit rule's level)")
     if args.commits:
         given = [
             f"--{o.rstrip('s')}" for o in ("benchmarks", "before", "after", "rows", "commit") if getattr(args, o, None)
@@ -216,8 +227,10 @@ def _commits(args, results_dir):
     b = commits.pick_run(runs, second, ".", args.env, "--commits")
     if not args.factor >= 1.0:
         raise ReportError("--factor", f"must be at least 1.0, got {args.factor}")
-    changes = commits.compare_commits(a, b, args.factor)
-    _write(commits.render_commits(a, b, changes, args.factor, args.format), args.output)
+    if args.confidence is not None and not 0.5 <= args.confidence < 1:
+        raise ReportError("--confidence", f"must lie in [0.5, 1), e.g. 0.99, got {args.confidence}")
+    changes = commits.compare_commits(a, b, args.factor, args.confidence)
+    _write(commits.render_commits(a, b, changes, args.factor, args.format, args.confidence), args.output)
     return 1 if commits.failed(changes) else 0
 
 
@@ -251,7 +264,8 @@ def _overview(results_dir, machine):
         "  python -m perflab report -b BENCHMARK [--before V --after V] [--commit C]",
         "                                                 BEFORE/AFTER tables of one recorded run",
         "  python -m perflab report --cost [--commit C]  wall time per benchmark class",
-        "  python -m perflab report --commits A B        every cell of commit B against commit A (exit 1",
+        "  python -m perflab report --commits A B [--confidence L]",
+        "                                                 every cell of commit B against commit A (exit 1",
         "                                                 on a timing regression)",
     ]
     return "\n".join(lines) + "\n"

@@ -249,7 +249,19 @@ def _row(change):
 HEAD = ["benchmark", "cell", "A", "B", "B/A (interval)", "test", "control B/A"]
 
 
-def render_commits(a: RecordedRun, b: RecordedRun, changes: list[CellChange], factor: float, fmt: str) -> str:
+def _level(given, default):
+    level = default if given is None else given
+    return f"{100 * level:.10g}%"
+
+
+def render_commits(
+    a: RecordedRun,
+    b: RecordedRun,
+    changes: list[CellChange],
+    factor: float,
+    fmt: str,
+    confidence: float | None = None,
+) -> str:
     """The listing: regressions first, then improvements, then what did not change.
 
     Arguments:
@@ -258,6 +270,7 @@ def render_commits(a: RecordedRun, b: RecordedRun, changes: list[CellChange], fa
         changes: `compare_commits`'s result.
         factor: the factor used.
         fmt: ``"markdown"`` or ``"text"``.
+        confidence: the level `compare_commits` was given, if any (the rule's own otherwise).
 
     Returns:
         The text, ending with a newline.
@@ -280,10 +293,10 @@ def render_commits(a: RecordedRun, b: RecordedRun, changes: list[CellChange], fa
         f"B: {b.commit} ({b.relative_path})",
         "Rule: ratio B/A of the per-sample values with an interval, "
         + (
-            f"paired round by round at {PAIRED_CONFIDENCE:.0%} for cells of several rounds (the two runs were "
-            f"interleaved), else Welch's at {CONFIDENCE:.1%}"
+            f"paired round by round at {_level(confidence, PAIRED_CONFIDENCE)} for cells of several rounds (the "
+            f"two runs were interleaved), else Welch's at {_level(confidence, CONFIDENCE)}"
             if paired
-            else f"Welch's at {CONFIDENCE:.1%} (the two runs were not interleaved)"
+            else f"Welch's at {_level(confidence, CONFIDENCE)} (the two runs were not interleaved)"
         )
         + f"; flagged when the interval excludes 1 and the ratio lies beyond {factor:g}. "
         "Every figure is lower-is-better. Control: the identical-code twin of the same cell, B/A.",
