@@ -1,8 +1,9 @@
 """Process-aware significance: is one cell's time different from another's?
 
 The unit of noise is the process. On the 2-core machines perflab runs on, one program measured in
-two processes lands 25-100% apart, while inside one process it moves by 1-2% (see
-docs/trust.md). So every value judged here is one number per process (what
+two processes can land 25-100% apart, while programs measured interleaved inside one process
+share most of that offset (see docs/trust.md: on the noisier VM, small XLA programs still move
+within a process, and the per-process ratios below carry that spread). So every value judged here is one number per process (what
 `benchmarks/_interleave.py` records: the median over interleaved rounds in that process), and
 the comparison is on the logarithms of those numbers:
 
