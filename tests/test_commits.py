@@ -142,6 +142,100 @@ def test_the_gate_level_can_be_chosen(tmp_path, capsys):
     assert status == 2 and "--commits only" in capsys.readouterr().err
 
 
+RECORDED = "bench_linear_solve.LinearSolveJVP.track_jvp"
+
+
+def write_recorded_pair(tmp_path, speeds, slower=None, by=1.10, paired_processes=True):
+    """Commit A: the committed vm-2core-epyc run of 21294ce8 as recorded; commit B: the same
+    samples, round k of every cell scaled by ``speeds[k]`` (that process's own speed, shared
+    by the variants it measured) and the `slower` variant's cells of RECORDED by `by` besides.
+    The two runs lie back to back, as asv's interleaved rounds leave them."""
+    machine = "vm-2core-epyc"
+    results_dir = tmp_path / "results"
+    (results_dir / machine).mkdir(parents=True)
+    benchmarks = json.loads((ROOT / "results" / "benchmarks.json").read_text())
+    benchmarks[RECORDED]["paired_processes"] = paired_processes
+    (results_dir / "benchmarks.json").write_text(json.dumps(benchmarks))
+    (results_dir / machine / "machine.json").write_text((ROOT / "results" / machine / "machine.json").read_text())
+    data = json.loads(next((ROOT / "results" / machine).glob("21294ce8-*.json")).read_text())
+    value, samples, started = column(data, "result"), column(data, "samples"), column(data, "started_at")
+    first, second = copy.deepcopy(data) | {"commit_hash": A}, copy.deepcopy(data) | {"commit_hash": B}
+    run = _asv.load_run(str(ROOT / "results"), machine, "21294ce8")
+    span = max(run.started_at(n) + 1000 * run.duration(n) for n in run.names) - min(
+        run.started_at(n) for n in run.names
+    )
+    variants = [v.strip("'") for v in benchmarks[RECORDED]["params"][-1]]
+    for name, entry in second["results"].items():
+        entry[started] += span
+        if name != RECORDED:
+            continue
+        for i, cell in enumerate(entry[samples]):
+            scale = by if variants[i % len(variants)] == slower else 1.0
+            entry[samples][i] = [x * scale * speeds[k] if x is not None else None for k, x in enumerate(cell)]
+            entry[value][i] = sorted(entry[samples][i])[2]
+    for one in (first, second):
+        path = results_dir / machine / f"{one['commit_hash'][:8]}-{one['env_name']}.json"
+        path.write_text(json.dumps(one))
+    return results_dir
+
+
+def recorded_changes(results_dir):
+    _, runs = _asv.machine_runs(str(results_dir), "vm-2core-epyc")
+    a, b = (commits.pick_run(runs, c, str(ROOT), None, "--commits") for c in (A, B))
+    return [c for c in commits.compare_commits(a, b) if c.benchmark == RECORDED]
+
+
+SPEEDS = [1.0, 1.4, 0.75, 1.25, 0.85]  # far more than a 10% slowdown, in both directions
+
+
+def test_a_slowdown_of_one_variant_is_seen_beyond_the_change_its_cell_shares(tmp_path, capsys):
+    # Every process of B ran at its own speed, and `fused` got 10% slower on top: its own
+    # times cannot tell, its change beyond what the other variants of its cell share can.
+    results_dir = write_recorded_pair(tmp_path, SPEEDS, slower="fused")
+    changes = recorded_changes(results_dir)
+    fused = [c for c in changes if dict(c.params)["variant"] == "fused"]
+    others = [c for c in changes if dict(c.params)["variant"] != "fused"]
+    assert len(fused) == 10 and len(others) == 50
+    assert all(c.kind == commits.NOISE for c in changes)  # the cells' own rule: within noise
+    assert all(c.relative_kind == commits.REGRESSION and abs(c.relative.ratio - 1.10) < 1e-9 for c in fused)
+    assert all(c.relative_kind == commits.NOISE and abs(c.relative.ratio - 1) < 1e-9 for c in others)
+    status = main(
+        ["report", "--results-dir", str(results_dir), "--machine", "vm-2core-epyc", "--commits", A[:8], B[:8]]
+    )
+    out = capsys.readouterr().out
+    assert status == 1
+    rows = section(out, "Slower beyond the change their cell's variants share (").splitlines()
+    assert sum("variant=fused" in r for r in rows) == 10
+
+
+def test_a_faster_variant_leaves_the_others_unmoved(tmp_path):
+    # The median over five variants is the change most of them share: `separate_solves` (the
+    # baseline) twice as fast makes the others neither slower nor faster beyond it.
+    changes = recorded_changes(write_recorded_pair(tmp_path, SPEEDS, slower="separate_solves", by=0.5))
+    assert not commits.failed(changes)
+    moved = {dict(c.params)["variant"] for c in changes if c.relative_kind != commits.NOISE}
+    assert moved == {"separate_solves"}
+    assert all(
+        c.relative_kind == commits.IMPROVEMENT for c in changes if dict(c.params)["variant"] == "separate_solves"
+    )
+
+
+def test_the_relative_rule_needs_variants_measured_in_the_same_processes(tmp_path):
+    # Cells asv timed process by process share no process; a cell of two variants (the control
+    # twin aside) has no change that most of its variants share.
+    changes = recorded_changes(write_recorded_pair(tmp_path, SPEEDS, slower="fused", paired_processes=False))
+    assert changes and all(c.relative is None for c in changes)
+    _, runs = _asv.machine_runs(str(write_pair(tmp_path / "two")))
+    a, b = (commits.pick_run(runs, c, str(ROOT), None, "--commits") for c in (A, B))
+    assert all(c.relative is None for c in commits.compare_commits(a, b) if c.benchmark == TIMED)
+
+
+def test_identical_code_is_within_noise_beyond_the_common_change(tmp_path):
+    changes = recorded_changes(write_recorded_pair(tmp_path, SPEEDS))
+    assert len(changes) == 60 and all(c.relative_kind == commits.NOISE for c in changes)
+    assert all(c.relative.confidence == commits.RELATIVE_CONFIDENCE == 0.99 for c in changes)
+
+
 def test_single_values_are_changed_or_unchanged_never_regressions(tmp_path, capsys):
     status, out, _ = gate(capsys, write_pair(tmp_path, flops_change=True))
     assert status == 0
@@ -200,9 +294,25 @@ def test_commit_calibration_counts_false_flags_and_detections(tmp_path):
     # meets "flagged in 95%"; the 3% one (below the factor, so never flagged) is judged by its
     # interval alone, which excluded 1 in every cell.
     assert "- Trial 1 (slower (+10%), 5 rounds, level 99.0%): unchanged cells flagged 0/" in text
-    assert "by the two-commit rule (met)" in text and "by the two-commit rule (missed)" not in text
+    assert "by the two-commit gate (met" in text and "by the two-commit gate (missed" not in text
     n = loose.detected[cls][2]
     assert f"slowed cells' interval above 1 in {n}/{n} (100.0%" in text and "(met); flagged 0/" in text
+
+
+def test_commit_calibration_counts_the_relative_rule(tmp_path):
+    # B's processes ran at their own speeds and `fused` (LinearSolveJVP's optimised variant, the
+    # one a slower trial slows) got 10% slower in its JVP cells only: the relative rule finds
+    # those ten of its twenty timing cells, the gate counts them, and nothing else is flagged.
+    from perflab import _commit_calibration as cc
+
+    trial = cc.judge_pair("slower", str(write_recorded_pair(tmp_path, SPEEDS, slower="fused")), "vm-2core-epyc", 1.05)
+    detected, false = trial.detected["LinearSolveJVP"], trial.false["LinearSolveJVP"]
+    assert detected[2] == 20 and detected[4] == detected[6] == 10 and detected[5] == 20
+    assert false[2] > false[4] == 100 and false[3] == false[5] == 0  # own times judge compile times too
+    text = cc.render([trial], 1.05)
+    row = next(line for line in text.splitlines() if "| LinearSolveJVP |" in line).split(" | ")
+    # gate, own times, relative, asv compare: of the slowed variant's 20 cells
+    assert row[8].startswith("10/20 (50.0%") and row[9].startswith("0/20") and row[10].startswith("10/20 (50.0%")
 
 
 def test_a_kept_trial_names_its_measuring_setting(tmp_path):

@@ -71,10 +71,12 @@ class CommitTrial:
         number: the trial's place in its calibration (``commits<number>/`` when kept).
         confidence: the level of the two-commit rule's intervals.
         rounds: asv rounds (measuring processes) per commit, the most any timing cell holds.
-        false: class -> [flagged by the two-commit rule, by asv's rule, cells]: timings of
-            variants that did not change.
-        detected: class -> [flagged, by asv's rule, cells, interval above 1]: timings of the
-            slowed variant; the last counts intervals that exclude 1, whatever the factor.
+        false: class -> [flagged by the two-commit rule's own-time rule, by asv's rule, cells,
+            by the relative rule, cells the relative rule judged, by the gate (either rule)]:
+            timings of variants that did not change.
+        detected: class -> [flagged slower, by asv's rule, cells, interval above 1, by the
+            relative rule, cells it judged, by the gate]: timings of the slowed variant; the
+            fourth counts intervals that exclude 1, whatever the factor.
         single_changed: single-value figures that differ between the commits (of how many).
         setting: the variables of the trial's environment that change how JAX or XLA runs
             (``"JAX_CPU_ENABLE_ASYNC_DISPATCH=false"``), ``""`` for none.
@@ -174,13 +176,25 @@ def judge_pair(
         if slower and is_slowed and change.unit != "seconds":
             continue  # ratios and derived figures of the slowed variant move by design
         flagged = change.kind != commits.NOISE
+        relative = change.relative_kind not in (None, commits.NOISE)
         asv_flag = _asv.asv_compare_flags(change.a.values, change.b.values, factor)
         if slower and is_slowed:
-            counts = trial.detected.setdefault(cls, [0, 0, 0, 0])
+            counts = trial.detected.setdefault(cls, [0] * 7)
             flagged, asv_flag = change.kind == commits.REGRESSION, asv_flag and change.verdict.ratio > 1
+            relative = change.relative_kind == commits.REGRESSION
             counts[3] += bool(change.verdict.tested and change.verdict.low > 1)
+            counts[4:7] = [
+                counts[4] + relative,
+                counts[5] + (change.relative is not None),
+                counts[6] + (flagged or relative),
+            ]
         else:
-            counts = trial.false.setdefault(cls, [0, 0, 0])
+            counts = trial.false.setdefault(cls, [0] * 6)
+            counts[3:6] = [
+                counts[3] + relative,
+                counts[4] + (change.relative is not None),
+                counts[5] + (flagged or relative),
+            ]
         counts[0] += flagged
         counts[1] += asv_flag
         counts[2] += 1
@@ -333,56 +347,64 @@ def _label(trial):
 
 def render(trials: Sequence[CommitTrial], factor: float) -> str:
     """Markdown: per trial, level and class, flags on unchanged timings and detections of the
-    slowed variant."""
+    slowed variant, by the two-commit gate, each of its two rules, and asv compare."""
     lines = [
         "## Across commits (asv continuous, interleaved rounds)",
         "",
         f"Factor {factor}. Unchanged cells: every timing of the identical-code trials, and of the "
         "variants the slower commit did not touch. Detections: timings of the variant the slower "
-        "commit slowed, flagged slower; 'interval above 1': the two-commit rule's interval alone "
-        "excludes 1, whatever the factor. Rounds: measuring processes per commit, paired round by "
-        "round. Level: the two-commit rule's interval. A trial recorded with variables that change how "
-        "JAX or XLA runs names them after its kind: it measured that setting, not the default.",
+        "commit slowed, flagged slower. The two-commit gate (`report --commits`) flags a cell by "
+        "either of its rules: the cell's own times (B/A of its samples) or the relative rule (its "
+        "B/A beyond the change its cell's variants share, judged where a cell has at least "
+        f"{commits.MIN_COMMON} variants; 'of N' counts those). 'Interval above 1': the own-time "
+        "rule's interval alone excludes 1, whatever the factor. Rounds: measuring processes per "
+        "commit, paired round by round. Level: both rules' intervals. A trial recorded with "
+        "variables that change how JAX or XLA runs names them after its kind: it measured that "
+        "setting, not the default.",
         "",
-        "| trial | rounds | level | class | unchanged cells flagged (two-commit rule) | (asv compare) "
-        "| slowed cells detected (two-commit rule) | (asv compare) | slowed cells: interval above 1 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| trial | rounds | level | class | unchanged flagged: gate | own times | relative | asv compare "
+        "| slowed detected: gate | own times | relative | asv compare | interval above 1 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for trial in trials:
         for cls in sorted(set(trial.false) | set(trial.detected)):
-            f = trial.false.get(cls, [0, 0, 0])
-            d = trial.detected.get(cls, [0, 0, 0, 0])
-            lines.append(
-                f"| {trial.number} ({_label(trial)}) | {trial.rounds} | {trial.confidence:.1%} | {cls} "
-                f"| {_rate(f[0], f[2])} | {_rate(f[1], f[2])} "
-                f"| {_rate(d[0], d[2]) if d[2] else 'n/a'} | {_rate(d[1], d[2]) if d[2] else 'n/a'} "
-                f"| {_rate(d[3], d[2]) if d[2] else 'n/a'} |"
+            f = trial.false.get(cls, [0] * 6)
+            d = trial.detected.get(cls, [0] * 7)
+            slowed = (
+                [_rate(d[6], d[2]), _rate(d[0], d[2]), _rate(d[4], d[5]), _rate(d[1], d[2]), _rate(d[3], d[2])]
+                if d[2]
+                else ["n/a"] * 5
             )
+            row = [str(trial.number) + f" ({_label(trial)})", str(trial.rounds), f"{trial.confidence:.1%}", cls]
+            row += [_rate(f[5], f[2]), _rate(f[0], f[2]), _rate(f[3], f[4]), _rate(f[1], f[2])] + slowed
+            lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",
         "What each trial says, all classes together (goals: unchanged cells flagged at most 1%; "
-        f"a slowdown of {SLOWDOWN:.0%} or more flagged in at least 95% of its cells by both rules; "
-        "a smaller one's interval above 1 in at least half of its cells):",
+        f"a slowdown of {SLOWDOWN:.0%} or more flagged in at least 95% of its cells by the two-commit "
+        "gate and by asv compare; a smaller one's interval above 1 in at least half of its cells):",
         "",
     ]
     for trial in trials:
-        f = [sum(c[i] for c in trial.false.values()) for i in range(3)]
-        d = [sum(c[i] for c in trial.detected.values()) for i in range(4)]
+        f = [sum(c[i] for c in trial.false.values()) for i in range(6)]
+        d = [sum(c[i] for c in trial.detected.values()) for i in range(7)]
         text = (
             f"- Trial {trial.number} ({_label(trial)}, {trial.rounds} rounds, level {trial.confidence:.1%}): "
-            f"unchanged cells flagged {_rate(f[0], f[2])} by the two-commit rule "
-            f"({'within' if f[2] and f[0] <= 0.01 * f[2] else 'above'} 1%), {_rate(f[1], f[2])} by asv compare"
+            f"unchanged cells flagged {_rate(f[5], f[2])} by the two-commit gate "
+            f"({'within' if f[2] and f[5] <= 0.01 * f[2] else 'above'} 1%; own times {_rate(f[0], f[2])}, "
+            f"relative {_rate(f[3], f[4])}), {_rate(f[1], f[2])} by asv compare"
         )
         if d[2] and slowdown_of(trial.kind) >= SLOWDOWN:
             text += (
-                f"; slowed cells flagged {_rate(d[0], d[2])} by the two-commit rule ({_met(d[0] >= 0.95 * d[2])}), "
+                f"; slowed cells flagged {_rate(d[6], d[2])} by the two-commit gate ({_met(d[6] >= 0.95 * d[2])}; "
+                f"own times {_rate(d[0], d[2])}, relative {_rate(d[4], d[5])}), "
                 f"{_rate(d[1], d[2])} by asv compare ({_met(d[1] >= 0.95 * d[2])})"
             )
         elif d[2]:
             # Under the factor no rule may flag it; the goal is the interval's alone.
             text += (
                 f"; slowed cells' interval above 1 in {_rate(d[3], d[2])} ({_met(2 * d[3] >= d[2])}); "
-                f"flagged {_rate(d[0], d[2])} by the two-commit rule, {_rate(d[1], d[2])} by asv compare"
+                f"flagged {_rate(d[6], d[2])} by the two-commit gate, {_rate(d[1], d[2])} by asv compare"
             )
         lines.append(text + ".")
     levels = {t.confidence for t in trials} or {0}

@@ -9,12 +9,23 @@ both cells hold as many samples; otherwise Welch's interval. Every figure is rea
 lower-is-better. Figures with a single value (fingerprints, flops, bytes, errors) are "changed"
 or "unchanged", never a regression. Beside each cell stands the drift of its identical-code
 ``control`` twin.
+
+The relative rule judges each variant's change beyond the change its cell's variants share.
+The variants of a cell are measured interleaved in the same processes, so round by round every
+variant's log(B/A) carries the same two processes' speeds; the median of those over the cell's
+variants (at least `MIN_COMMON`, the control twin aside) is the change they share, and what is
+left of each variant's B/A is its own, judged by a t interval over the rounds at
+`RELATIVE_CONFIDENCE`. This sees a change confined to some variants with a fraction of the rounds
+a cell's own times need; a change that moves every variant alike (shared code, a slower machine)
+is the common change and leaves it unmoved: the cell's own rule is for that. The gate fails on a
+regression by either rule.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 
 from tabulate import tabulate
 
@@ -31,6 +42,13 @@ PAIRED_CONFIDENCE = 0.99
 docs-only pair through `asv continuous` (whole suite, 5 rounds, 2013 sampled cells) flagged 1
 cell at 99.9%, 6 at 99% and 46 at 95%, a second pair (2026 cells) 4, 15 and 79; 99% is the
 loosest level under 1% on both (docs/trust.md)."""
+
+
+RELATIVE_CONFIDENCE = 0.99
+"""The level of the relative rule, chosen on identical code: on the two docs-only pairs (799
+judged cells each) it flagged 0 and 0 at 99.9%, 4 and 4 at 99%, 26 and 12 at 95%, and on the
+identical-code calibration trial (222 cells) 1, 2 and 6; 99% is the loosest level under 1% on all
+three (docs/trust.md)."""
 
 
 def confidence_for(paired: bool) -> float:
@@ -139,6 +157,9 @@ class CellChange:
             `UNCHANGED` for single values.
         verdict: the significance verdict (ratio B/A), ``None`` for single values.
         control: the ``control`` twin's verdict at the same cell (B/A), or ``None``.
+        relative: the relative rule's verdict (the cell's B/A beyond the change its cell's
+            variants share, round by round), or ``None``: figures other than timings of a class
+            measured interleaved, cells of fewer than `MIN_COMMON` variants, or rounds missing.
     """
 
     benchmark: str
@@ -149,6 +170,16 @@ class CellChange:
     kind: str
     verdict: significance.Verdict | None = None
     control: significance.Verdict | None = None
+    relative: significance.Verdict | None = None
+
+    @property
+    def relative_kind(self) -> str | None:
+        """`REGRESSION`, `IMPROVEMENT` or `NOISE` by the relative rule; ``None`` without one."""
+        if self.relative is None:
+            return None
+        if not self.relative.changed:
+            return NOISE
+        return REGRESSION if self.relative.ratio > 1 else IMPROVEMENT
 
 
 def _sampled(cell):
@@ -167,6 +198,50 @@ def _judge(a_cell, b_cell, paired, factor, confidence):
     return significance.compare(a_cell.values, b_cell.values, paired=paired, factor=factor, confidence=level)
 
 
+MIN_COMMON = 3
+"""Variants a cell needs (the control twin aside) for the relative rule: with three or more, the
+median change round by round is one that most of them share, whatever one of them did."""
+
+
+def _full(cell):
+    # Sampled in every round: sample i is round i's process, for every variant of the class.
+    return (
+        cell is not None and cell.paired_group is not None and _sampled(cell) and len(cell.values) == len(cell.samples)
+    )
+
+
+def _common_changes(ga, gb, at):
+    # Per cell (the parameters but the variant): the median over its variants of log(B/A),
+    # round by round, and the variants it was taken over; cells with too few variants are left out.
+    if ga.unit != "seconds" or at is None:
+        return {}
+    heads = {}
+    for key in ga.cells:
+        if _full(ga.cells[key]) and _full(gb.cells.get(key)):
+            heads.setdefault(key[:at] + key[at + 1 :], []).append(key)
+    common = {}
+    for head, keys in heads.items():
+        rounds = len(ga.cells[keys[0]].values)
+        keys = [k for k in keys if len(ga.cells[k].values) == len(gb.cells[k].values) == rounds]
+        center = [k for k in keys if k[at] != CONTROL]
+        if len(center) < MIN_COMMON:
+            continue
+        logs = [[math.log(gb.cells[k].values[i] / ga.cells[k].values[i]) for k in center] for i in range(rounds)]
+        common[head] = ([statistics.median(one) for one in logs], set(keys))
+    return common
+
+
+def _relative(ga, gb, key, at, common, factor, confidence):
+    found = common.get(key[:at] + key[at + 1 :]) if at is not None else None
+    if found is None or key not in found[1]:
+        return None
+    shift, _ = found
+    level = confidence if confidence is not None else RELATIVE_CONFIDENCE
+    # A's samples moved by the common change of their round: what is left of B/A is this variant's own.
+    moved = [x * math.exp(m) for x, m in zip(ga.cells[key].values, shift)]
+    return significance.compare(moved, gb.cells[key].values, paired=True, factor=factor, confidence=level)
+
+
 def compare_commits(
     a: RecordedRun, b: RecordedRun, factor: float = DEFAULT_FACTOR, confidence: float | None = None
 ) -> list[CellChange]:
@@ -176,8 +251,8 @@ def compare_commits(
         a: commit A's run.
         b: commit B's run (same machine).
         factor: the ratio a change must exceed.
-        confidence: the intervals' level (default: `confidence_for` each cell, by whether its
-            samples pair round by round).
+        confidence: the intervals' level, both rules (default: `confidence_for` each cell, by
+            whether its samples pair round by round; `RELATIVE_CONFIDENCE` for the relative rule).
 
     Returns:
         One `CellChange` per cell of every benchmark both runs recorded, in name order.
@@ -190,6 +265,7 @@ def compare_commits(
         ga, gb = grid(a, name), grid(b, name)
         names = ga.param_names
         control_at = names.index(VARIANT_PARAM) if VARIANT_PARAM in names else None
+        common = _common_changes(ga, gb, control_at)
         for key, ca in ga.cells.items():
             cb = gb.cells.get(key)
             if cb is None:
@@ -206,7 +282,8 @@ def compare_commits(
                     ta, tb = ga.cells.get(twin), gb.cells.get(twin)
                     if ta is not None and tb is not None and _sampled(ta) and _sampled(tb):
                         control = _judge(ta, tb, _paired(a, b, name, ta, tb, paired), factor, confidence)
-                changes.append(CellChange(name, params, ca, cb, ga.unit, kind, verdict, control))
+                relative = _relative(ga, gb, key, control_at, common, factor, confidence)
+                changes.append(CellChange(name, params, ca, cb, ga.unit, kind, verdict, control, relative))
             else:
                 kind = UNCHANGED if _same(ca.value, cb.value) else CHANGED
                 changes.append(CellChange(name, params, ca, cb, ga.unit, kind))
@@ -214,8 +291,9 @@ def compare_commits(
 
 
 def failed(changes: list[CellChange]) -> bool:
-    """Whether any timing cell (a sampled figure) regressed: the gate's exit status 1."""
-    return any(c.kind == REGRESSION for c in changes)
+    """Whether any timing cell (a sampled figure) regressed by either rule: the gate's exit
+    status 1."""
+    return any(c.kind == REGRESSION or c.relative_kind == REGRESSION for c in changes)
 
 
 def _value(cell, unit):
@@ -247,6 +325,19 @@ def _row(change):
 
 
 HEAD = ["benchmark", "cell", "A", "B", "B/A (interval)", "test", "control B/A"]
+
+
+def _relative_row(change):
+    params = ", ".join(f"{k}={v}" for k, v in change.params)
+    return [
+        short_name(change.benchmark),
+        params,
+        _ratio(change.verdict),
+        _ratio(change.relative),
+    ]
+
+
+RELATIVE_HEAD = ["benchmark", "cell", "B/A (interval)", "beyond the common change (interval)"]
 
 
 def _level(given, default):
@@ -300,6 +391,9 @@ def render_commits(
         )
         + f"; flagged when the interval excludes 1 and the ratio lies beyond {factor:g}. "
         "Every figure is lower-is-better. Control: the identical-code twin of the same cell, B/A.",
+        "Relative rule: each variant's B/A beyond the change its cell's variants share (their median, "
+        f"round by round), at {_level(confidence, RELATIVE_CONFIDENCE)}: it sees a change confined to some "
+        "variants, not one that moves every variant alike. The gate fails on a regression by either rule.",
     ]
     if markdown:
         lines[2:] = [f"- {line}" for line in lines[2:]]
@@ -308,6 +402,14 @@ def render_commits(
         lines += heading(f"{title} ({len(rows)})")
         lines += (
             tabulate(rows, headers=HEAD, tablefmt=table_format, disable_numparse=True).splitlines()
+            if rows
+            else ["none"]
+        )
+    for kind, title in ((REGRESSION, "slower"), (IMPROVEMENT, "faster")):
+        rows = [_relative_row(c) for c in changes if c.relative_kind == kind]
+        lines += heading(f"{title.capitalize()} beyond the change their cell's variants share ({len(rows)})")
+        lines += (
+            tabulate(rows, headers=RELATIVE_HEAD, tablefmt=table_format, disable_numparse=True).splitlines()
             if rows
             else ["none"]
         )
@@ -325,5 +427,9 @@ def render_commits(
     noise = sum(c.kind == NOISE for c in changes)
     same = sum(c.kind == UNCHANGED for c in changes)
     lines += heading("Unchanged")
-    lines.append(f"{noise} timing cell(s) within noise; {same} single value(s) unchanged.")
+    relative = sum(c.relative_kind == NOISE for c in changes)
+    lines.append(
+        f"{noise} timing cell(s) within noise; {same} single value(s) unchanged; "
+        f"{relative} cell(s) within noise beyond their cell's common change."
+    )
     return "\n".join(lines) + "\n"
