@@ -3,9 +3,9 @@
 The unit of noise is the process. On the 2-core machines perflab runs on, one program measured in
 two processes can land 25-100% apart, while programs measured interleaved inside one process
 share most of that offset (see docs/trust.md: on the noisier VM, small XLA programs still move
-within a process, and the per-process ratios below carry that spread). So every value judged here is one number per process (what
-`benchmarks/_interleave.py` records: the median over interleaved rounds in that process), and
-the comparison is on the logarithms of those numbers:
+within a process, and the per-process ratios below carry that spread). So every value judged
+here is one number per process (what `benchmarks/_interleave.py` records: the median over
+interleaved rounds in that process), and the comparison is on the logarithms of those numbers:
 
 - paired (two variants of one cell, measured interleaved in the same processes): a t interval on
   the per-process log ratios (`scipy.stats.ttest_rel`); process offsets cancel in each ratio.
