@@ -1,9 +1,8 @@
 """`python -m perflab report --cost`: what a recorded run cost, read the way asv recorded it.
 
-asv keeps one `run_benchmarks` call's durations per results file. A run in an existing
-environment (``--python=same``) is one call for all rounds; a virtualenv run goes round by round
-(also for one commit), so its file holds the final round only and the cost of all rounds is an
-estimate. Both kinds are committed under results/.
+asv keeps one `run_benchmarks` call's durations per results file. `asv run` is one call for all
+rounds of a commit; `asv continuous` goes round by round, so its files hold the final round only
+and the cost of all rounds is an estimate. Both kinds are committed under results/.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ def _cost(capsys, machine, commit):
     return out
 
 
-def test_a_virtualenv_run_is_one_round_and_its_rounds_are_estimated(capsys):
+def test_an_asv_continuous_run_is_one_round_and_its_rounds_are_estimated(capsys):
     run = _asv.load_run(RESULTS, "vm-2core-epyc", "21294ce8")
     assert rounds_interleaved(run)
     names = [n for n in run.names if n.rsplit(".", 1)[0] == CLS]
@@ -46,11 +45,14 @@ def test_a_virtualenv_run_is_one_round_and_its_rounds_are_estimated(capsys):
     assert row.rstrip(" |").endswith(f"{expected / 60:.1f}")
 
 
-def test_a_run_in_an_existing_environment_is_the_whole_run(capsys):
-    run = _asv.load_run(RESULTS, "vm-2core-xeon", "a157e04f")
+def test_an_asv_run_of_one_commit_is_the_whole_run(capsys):
+    # Recorded by `asv run` (one call for all rounds): every round's time is in the file.
+    run = _asv.load_run(RESULTS, "vm-2core-epyc", "990be985")
     assert not rounds_interleaved(run)
-    out = _cost(capsys, "vm-2core-xeon", "a157e04f")
+    out = _cost(capsys, "vm-2core-epyc", "990be985")
     assert out.startswith("# What a full run of the suite costs")
     assert "estimated" not in out
     total = sum(c.seconds for c in class_costs(run)) / 60
     assert f"**{total:.1f}**" in out
+    # Several rounds in one call: the durations add up to several times the final round's span.
+    assert sum(v for k, v in run.durations.items() if k != "<build>") > 3 * 60 * 15

@@ -2,13 +2,12 @@
 
 asv records, per benchmark, the wall time of its cells, and per setup_cache key the time of
 that setup_cache (for the interleaved classes: their measuring processes,
-`benchmarks/_interleave.py`), for one `run_benchmarks` call. A run in an existing environment
-(`asv run --python=same`) is one call for all rounds, so its durations are the whole run's. In environments asv builds
-(virtualenv), asv interleaves rounds by default, also for one commit (`asv run HEAD^!`, `asv
-continuous`): one call per round and commit, and the results file keeps its final round's
-durations only. There the table shows one round, and a commit's cost is estimated as each
-class's round times its rounds. This table adds them up per class, so a
-change to the suite shows its cost like any other figure.
+`benchmarks/_interleave.py`), for one `run_benchmarks` call. `asv run` (one commit or a range)
+makes one call per commit for all its rounds, so its durations are the whole run's. `asv
+continuous` (and `asv run --interleave-rounds`) makes one call per round and commit, and the
+results file keeps its final round's durations only: there the table shows one round, and a
+commit's cost is estimated as each class's round times its rounds. This table adds them up per
+class, so a change to the suite shows its cost like any other figure.
 """
 
 from __future__ import annotations
@@ -95,16 +94,28 @@ def class_costs(run: RecordedRun) -> list[ClassCost]:
 
 
 def rounds_interleaved(run: RecordedRun) -> bool:
-    """Whether asv ran the recording round by round (its default in an environment it builds),
-    so that its durations are the final round's only.
+    """Whether the results file holds its final round's durations only (asv ran each round in a
+    call of its own: `asv continuous`, `--interleave-rounds`).
+
+    The results file does not say how asv was called; the durations do. Within one call asv adds
+    up each benchmark's rounds, so a run of several rounds in one call records several times
+    the time its final round spans (from the first start asv kept to the end of the last
+    benchmark); a file of one round records about that span.
 
     Arguments:
         run: the recorded run.
 
     Returns:
-        False for an existing environment (``--python=same``: all rounds in one call), else True.
+        True when its durations add up to less than 1.5 times its final round's span and some
+        benchmark runs several rounds.
     """
-    return not run.env_name.startswith("existing")
+    starts = {n: run.started_at(n) for n in run.names if run.started_at(n) is not None}
+    if not starts or max((int(run.info(n).get("rounds") or 1) for n in run.names), default=1) < 2:
+        return False
+    last = max(starts, key=starts.get)
+    span = (starts[last] - min(starts.values())) / 1000 + (run.duration(last) or 0.0)
+    total = sum(v for k, v in run.durations.items() if k != "<build>")
+    return total < 1.5 * span
 
 
 def render_costs(run: RecordedRun, costs: Sequence[ClassCost], command: str) -> str:
@@ -158,9 +169,9 @@ def render_costs(run: RecordedRun, costs: Sequence[ClassCost], command: str) -> 
         headers += ["one round (min)", "rounds", "all rounds, estimated (min)"]
         title = "What one round of the suite costs"
         text = (
-            "asv ran this recording round by round (its default in a virtualenv: `asv run HEAD^!`, "
-            "`asv continuous`, `asv run A..B`), one `run_benchmarks` call per round and commit, and "
-            "the results file keeps the durations of its final round only. Each figure is that "
+            "asv ran this recording round by round (`asv continuous`, or `--interleave-rounds`), "
+            "one `run_benchmarks` call per round and commit, and the results file keeps the "
+            "durations of its final round only. Each figure is that "
             "round's: the setup_cache of an interleaved class is one measuring process, its cells "
             "asv's reading of it. A commit's rounds are estimated as each method's round times "
             "its rounds, and each setup_cache's times its class's; two commits compared (`asv "
