@@ -109,10 +109,14 @@ def rounds_interleaved(run: RecordedRun) -> bool:
         True when its durations add up to less than 1.5 times its final round's span and some
         benchmark runs several rounds.
     """
-    starts = {n: run.started_at(n) for n in run.names if run.started_at(n) is not None}
+    starts: dict[str, int] = {}
+    for name in run.names:
+        start = run.started_at(name)
+        if start is not None:
+            starts[name] = start
     if not starts or max((int(run.info(n).get("rounds") or 1) for n in run.names), default=1) < 2:
         return False
-    last = max(starts, key=starts.get)
+    last = max(starts, key=lambda n: starts[n])
     span = (starts[last] - min(starts.values())) / 1000 + (run.duration(last) or 0.0)
     total = sum(v for k, v in run.durations.items() if k != "<build>")
     return total < 1.5 * span
