@@ -397,33 +397,25 @@ def render_commits(
     ]
     if markdown:
         lines[2:] = [f"- {line}" for line in lines[2:]]
+
+    def table(title, rows, headers):
+        lines.extend(heading(f"{title} ({len(rows)})"))
+        if not rows:
+            lines.append("none")
+            return
+        lines.extend(tabulate(rows, headers=headers, tablefmt=table_format, disable_numparse=True).splitlines())
+
     for kind, title in ((REGRESSION, "Regressions"), (IMPROVEMENT, "Improvements")):
-        rows = [_row(c) for c in changes if c.kind == kind]
-        lines += heading(f"{title} ({len(rows)})")
-        lines += (
-            tabulate(rows, headers=HEAD, tablefmt=table_format, disable_numparse=True).splitlines()
-            if rows
-            else ["none"]
-        )
-    for kind, title in ((REGRESSION, "slower"), (IMPROVEMENT, "faster")):
+        table(title, [_row(c) for c in changes if c.kind == kind], HEAD)
+    for kind, title in ((REGRESSION, "Slower"), (IMPROVEMENT, "Faster")):
         rows = [_relative_row(c) for c in changes if c.relative_kind == kind]
-        lines += heading(f"{title.capitalize()} beyond the change their cell's variants share ({len(rows)})")
-        lines += (
-            tabulate(rows, headers=RELATIVE_HEAD, tablefmt=table_format, disable_numparse=True).splitlines()
-            if rows
-            else ["none"]
-        )
+        table(f"{title} beyond the change their cell's variants share", rows, RELATIVE_HEAD)
     single = [c for c in changes if c.kind == CHANGED]
-    lines += heading(f"Single values that changed ({len(single)})")
     rows = [
         [short_name(c.benchmark), ", ".join(f"{k}={v}" for k, v in c.params), _value(c.a, c.unit), _value(c.b, c.unit)]
         for c in single
     ]
-    lines += (
-        tabulate(rows, headers=HEAD[:4], tablefmt=table_format, disable_numparse=True).splitlines()
-        if rows
-        else ["none"]
-    )
+    table("Single values that changed", rows, HEAD[:4])
     noise = sum(c.kind == NOISE for c in changes)
     same = sum(c.kind == UNCHANGED for c in changes)
     lines += heading("Unchanged")
