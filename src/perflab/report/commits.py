@@ -175,11 +175,13 @@ class CellChange:
     @property
     def relative_kind(self) -> str | None:
         """`REGRESSION`, `IMPROVEMENT` or `NOISE` by the relative rule; ``None`` without one."""
-        if self.relative is None:
-            return None
-        if not self.relative.changed:
-            return NOISE
-        return REGRESSION if self.relative.ratio > 1 else IMPROVEMENT
+        return None if self.relative is None else _direction(self.relative)
+
+
+def _direction(verdict):
+    if not verdict.changed:
+        return NOISE
+    return REGRESSION if verdict.ratio > 1 else IMPROVEMENT
 
 
 def _sampled(cell):
@@ -273,9 +275,7 @@ def compare_commits(
             params = tuple(zip(names, key))
             if _sampled(ca) and _sampled(cb):
                 verdict = _judge(ca, cb, _paired(a, b, name, ca, cb, paired), factor, confidence)
-                kind = NOISE
-                if verdict.changed:
-                    kind = REGRESSION if verdict.ratio > 1 else IMPROVEMENT
+                kind = _direction(verdict)
                 control = None
                 if control_at is not None and key[control_at] != CONTROL:
                     twin = key[:control_at] + (CONTROL,) + key[control_at + 1 :]
