@@ -2,20 +2,21 @@
 process per asv round.
 
 On the 2-core machines this suite runs on, the largest source of noise is the process: the same
-program started again lands 25-100% away, while inside one process it moves by 1-2%. So each asv
-round of an `InterleavedBenchmark` class is one fresh Python process (this module run as a
-script) that builds and warms every callable of every cell, then measures the variants of a cell
-in a new random order in each of `rounds_per_process` rounds (A C B, B A C, ...), each
-measurement `k` calls long with `k` set so that it lasts `measurement_time`, and keeps per
-callable the median per-call time over its rounds. asv records one sample per round, so `asv
-compare`, `asv publish` and the report see the process as the unit of noise, and the samples of
-one class share their round order: the report pairs the variants of a cell round by round.
+program started again lands 25-100% away, and much of that move is shared by the programs one
+process runs (its speed, its placement). So each asv round of an `InterleavedBenchmark` class is
+one fresh Python process (this module run as a script) that builds and warms every callable of
+every cell, then measures the variants of a cell in a new random order in each of
+`rounds_per_process` rounds (A C B, B A C, ...), each measurement `k` calls long with `k` set so
+that it lasts `measurement_time`, and keeps per callable the median per-call time over its
+rounds. asv records one sample per round, so `asv compare`, `asv publish` and the report see the
+process as the unit of noise, and the samples of one class share their round order: the report
+pairs the variants of a cell round by round.
 
 How rounds map onto processes. asv keys a class's `setup_cache` and runs it once per
 `run_benchmarks` call, handing its result to every round of that call:
 
-- commits compared with asv's `--interleave-rounds` (the default of `asv continuous`, `asv run
-  A^! B^!` and `asv run A..B` in virtualenv environments) get one `run_benchmarks` call per
+- commits compared with asv's `--interleave-rounds` (the default of `asv continuous`; `asv run`
+  interleaves only when given the flag, asv 0.6.6) get one `run_benchmarks` call per
   (round, commit), alternating the commit order round by round: each round's `setup_cache`
   measures that round's process, so commit A's and commit B's processes alternate;
 - a single commit (`asv run --python=same ...`) gets one call for all rounds: `setup_cache`
@@ -23,6 +24,15 @@ How rounds map onto processes. asv keys a class's `setup_cache` and runs it once
   cache (`_RoundCache`), so a recording still holds one sample per process.
 
 asv's ``--quick`` runs one round: one process, the smoke run.
+
+Relative times. In a cell with at least `MIN_RELATIVE` variants (the control twin aside), each
+variant's time is also recorded divided by the median of those variants' times in the same
+process (`track_<operation>_relative`, one sample per round). The process's own speed cancels in
+that figure, so a change to one variant between two commits stands out of the process-to-process
+spread that hides it in the variant's own time; a change every variant shares (the whole library
+slower) cancels too, and shows in the own times only. It is the figure `asv compare` can judge a
+one-variant change by; the project's two-commit rule (`perflab.report.commits`) takes the same
+median round by round from the own times.
 """
 
 from __future__ import annotations
@@ -58,6 +68,10 @@ QUICK_ENV = "PERFLAB_QUICK"
 # Calibration across commits only: a scratch commit adds this module to the library, with
 # ``FRACTION = 0.10``, to make one variant of every class that much slower in that commit.
 SLOWDOWN_MODULE = "perflab._calibration_slowdown"
+# A cell's variants (the twins aside) needed for relative times: with three or more, their median
+# in a process is a time most of them share, whatever one of them does.
+MIN_RELATIVE = 3
+RELATIVE_UNIT = "x median variant"
 
 
 def quick() -> bool:
@@ -150,6 +164,31 @@ def measure(calls, *, rounds, target, twins=None, seed=0, slowed=None):
     return {label: statistics.median(ts) for label, ts in times.items()}
 
 
+def _centre(variants):
+    return [v for v in variants if v != CONTROL and v not in INJECTED]
+
+
+def relative_times(times: dict, operation: str, head, variants) -> dict:
+    """One process's times of a cell's variants over their median (see the module's doc).
+
+    Arguments:
+        times: label -> seconds per call, as `measure` returns them for the cell.
+        operation: the operation whose times are divided.
+        head: the cell's parameters but the variant.
+        variants: the cell's variants; the median is over those measured, the twins aside.
+
+    Returns:
+        ``{"relative:<operation>|...|<variant>": time / median}`` for every variant measured
+        (twins too); empty when fewer than `MIN_RELATIVE` were measured.
+    """
+    measured = [v for v in variants if key(operation, (*head, v)) in times]
+    centre = [times[key(operation, (*head, v))] for v in _centre(measured)]
+    if len(centre) < MIN_RELATIVE:
+        return {}
+    median = statistics.median(centre)
+    return {key(f"relative:{operation}", (*head, v)): times[key(operation, (*head, v))] / median for v in measured}
+
+
 def key(operation: str, params) -> str:
     """The cache key of one cell of one operation: ``"jvp|lu|100|fused"``."""
     return "|".join([operation, *map(str, params)])
@@ -166,8 +205,9 @@ class InterleavedBenchmark:
     the reason), and defines its own one-line ``setup_cache`` returning
     ``self.measure_round()``: asv keys a setup cache by the module and line of its definition,
     so an inherited one would hand one class's measurements to every class.
-    `track_<operation>` (seconds per call), `track_<ratio>` and the companions'
-    `track_<operation>_<metric>` methods are generated.
+    `track_<operation>` (seconds per call), `track_<ratio>`, the companions'
+    `track_<operation>_<metric>` methods and, for classes of `MIN_RELATIVE` or more variants,
+    `track_<operation>_relative` (see the module's doc) are generated.
 
     The variant list must include `"control"` (the baseline's callable measured again under a
     second name: identical code, which the report must not find different). Under
@@ -207,6 +247,10 @@ class InterleavedBenchmark:
             for metric, unit in _companions.METRICS.items():
                 if f"track_{operation}_{metric}" not in vars(cls):
                     setattr(cls, f"track_{operation}_{metric}", _companion_method(metric, operation, unit))
+        if len(_centre(getattr(cls, "params", [[]])[-1])) >= MIN_RELATIVE:
+            for operation in cls.operations:
+                if f"track_{operation}_relative" not in vars(cls):
+                    setattr(cls, f"track_{operation}_relative", _relative_method(operation))
         for name, (numerator, denominator, unit) in cls.ratios.items():
             if f"track_{name}" not in vars(cls):
                 setattr(cls, f"track_{name}", _ratio_method(numerator, denominator, unit))
@@ -266,16 +310,17 @@ class InterleavedBenchmark:
             twins = {n: t for n, t in twins.items() if t[0] in calls}
             if calls:
                 rounds = 1 if quick() else self.rounds_per_process
-                values.update(
-                    measure(
-                        calls,
-                        rounds=rounds,
-                        target=self.measurement_time,
-                        twins=twins,
-                        seed=int.from_bytes(os.urandom(4), "little"),
-                        slowed=slowed,
-                    )
+                times = measure(
+                    calls,
+                    rounds=rounds,
+                    target=self.measurement_time,
+                    twins=twins,
+                    seed=int.from_bytes(os.urandom(4), "little"),
+                    slowed=slowed,
                 )
+                values.update(times)
+                for operation in self.operations:
+                    values.update(relative_times(times, operation, head, variants))
         return {"values": values, "skipped": skipped}
 
     def slowed_variant(self) -> str:
@@ -434,6 +479,15 @@ def _companion_method(metric, operation, unit):
 
     track.unit = unit
     track.deterministic = metric not in _companions.SAMPLED
+    return track
+
+
+def _relative_method(operation):
+    def track(self, cache, *params):
+        recorded = cache["values"].get(key(f"relative:{operation}", params))
+        return {"samples": recorded, "number": 1} if recorded else math.nan
+
+    track.unit = RELATIVE_UNIT
     return track
 
 

@@ -208,3 +208,52 @@ def test_a_scratch_commit_slows_one_variant(monkeypatch):
 
     values = _interleave.measure({"a": call, "b": call}, rounds=4, target=1e-3, slowed={"b": 0.1})
     assert values["b"] / values["a"] == pytest.approx(1.10, rel=0.005)
+
+
+def test_relative_times_divide_by_the_median_variant_of_the_process():
+    # A variant's time over the median of its cell's variants (the twins aside), per process:
+    # the process's own speed cancels, one variant's change does not.
+    from benchmarks import _interleave
+
+    head = ("lu", 10)
+    variants = ["a", "b", "c", "control", "plus10pct"]
+    times = {_interleave.key("jvp", (*head, v)): t for v, t in zip(variants, [1.0, 2.0, 4.0, 1.1, 1.1])}
+    got = _interleave.relative_times(times, "jvp", head, variants)
+    assert got == {
+        _interleave.key("relative:jvp", (*head, v)): pytest.approx(t / 2.0)
+        for v, t in zip(variants, [1.0, 2.0, 4.0, 1.1, 1.1])
+    }
+    # A process twice as slow records the same relative times.
+    slower = {k: 2 * t for k, t in times.items()}
+    assert _interleave.relative_times(slower, "jvp", head, variants) == pytest.approx(got)
+    # One variant 10% slower moves its own relative time by 10%, the others' not at all.
+    changed = {**times, _interleave.key("jvp", (*head, "c")): 4.4}
+    moved = _interleave.relative_times(changed, "jvp", head, variants)
+    assert moved[_interleave.key("relative:jvp", (*head, "c"))] == pytest.approx(2.2)
+    assert moved[_interleave.key("relative:jvp", (*head, "a"))] == pytest.approx(0.5)
+    # Too few variants measured (a skipped one does not count): nothing recorded.
+    del times[_interleave.key("jvp", (*head, "c"))]
+    assert _interleave.relative_times(times, "jvp", head, variants) == {}
+
+
+def test_relative_times_are_recorded_per_process_and_read_per_round():
+    from benchmarks import _interleave
+    from benchmarks.bench_calibration import Calibration
+    from benchmarks.bench_linear_solve import LinearSolveJVPDefault
+
+    assert Calibration.track_workload_relative.rounds == Calibration.processes
+    assert Calibration.track_workload_relative.unit == _interleave.RELATIVE_UNIT
+    # A class of fewer variants (default and its control) has no relative figure.
+    assert not hasattr(LinearSolveJVPDefault, "track_jvp_relative")
+    values = Calibration().measure_process(full=False)["values"]
+    relative = {k: v for k, v in values.items() if k.startswith("relative:")}
+    assert set(relative) == {_interleave.key("relative:workload", (v,)) for v in Calibration.params[-1]}
+    centre = sorted(values[_interleave.key("workload", (v,))] for v in ("base", "more5pct", "more10pct"))
+    for v in Calibration.params[-1]:
+        own = values[_interleave.key("workload", (v,))]
+        assert relative[_interleave.key("relative:workload", (v,))] == own / centre[1]
+    cache = {"values": {k: [v] for k, v in values.items()}, "skipped": {}}
+    assert Calibration().track_workload_relative(cache, "base") == {
+        "samples": [relative[_interleave.key("relative:workload", ("base",))]],
+        "number": 1,
+    }
