@@ -145,7 +145,29 @@ def test_the_gate_level_can_be_chosen(tmp_path, capsys):
 RECORDED = "bench_linear_solve.LinearSolveJVP.track_jvp"
 
 
-def write_recorded_pair(tmp_path, speeds, slower=None, by=1.10, paired_processes=True):
+def add_relative_times(data, benchmarks, variants):
+    # The harness's relative times of RECORDED's cells (`_interleave.relative_times`), from each
+    # round's samples: every variant over the median of its cell's variants, the control aside.
+    from benchmarks import _interleave
+
+    name = RECORDED + "_relative"
+    benchmarks[name] = benchmarks[RECORDED] | {"name": name, "unit": _interleave.RELATIVE_UNIT}
+    value, samples = column(data, "result"), column(data, "samples")
+    entry = copy.deepcopy(data["results"][RECORDED])
+    width = len(variants)
+    for start in range(0, len(entry[samples]), width):
+        cell = entry[samples][start : start + width]
+        for k in range(len(cell[0])):
+            times = {_interleave.key("jvp", (v,)): cell[i][k] for i, v in enumerate(variants)}
+            relative = _interleave.relative_times(times, "jvp", (), variants)
+            for i, v in enumerate(variants):
+                entry[samples][start + i][k] = relative[_interleave.key("relative:jvp", (v,))]
+        for i in range(start, start + width):
+            entry[value][i] = sorted(entry[samples][i])[2]
+    data["results"][name] = entry
+
+
+def write_recorded_pair(tmp_path, speeds, slower=None, by=1.10, paired_processes=True, relative=False):
     """Commit A: the committed vm-2core-epyc run of 21294ce8 as recorded; commit B: the same
     samples, round k of every cell scaled by ``speeds[k]`` (that process's own speed, shared
     by the variants it measured) and the `slower` variant's cells of RECORDED by `by` besides.
@@ -173,6 +195,10 @@ def write_recorded_pair(tmp_path, speeds, slower=None, by=1.10, paired_processes
             scale = by if variants[i % len(variants)] == slower else 1.0
             entry[samples][i] = [x * scale * speeds[k] if x is not None else None for k, x in enumerate(cell)]
             entry[value][i] = sorted(entry[samples][i])[2]
+    if relative:
+        for one in (first, second):
+            add_relative_times(one, benchmarks, variants)
+        (results_dir / "benchmarks.json").write_text(json.dumps(benchmarks))
     for one in (first, second):
         path = results_dir / machine / f"{one['commit_hash'][:8]}-{one['env_name']}.json"
         path.write_text(json.dumps(one))
@@ -277,16 +303,16 @@ def test_commit_calibration_counts_false_flags_and_detections(tmp_path):
     (tmp_path / "slow").mkdir()
     same = cc.judge_pair("identical", str(write_pair(tmp_path / "same")), MACHINE, 1.05)
     cls = "LinearSolveJVPDefault"
-    assert same.false[cls][0] == 0 and same.false[cls][2] > 0 and not same.detected
+    assert same.false[cls].own == 0 and same.false[cls].cells > 0 and not same.detected
     assert same.rounds == 5 and same.confidence == commits.confidence_for(True)
     slow = cc.judge_pair("slower", str(write_pair(tmp_path / "slow", shift=1.10)), MACHINE, 1.05, number=1)
     detected = slow.detected[cls]
-    assert detected[0] == detected[2] == detected[3] > 0
-    assert slow.false[cls][0] == 0
+    assert detected.own == detected.cells == detected.above_one > 0
+    assert slow.false[cls].own == 0
     # The same pair judged at another level says so; a 3% slowdown is not beyond the factor,
     # but its interval still excludes 1.
     loose = cc.judge_pair("slower:3", str(write_pair(tmp_path / "slow3", shift=1.03)), MACHINE, 1.05, 0.95, 2)
-    assert loose.confidence == 0.95 and loose.detected[cls][0] == 0 < loose.detected[cls][3]
+    assert loose.confidence == 0.95 and loose.detected[cls].own == 0 < loose.detected[cls].above_one
     text = cc.render([same, slow, loose], 1.05)
     assert "| 0 (identical) | 5 | 99.0% | LinearSolveJVPDefault | 0/" in text
     assert "| 1 (slower (+10%)) | 5 | 99.0% |" in text and "| 2 (slower (+3%)) | 5 | 95.0% |" in text
@@ -295,7 +321,7 @@ def test_commit_calibration_counts_false_flags_and_detections(tmp_path):
     # interval alone, which excluded 1 in every cell.
     assert "- Trial 1 (slower (+10%), 5 rounds, level 99.0%): unchanged cells flagged 0/" in text
     assert "by the two-commit gate (met" in text and "by the two-commit gate (missed" not in text
-    n = loose.detected[cls][2]
+    n = loose.detected[cls].cells
     assert f"slowed cells' interval above 1 in {n}/{n} (100.0%" in text and "(met); flagged 0/" in text
 
 
@@ -307,12 +333,40 @@ def test_commit_calibration_counts_the_relative_rule(tmp_path):
 
     trial = cc.judge_pair("slower", str(write_recorded_pair(tmp_path, SPEEDS, slower="fused")), "vm-2core-epyc", 1.05)
     detected, false = trial.detected["LinearSolveJVP"], trial.false["LinearSolveJVP"]
-    assert detected[2] == 20 and detected[4] == detected[6] == 10 and detected[5] == 20
-    assert false[2] > false[4] == 100 and false[3] == false[5] == 0  # own times judge compile times too
+    assert detected.cells == 20 and detected.relative == detected.gate == 10 and detected.relative_cells == 20
+    # own times judge compile times too
+    assert false.cells > false.relative_cells == 100 and false.relative == false.gate == 0
     text = cc.render([trial], 1.05)
     row = next(line for line in text.splitlines() if "| LinearSolveJVP |" in line).split(" | ")
     # gate, own times, relative, asv compare: of the slowed variant's 20 cells
     assert row[8].startswith("10/20 (50.0%") and row[9].startswith("0/20") and row[10].startswith("10/20 (50.0%")
+
+
+def test_commit_calibration_counts_asv_compare_on_relative_times(tmp_path):
+    # With the harness's relative times recorded, asv compare's rule sees a variant made 50%
+    # slower in every one of its JVP cells through processes whose speeds moved 25-40%; the
+    # primal cells (unchanged) have no relative row here, so they count as not flagged by it.
+    from perflab import _commit_calibration as cc
+
+    results_dir = write_recorded_pair(tmp_path, SPEEDS, slower="fused", by=1.5, relative=True)
+    trial = cc.judge_pair("slower", str(results_dir), "vm-2core-epyc", 1.05)
+    detected = trial.detected["LinearSolveJVP"]
+    assert detected.cells == 20 and detected.asv_relative_cells == 10
+    assert detected.asv_relative == 10 and detected.asv_either >= 10 > detected.asv
+    text = cc.render([trial], 1.05)
+    row = next(line for line in text.splitlines() if "| LinearSolveJVP |" in line).split(" | ")
+    assert row[12].startswith("10/10 (100.0%") and row[13].startswith(f"{detected.asv_either}/20")
+    # The summary (all classes) states the goal against either row of a cell, both figures beside it.
+    total = trial.total("detected")
+    assert f"{total.asv_either}/{total.cells} ({total.asv_either / total.cells:.1%}" in text
+    assert f"by asv compare (missed; own times {total.asv}/{total.cells}" in text
+    assert "relative times 10/10 (100.0%" in text
+    # Trials recorded before the harness recorded relative times say so.
+    old = cc.judge_pair(
+        "slower", str(write_recorded_pair(tmp_path / "old", SPEEDS, slower="fused")), "vm-2core-epyc", 1.05
+    )
+    assert old.detected["LinearSolveJVP"].asv_relative_cells == 0
+    assert "relative times none)" in cc.render([old], 1.05)
 
 
 def test_a_kept_trial_names_its_measuring_setting(tmp_path):

@@ -63,20 +63,52 @@ def slowdown_of(kind: str) -> float:
 
 
 @dataclasses.dataclass
+class Counts:
+    """One class's counts in one trial, for unchanged timings or for the slowed variant's.
+
+    Attributes:
+        cells: timing cells judged (per-call times, ratios of them, compile times).
+        own: flagged by the two-commit rule's own-time rule (a detection: flagged slower).
+        asv: flagged by asv compare's rule on the same figure.
+        relative: flagged by the two-commit rule's relative rule.
+        relative_cells: cells the relative rule judged (cells of enough variants).
+        gate: flagged by the gate (either rule).
+        above_one: detections only: the own-time interval excludes 1, whatever the factor.
+        asv_relative: detections only: asv compare flagged the cell's relative-time figure
+            (``track_<operation>_relative``) slower.
+        asv_relative_cells: cells with a relative-time figure recorded for both commits.
+        asv_either: detections only: asv compare flagged the cell's own time or its relative
+            time slower.
+    """
+
+    cells: int = 0
+    own: int = 0
+    asv: int = 0
+    relative: int = 0
+    relative_cells: int = 0
+    gate: int = 0
+    above_one: int = 0
+    asv_relative: int = 0
+    asv_relative_cells: int = 0
+    asv_either: int = 0
+
+    def __add__(self, other: "Counts") -> "Counts":
+        return Counts(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+
+@dataclasses.dataclass
 class CommitTrial:
-    """One judged trial: counts per class, for the two rules.
+    """One judged trial: counts per class, for the two rules and asv compare's.
 
     Attributes:
         kind: ``"identical"``, ``"slower"`` or ``"slower:N"``.
         number: the trial's place in its calibration (``commits<number>/`` when kept).
         confidence: the level of the two-commit rule's intervals.
         rounds: asv rounds (measuring processes) per commit, the most any timing cell holds.
-        false: class -> [flagged by the two-commit rule's own-time rule, by asv's rule, cells,
-            by the relative rule, cells the relative rule judged, by the gate (either rule)]:
-            timings of variants that did not change.
-        detected: class -> [flagged slower, by asv's rule, cells, interval above 1, by the
-            relative rule, cells it judged, by the gate]: timings of the slowed variant; the
-            fourth counts intervals that exclude 1, whatever the factor.
+        false: class -> `Counts` of the timings of variants that did not change (every figure
+            asv samples, relative times included).
+        detected: class -> `Counts` of the slowed variant's per-call times (its relative times
+            are counted with them, as `Counts.asv_relative`).
         single_changed: single-value figures that differ between the commits (of how many).
         setting: the variables of the trial's environment that change how JAX or XLA runs
             (``"JAX_CPU_ENABLE_ASYNC_DISPATCH=false"``), ``""`` for none.
@@ -86,10 +118,14 @@ class CommitTrial:
     confidence: float = commits.CONFIDENCE
     rounds: int = 0
     number: int = 0
-    false: dict = dataclasses.field(default_factory=dict)
-    detected: dict = dataclasses.field(default_factory=dict)
+    false: dict[str, Counts] = dataclasses.field(default_factory=dict)
+    detected: dict[str, Counts] = dataclasses.field(default_factory=dict)
     single_changed: list = dataclasses.field(default_factory=lambda: [0, 0])
     setting: str = ""
+
+    def total(self, which: str) -> Counts:
+        """All classes' `Counts` together, of ``"false"`` or ``"detected"``."""
+        return sum(getattr(self, which).values(), Counts())
 
 
 MEASURING_PREFIXES = ("JAX_", "XLA_", "EQX_")
@@ -120,8 +156,15 @@ def _scratch_commit(repo, kind):
             raise _asv.PerflabError("--across-commits", f"git {' '.join(args)} failed in the scratch clone {repo}")
 
 
-def _slowed_variant(info, values):
-    values = [_asv.label(v) for v in values]
+RELATIVE_SUFFIX = "_relative"
+"""The harness's relative-time figures: ``track_<operation>_relative``."""
+
+
+def _slowed_of(run, name):
+    # The variant the harness slows (`InterleavedBenchmark.slowed_variant`), read from the roles
+    # asv exported: the optimised one, else the first that is neither the baseline nor a twin.
+    info = run.info(name)
+    values = [_asv.label(v) for v in run.benchmarks[name].get("params", [[]])[-1]]
     others = [v for v in values if v not in (info.get("baseline"), "control", "plus5pct", "plus10pct")]
     return info.get("optimised") or (others[0] if others else info.get("baseline"))
 
@@ -162,42 +205,42 @@ def judge_pair(
     levels = [c.verdict.confidence for c in changes if c.verdict is not None]
     level = confidence or (levels[0] if levels else commits.CONFIDENCE)
     trial = CommitTrial(kind, level, number=number, setting=setting)
+    # asv compare's rule on the slowed variant's relative times, by the cell of its own time.
+    relative_flags = {}
     for change in changes:
-        params = dict(change.params)
+        if slower and change.benchmark.endswith(RELATIVE_SUFFIX) and change.verdict is not None:
+            if dict(change.params).get("variant") == _slowed_of(a, change.benchmark):
+                flag = _asv.asv_compare_flags(change.a.values, change.b.values, factor) and change.verdict.ratio > 1
+                relative_flags[(change.benchmark.removesuffix(RELATIVE_SUFFIX), change.params)] = flag
+    for change in changes:
         cls = change.benchmark.split(".")[1]
         if change.verdict is None:
             trial.single_changed[0] += change.kind == commits.CHANGED
             trial.single_changed[1] += 1
             continue
         trial.rounds = max(trial.rounds, len(change.a.values), len(change.b.values))
-        info = a.info(change.benchmark)
-        slowed = _slowed_variant(info, a.benchmarks[change.benchmark].get("params", [[]])[-1])
-        is_slowed = params.get("variant") == slowed
-        if slower and is_slowed and change.unit != "seconds":
+        is_slowed = slower and dict(change.params).get("variant") == _slowed_of(a, change.benchmark)
+        if is_slowed and change.unit != "seconds":
             continue  # ratios and derived figures of the slowed variant move by design
-        flagged = change.kind != commits.NOISE
-        relative = change.relative_kind not in (None, commits.NOISE)
         asv_flag = _asv.asv_compare_flags(change.a.values, change.b.values, factor)
-        if slower and is_slowed:
-            counts = trial.detected.setdefault(cls, [0] * 7)
-            flagged, asv_flag = change.kind == commits.REGRESSION, asv_flag and change.verdict.ratio > 1
-            relative = change.relative_kind == commits.REGRESSION
-            counts[3] += bool(change.verdict.tested and change.verdict.low > 1)
-            counts[4:7] = [
-                counts[4] + relative,
-                counts[5] + (change.relative is not None),
-                counts[6] + (flagged or relative),
-            ]
+        if is_slowed:
+            counts = trial.detected.setdefault(cls, Counts())
+            own, relative = change.kind == commits.REGRESSION, change.relative_kind == commits.REGRESSION
+            asv_flag = asv_flag and change.verdict.ratio > 1
+            counts.above_one += bool(change.verdict.tested and change.verdict.low > 1)
+            relative_flag = relative_flags.get((change.benchmark, change.params))
+            counts.asv_relative_cells += relative_flag is not None
+            counts.asv_relative += bool(relative_flag)
+            counts.asv_either += asv_flag or bool(relative_flag)
         else:
-            counts = trial.false.setdefault(cls, [0] * 6)
-            counts[3:6] = [
-                counts[3] + relative,
-                counts[4] + (change.relative is not None),
-                counts[5] + (flagged or relative),
-            ]
-        counts[0] += flagged
-        counts[1] += asv_flag
-        counts[2] += 1
+            counts = trial.false.setdefault(cls, Counts())
+            own, relative = change.kind != commits.NOISE, change.relative_kind not in (None, commits.NOISE)
+        counts.cells += 1
+        counts.own += own
+        counts.asv += asv_flag
+        counts.relative += relative
+        counts.relative_cells += change.relative is not None
+        counts.gate += own or relative
     return trial
 
 
@@ -339,6 +382,26 @@ def _met(ok):
     return "met" if ok else "missed"
 
 
+def _unchanged(c):
+    if c is None:
+        return ["n/a"] * 4
+    return [_rate(c.gate, c.cells), _rate(c.own, c.cells), _rate(c.relative, c.relative_cells), _rate(c.asv, c.cells)]
+
+
+def _slowed(c):
+    if c is None or not c.cells:
+        return ["n/a"] * 7
+    return [
+        _rate(c.gate, c.cells),
+        _rate(c.own, c.cells),
+        _rate(c.relative, c.relative_cells),
+        _rate(c.asv, c.cells),
+        _rate(c.asv_relative, c.asv_relative_cells),
+        _rate(c.asv_either, c.cells),
+        _rate(c.above_one, c.cells),
+    ]
+
+
 def _label(trial):
     fraction = slowdown_of(trial.kind)
     label = f"slower (+{fraction:.0%})" if fraction else "identical"
@@ -357,27 +420,26 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
         "either of its rules: the cell's own times (B/A of its samples) or the relative rule (its "
         "B/A beyond the change its cell's variants share, judged where a cell has at least "
         f"{commits.MIN_COMMON} variants; 'of N' counts those). 'Interval above 1': the own-time "
-        "rule's interval alone excludes 1, whatever the factor. Rounds: measuring processes per "
+        "rule's interval alone excludes 1, whatever the factor. asv compare, on the slowed cells: its "
+        "rule on the cell's own per-call times, on its relative times (the harness's "
+        "`track_<operation>_relative`: the variant's time over its cell's median variant, per "
+        "process; 'none' for trials recorded before the harness recorded it), and either row of the "
+        "cell flagged. Rounds: measuring processes per "
         "commit, paired round by round. Level: both rules' intervals. A trial recorded with "
         "variables that change how JAX or XLA runs names them after its kind: it measured that "
         "setting, not the default.",
         "",
         "| trial | rounds | level | class | unchanged flagged: gate | own times | relative | asv compare "
-        "| slowed detected: gate | own times | relative | asv compare | interval above 1 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| slowed detected: gate | own times | relative | asv compare: own times | asv compare: relative "
+        "times | asv compare: either | interval above 1 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for trial in trials:
         for cls in sorted(set(trial.false) | set(trial.detected)):
-            f = trial.false.get(cls, [0] * 6)
-            d = trial.detected.get(cls, [0] * 7)
-            slowed = (
-                [_rate(d[6], d[2]), _rate(d[0], d[2]), _rate(d[4], d[5]), _rate(d[1], d[2]), _rate(d[3], d[2])]
-                if d[2]
-                else ["n/a"] * 5
-            )
             row = [str(trial.number) + f" ({_label(trial)})", str(trial.rounds), f"{trial.confidence:.1%}", cls]
-            row += [_rate(f[5], f[2]), _rate(f[0], f[2]), _rate(f[3], f[4]), _rate(f[1], f[2])] + slowed
-            lines.append("| " + " | ".join(row) + " |")
+            lines.append(
+                "| " + " | ".join(row + _unchanged(trial.false.get(cls)) + _slowed(trial.detected.get(cls))) + " |"
+            )
     lines += [
         "",
         "What each trial says, all classes together (goals: unchanged cells flagged at most 1%; "
@@ -386,25 +448,28 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
         "",
     ]
     for trial in trials:
-        f = [sum(c[i] for c in trial.false.values()) for i in range(6)]
-        d = [sum(c[i] for c in trial.detected.values()) for i in range(7)]
+        f, d = trial.total("false"), trial.total("detected")
         text = (
             f"- Trial {trial.number} ({_label(trial)}, {trial.rounds} rounds, level {trial.confidence:.1%}): "
-            f"unchanged cells flagged {_rate(f[5], f[2])} by the two-commit gate "
-            f"({'within' if f[2] and f[5] <= 0.01 * f[2] else 'above'} 1%; own times {_rate(f[0], f[2])}, "
-            f"relative {_rate(f[3], f[4])}), {_rate(f[1], f[2])} by asv compare"
+            f"unchanged cells flagged {_rate(f.gate, f.cells)} by the two-commit gate "
+            f"({'within' if f.cells and f.gate <= 0.01 * f.cells else 'above'} 1%; own times "
+            f"{_rate(f.own, f.cells)}, relative {_rate(f.relative, f.relative_cells)}), {_rate(f.asv, f.cells)} "
+            f"by asv compare ({'within' if f.cells and f.asv <= 0.01 * f.cells else 'above'} 1%)"
         )
-        if d[2] and slowdown_of(trial.kind) >= SLOWDOWN:
+        if d.cells and slowdown_of(trial.kind) >= SLOWDOWN:
             text += (
-                f"; slowed cells flagged {_rate(d[6], d[2])} by the two-commit gate ({_met(d[6] >= 0.95 * d[2])}; "
-                f"own times {_rate(d[0], d[2])}, relative {_rate(d[4], d[5])}), "
-                f"{_rate(d[1], d[2])} by asv compare ({_met(d[1] >= 0.95 * d[2])})"
+                f"; slowed cells flagged {_rate(d.gate, d.cells)} by the two-commit gate "
+                f"({_met(d.gate >= 0.95 * d.cells)}; own times {_rate(d.own, d.cells)}, relative "
+                f"{_rate(d.relative, d.relative_cells)}), {_rate(d.asv_either, d.cells)} by asv compare "
+                f"({_met(d.asv_either >= 0.95 * d.cells)}; own times {_rate(d.asv, d.cells)}, relative times "
+                f"{_rate(d.asv_relative, d.asv_relative_cells)})"
             )
-        elif d[2]:
+        elif d.cells:
             # Under the factor no rule may flag it; the goal is the interval's alone.
             text += (
-                f"; slowed cells' interval above 1 in {_rate(d[3], d[2])} ({_met(2 * d[3] >= d[2])}); "
-                f"flagged {_rate(d[6], d[2])} by the two-commit gate, {_rate(d[1], d[2])} by asv compare"
+                f"; slowed cells' interval above 1 in {_rate(d.above_one, d.cells)} "
+                f"({_met(2 * d.above_one >= d.cells)}); flagged {_rate(d.gate, d.cells)} by the two-commit gate, "
+                f"{_rate(d.asv_either, d.cells)} by asv compare"
             )
         lines.append(text + ".")
     levels = {t.confidence for t in trials} or {0}
