@@ -27,12 +27,12 @@ asv's ``--quick`` runs one round: one process, the smoke run.
 
 Relative times. In a cell with at least `MIN_RELATIVE` variants (the control twin aside), each
 variant's time is also recorded divided by the median of those variants' times in the same
-process (`track_<operation>_relative`, one sample per round). The process's own speed cancels in
-that figure, so a change to one variant between two commits stands out of the process-to-process
-spread that hides it in the variant's own time; a change every variant shares (the whole library
-slower) cancels too, and shows in the own times only. It is the figure `asv compare` can judge a
-one-variant change by; the project's two-commit rule (`perflab.report.commits`) takes the same
-median round by round from the own times.
+process, round by round inside it (`track_<operation>_relative`, one sample per asv round). The
+process's own speed cancels in that figure, so a change to one variant between two commits
+stands out of the process-to-process spread that hides it in the variant's own time; a change
+every variant shares (the whole library slower) cancels too, and shows in the own times only. It
+is the figure `asv compare` can judge a one-variant change by; the project's two-commit rule
+(`perflab.report.commits`) takes the same kind of median round by round from the own times.
 """
 
 from __future__ import annotations
@@ -125,6 +125,16 @@ def _calls_for(call, target):
 
 
 def measure(calls, *, rounds, target, twins=None, seed=0, slowed=None):
+    """Time the callables of one cell interleaved: the median of `measure_rounds`.
+
+    Returns:
+        label -> median per-call seconds over the rounds.
+    """
+    times = measure_rounds(calls, rounds=rounds, target=target, twins=twins, seed=seed, slowed=slowed)
+    return {label: statistics.median(ts) for label, ts in times.items()}
+
+
+def measure_rounds(calls, *, rounds, target, twins=None, seed=0, slowed=None):
     """Time the callables of one cell interleaved, in a new random order each round.
 
     Arguments:
@@ -138,7 +148,7 @@ def measure(calls, *, rounds, target, twins=None, seed=0, slowed=None):
             measurement (a scratch commit's known slowdown, see `library_slowdown`).
 
     Returns:
-        label -> median per-call seconds over the rounds.
+        label -> per-call seconds of each round, in round order.
     """
     twins = dict(twins or {})
     slowed = dict(slowed or {})
@@ -161,7 +171,7 @@ def measure(calls, *, rounds, target, twins=None, seed=0, slowed=None):
     finally:
         if gc_was_enabled:
             gc.enable()
-    return {label: statistics.median(ts) for label, ts in times.items()}
+    return times
 
 
 def _centre(variants):
@@ -171,22 +181,32 @@ def _centre(variants):
 def relative_times(times: dict, operation: str, head, variants) -> dict:
     """One process's times of a cell's variants over their median (see the module's doc).
 
+    The ratio is taken round by round (a round measures every variant of the cell within
+    milliseconds, so a process that changes speed between rounds changes all of them alike) and
+    its median over the rounds is kept: measured on `LinearSolveJVP` (six processes, idle 2-core
+    VM), its spread from process to process was a median 2.4% against 3.7% for the ratio of
+    the rounds' medians and 13.7% for the own time.
+
     Arguments:
-        times: label -> seconds per call, as `measure` returns them for the cell.
+        times: label -> per-call seconds of each round, as `measure_rounds` returns them.
         operation: the operation whose times are divided.
         head: the cell's parameters but the variant.
         variants: the cell's variants; the median is over those measured, the twins aside.
 
     Returns:
-        ``{"relative:<operation>|...|<variant>": time / median}`` for every variant measured
-        (twins too); empty when fewer than `MIN_RELATIVE` were measured.
+        ``{"relative:<operation>|...|<variant>": ratio}`` for every variant measured (twins
+        too); empty when fewer than `MIN_RELATIVE` were measured.
     """
     measured = [v for v in variants if key(operation, (*head, v)) in times]
     centre = [times[key(operation, (*head, v))] for v in _centre(measured)]
     if len(centre) < MIN_RELATIVE:
         return {}
-    median = statistics.median(centre)
-    return {key(f"relative:{operation}", (*head, v)): times[key(operation, (*head, v))] / median for v in measured}
+    medians = [statistics.median(one) for one in zip(*centre)]
+    out = {}
+    for v in measured:
+        own = times[key(operation, (*head, v))]
+        out[key(f"relative:{operation}", (*head, v))] = statistics.median(t / m for t, m in zip(own, medians))
+    return out
 
 
 def key(operation: str, params) -> str:
@@ -310,7 +330,7 @@ class InterleavedBenchmark:
             twins = {n: t for n, t in twins.items() if t[0] in calls}
             if calls:
                 rounds = 1 if quick() else self.rounds_per_process
-                times = measure(
+                times = measure_rounds(
                     calls,
                     rounds=rounds,
                     target=self.measurement_time,
@@ -318,7 +338,7 @@ class InterleavedBenchmark:
                     seed=int.from_bytes(os.urandom(4), "little"),
                     slowed=slowed,
                 )
-                values.update(times)
+                values.update({label: statistics.median(ts) for label, ts in times.items()})
                 for operation in self.operations:
                     values.update(relative_times(times, operation, head, variants))
         return {"values": values, "skipped": skipped}

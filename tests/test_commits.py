@@ -158,7 +158,7 @@ def add_relative_times(data, benchmarks, variants):
     for start in range(0, len(entry[samples]), width):
         cell = entry[samples][start : start + width]
         for k in range(len(cell[0])):
-            times = {_interleave.key("jvp", (v,)): cell[i][k] for i, v in enumerate(variants)}
+            times = {_interleave.key("jvp", (v,)): [cell[i][k]] for i, v in enumerate(variants)}
             relative = _interleave.relative_times(times, "jvp", (), variants)
             for i, v in enumerate(variants):
                 entry[samples][start + i][k] = relative[_interleave.key("relative:jvp", (v,))]
@@ -322,7 +322,8 @@ def test_commit_calibration_counts_false_flags_and_detections(tmp_path):
     assert "- Trial 1 (slower (+10%), 5 rounds, level 99.0%): unchanged cells flagged 0/" in text
     assert "by the two-commit gate (met" in text and "by the two-commit gate (missed" not in text
     n = loose.detected[cls].cells
-    assert f"slowed cells' interval above 1 in {n}/{n} (100.0%" in text and "(met); flagged 0/" in text
+    assert f"slowed cells' interval above 1 in {n}/{n} (100.0%" in text and f"(met; own times {n}/{n} (100.0%" in text
+    assert "relative none); flagged 0/" in text  # a cell of two variants has no relative rule
 
 
 def test_commit_calibration_counts_the_relative_rule(tmp_path):

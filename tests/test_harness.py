@@ -3,6 +3,7 @@
 import json
 import os
 import pickle
+import statistics
 import sys
 import types
 
@@ -211,32 +212,36 @@ def test_a_scratch_commit_slows_one_variant(monkeypatch):
 
 
 def test_relative_times_divide_by_the_median_variant_of_the_process():
-    # A variant's time over the median of its cell's variants (the twins aside), per process:
-    # the process's own speed cancels, one variant's change does not.
+    # A variant's time over the median of its cell's variants (the twins aside), round by round
+    # inside a process, then the median over the rounds: the process's speed cancels, and so does
+    # a change of speed between its rounds; one variant's change does not.
     from benchmarks import _interleave
 
     head = ("lu", 10)
     variants = ["a", "b", "c", "control", "plus10pct"]
-    times = {_interleave.key("jvp", (*head, v)): t for v, t in zip(variants, [1.0, 2.0, 4.0, 1.1, 1.1])}
+    own = [1.0, 2.0, 4.0, 1.1, 1.1]
+    # Three rounds, the second at half the speed of the others.
+    times = {_interleave.key("jvp", (*head, v)): [t, 2 * t, t] for v, t in zip(variants, own)}
     got = _interleave.relative_times(times, "jvp", head, variants)
-    assert got == {
-        _interleave.key("relative:jvp", (*head, v)): pytest.approx(t / 2.0)
-        for v, t in zip(variants, [1.0, 2.0, 4.0, 1.1, 1.1])
-    }
+    assert got == {_interleave.key("relative:jvp", (*head, v)): pytest.approx(t / 2.0) for v, t in zip(variants, own)}
     # A process twice as slow records the same relative times.
-    slower = {k: 2 * t for k, t in times.items()}
+    slower = {k: [2 * t for t in ts] for k, ts in times.items()}
     assert _interleave.relative_times(slower, "jvp", head, variants) == pytest.approx(got)
     # One variant 10% slower moves its own relative time by 10%, the others' not at all.
-    changed = {**times, _interleave.key("jvp", (*head, "c")): 4.4}
+    changed = {**times, _interleave.key("jvp", (*head, "c")): [4.4, 8.8, 4.4]}
     moved = _interleave.relative_times(changed, "jvp", head, variants)
     assert moved[_interleave.key("relative:jvp", (*head, "c"))] == pytest.approx(2.2)
     assert moved[_interleave.key("relative:jvp", (*head, "a"))] == pytest.approx(0.5)
+    # The median over rounds of the per-round ratios, not the ratio of the medians.
+    drifting = {**times, _interleave.key("jvp", (*head, "a")): [1.0, 3.0, 1.2]}
+    ratio = _interleave.relative_times(drifting, "jvp", head, variants)[_interleave.key("relative:jvp", (*head, "a"))]
+    assert ratio == pytest.approx(statistics.median([1.0 / 2.0, 3.0 / 4.0, 1.2 / 2.0]))
     # Too few variants measured (a skipped one does not count): nothing recorded.
     del times[_interleave.key("jvp", (*head, "c"))]
     assert _interleave.relative_times(times, "jvp", head, variants) == {}
 
 
-def test_relative_times_are_recorded_per_process_and_read_per_round():
+def test_relative_times_are_recorded_per_process_and_read_per_round(monkeypatch):
     from benchmarks import _interleave
     from benchmarks.bench_calibration import Calibration
     from benchmarks.bench_linear_solve import LinearSolveJVPDefault
@@ -245,15 +250,18 @@ def test_relative_times_are_recorded_per_process_and_read_per_round():
     assert Calibration.track_workload_relative.unit == _interleave.RELATIVE_UNIT
     # A class of fewer variants (default and its control) has no relative figure.
     assert not hasattr(LinearSolveJVPDefault, "track_jvp_relative")
+    per_round = {"base": [1.0, 3.0], "more5pct": [2.0, 2.0], "more10pct": [4.0, 1.0], "control": [1.5, 1.5]}
+
+    def measure_rounds(calls, **kwargs):
+        assert set(calls) == {_interleave.key("workload", (v,)) for v in per_round}
+        return {label: per_round[label.split("|")[-1]] for label in calls}
+
+    monkeypatch.setattr(_interleave, "measure_rounds", measure_rounds)
     values = Calibration().measure_process(full=False)["values"]
-    relative = {k: v for k, v in values.items() if k.startswith("relative:")}
-    assert set(relative) == {_interleave.key("relative:workload", (v,)) for v in Calibration.params[-1]}
-    centre = sorted(values[_interleave.key("workload", (v,))] for v in ("base", "more5pct", "more10pct"))
-    for v in Calibration.params[-1]:
-        own = values[_interleave.key("workload", (v,))]
-        assert relative[_interleave.key("relative:workload", (v,))] == own / centre[1]
+    # Own times: the median of the rounds; relative times: the median of the rounds' ratios to
+    # their median variant (round 1: 2.0, round 2: 2.0).
+    assert values[_interleave.key("workload", ("base",))] == 2.0
+    relative = {k.split("|")[-1]: v for k, v in values.items() if k.startswith("relative:")}
+    assert relative == {"base": 1.0, "more5pct": 1.0, "more10pct": 1.25, "control": 0.75}
     cache = {"values": {k: [v] for k, v in values.items()}, "skipped": {}}
-    assert Calibration().track_workload_relative(cache, "base") == {
-        "samples": [relative[_interleave.key("relative:workload", ("base",))]],
-        "number": 1,
-    }
+    assert Calibration().track_workload_relative(cache, "more10pct") == {"samples": [1.25], "number": 1}

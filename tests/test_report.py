@@ -233,6 +233,8 @@ def test_single_value_benchmark_is_shown_untested(capsys):
         assert close(after, data[("lu", size, AFTER)][0])
         assert change == "n=1, not tested"
     assert "no samples or statistics recorded" in out
+    # Its control is untested, and the report says why without claiming a single process.
+    assert "Identical-code control not tested (one value per cell: a figure recorded once per run" in out
 
 
 def _asv_unit(name):

@@ -231,6 +231,23 @@ class RecordedRun:
         """Every wall time asv recorded: benchmarks and ``<setup_cache KEY>`` entries."""
         return self.results.duration
 
+    def window(self) -> tuple[float, float] | None:
+        """The span the results file's timestamps cover, in milliseconds since the epoch: from the
+        first class's setup_cache start (a setup_cache runs just before its class's first
+        benchmark) to the last benchmark's end; ``None`` when nothing has a start time. asv keeps
+        the start and duration of a benchmark's final round only."""
+        spans = []
+        for name in self.names:
+            start = self.started_at(name)
+            if start is None:
+                continue
+            key = self.info(name).get("setup_cache_key")
+            setup = self.durations.get(f"<setup_cache {key}>", 0.0) if key else 0.0
+            spans.append((start - 1000 * setup, start + 1000 * (self.duration(name) or 0.0)))
+        if not spans:
+            return None
+        return min(s for s, _ in spans), max(e for _, e in spans)
+
     @property
     def names(self) -> list[str]:
         """Every benchmark recorded in the results file, sorted."""

@@ -79,6 +79,9 @@ class Counts:
         asv_relative_cells: cells with a relative-time figure recorded for both commits.
         asv_either: detections only: asv compare flagged the cell's own time or its relative
             time slower.
+        relative_above_one: detections only: the relative rule's interval excludes 1.
+        either_above_one: detections only: either rule's interval excludes 1 (the gate's
+            intervals, whatever the factor).
     """
 
     cells: int = 0
@@ -91,6 +94,8 @@ class Counts:
     asv_relative: int = 0
     asv_relative_cells: int = 0
     asv_either: int = 0
+    relative_above_one: int = 0
+    either_above_one: int = 0
 
     def __add__(self, other: "Counts") -> "Counts":
         return Counts(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
@@ -227,7 +232,11 @@ def judge_pair(
             counts = trial.detected.setdefault(cls, Counts())
             own, relative = change.kind == commits.REGRESSION, change.relative_kind == commits.REGRESSION
             asv_flag = asv_flag and change.verdict.ratio > 1
-            counts.above_one += bool(change.verdict.tested and change.verdict.low > 1)
+            own_above = bool(change.verdict.tested and change.verdict.low > 1)
+            relative_above = change.relative is not None and bool(change.relative.tested and change.relative.low > 1)
+            counts.above_one += own_above
+            counts.relative_above_one += relative_above
+            counts.either_above_one += own_above or relative_above
             relative_flag = relative_flags.get((change.benchmark, change.params))
             counts.asv_relative_cells += relative_flag is not None
             counts.asv_relative += bool(relative_flag)
@@ -398,7 +407,7 @@ def _slowed(c):
         _rate(c.asv, c.cells),
         _rate(c.asv_relative, c.asv_relative_cells),
         _rate(c.asv_either, c.cells),
-        _rate(c.above_one, c.cells),
+        _rate(c.either_above_one, c.cells),
     ]
 
 
@@ -419,8 +428,8 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
         "commit slowed, flagged slower. The two-commit gate (`report --commits`) flags a cell by "
         "either of its rules: the cell's own times (B/A of its samples) or the relative rule (its "
         "B/A beyond the change its cell's variants share, judged where a cell has at least "
-        f"{commits.MIN_COMMON} variants; 'of N' counts those). 'Interval above 1': the own-time "
-        "rule's interval alone excludes 1, whatever the factor. asv compare, on the slowed cells: its "
+        f"{commits.MIN_COMMON} variants; 'of N' counts those). 'Interval above 1': either rule's "
+        "interval excludes 1, whatever the factor. asv compare, on the slowed cells: its "
         "rule on the cell's own per-call times, on its relative times (the harness's "
         "`track_<operation>_relative`: the variant's time over its cell's median variant, per "
         "process; 'none' for trials recorded before the harness recorded it), and either row of the "
@@ -467,9 +476,10 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
         elif d.cells:
             # Under the factor no rule may flag it; the goal is the interval's alone.
             text += (
-                f"; slowed cells' interval above 1 in {_rate(d.above_one, d.cells)} "
-                f"({_met(2 * d.above_one >= d.cells)}); flagged {_rate(d.gate, d.cells)} by the two-commit gate, "
-                f"{_rate(d.asv_either, d.cells)} by asv compare"
+                f"; slowed cells' interval above 1 in {_rate(d.either_above_one, d.cells)} "
+                f"({_met(2 * d.either_above_one >= d.cells)}; own times {_rate(d.above_one, d.cells)}, relative "
+                f"{_rate(d.relative_above_one, d.relative_cells)}); flagged {_rate(d.gate, d.cells)} by the "
+                f"two-commit gate, {_rate(d.asv_either, d.cells)} by asv compare"
             )
         lines.append(text + ".")
     levels = {t.confidence for t in trials} or {0}

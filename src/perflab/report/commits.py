@@ -97,22 +97,6 @@ def pick_run(runs: list[RecordedRun], revision: str, root: str, env: str | None,
     return chosen[0]
 
 
-def _window(run):
-    # From the first setup_cache's start to the last benchmark's end (milliseconds): a class's
-    # setup_cache runs just before its first benchmark.
-    spans = []
-    for name in run.names:
-        start = run.started_at(name)
-        if start is None:
-            continue
-        key = run.info(name).get("setup_cache_key")
-        setup = run.durations.get(f"<setup_cache {key}>", 0.0) if key else 0.0
-        spans.append((start - 1000 * setup, start + 1000 * (run.duration(name) or 0.0)))
-    if not spans:
-        return None
-    return min(s for s, _ in spans), max(e for _, e in spans)
-
-
 def interleaved(a: RecordedRun, b: RecordedRun) -> bool:
     """Whether the two runs were one asv run with interleaved rounds.
 
@@ -129,7 +113,7 @@ def interleaved(a: RecordedRun, b: RecordedRun) -> bool:
     Returns:
         True when the windows overlap or are closer than the shorter one's length.
     """
-    wa, wb = _window(a), _window(b)
+    wa, wb = a.window(), b.window()
     if wa is None or wb is None:
         return False
     gap = max(wa[0], wb[0]) - min(wa[1], wb[1])

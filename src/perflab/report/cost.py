@@ -99,8 +99,8 @@ def rounds_interleaved(run: RecordedRun) -> bool:
 
     The results file does not say how asv was called; the durations do. Within one call asv adds
     up each benchmark's rounds, so a run of several rounds in one call records several times
-    the time its final round spans (from the first start asv kept to the end of the last
-    benchmark); a file of one round records about that span.
+    the time its final round spans (`RecordedRun.window`); a file of one round records about
+    that span.
 
     Arguments:
         run: the recorded run.
@@ -109,15 +109,10 @@ def rounds_interleaved(run: RecordedRun) -> bool:
         True when its durations add up to less than 1.5 times its final round's span and some
         benchmark runs several rounds.
     """
-    starts: dict[str, int] = {}
-    for name in run.names:
-        start = run.started_at(name)
-        if start is not None:
-            starts[name] = start
-    if not starts or max((int(run.info(n).get("rounds") or 1) for n in run.names), default=1) < 2:
+    window = run.window()
+    if window is None or max((int(run.info(n).get("rounds") or 1) for n in run.names), default=1) < 2:
         return False
-    last = max(starts, key=lambda n: starts[n])
-    span = (starts[last] - min(starts.values())) / 1000 + (run.duration(last) or 0.0)
+    span = (window[1] - window[0]) / 1000
     total = sum(v for k, v in run.durations.items() if k != "<build>")
     return total < 1.5 * span
 

@@ -169,7 +169,10 @@ def _control_verdict(table):
         ]
     tested = [row for row in table.rows if row.control is not None and row.control.verdict not in (MISSING, UNTESTED)]
     if not tested:
-        return ["Identical-code control not tested (a single process per cell): no verdict of this table is checked."]
+        return [
+            "Identical-code control not tested (one value per cell: a figure recorded once per run, or a run "
+            "recorded without its samples): no verdict of this table is checked."
+        ]
     untested = len(table.rows) - len(tested)
     return [
         "Identical-code control (the baseline measured again under another name): within noise in every "
