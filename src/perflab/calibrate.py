@@ -70,7 +70,9 @@ def load_trial(results_dir: str) -> Recorded:
         raise CalibrationError("results", f"expected one recorded run in {results_dir!r}")
     cells = {}
     for name in run.names:
-        if not run.info(name).get("paired_processes"):
+        # Relative times (`track_<operation>_relative`) are for comparing commits: within a run
+        # their control-to-baseline ratio is the own times' ratio again.
+        if not run.info(name).get("paired_processes") or name.endswith("_relative"):
             continue
         for labels, _, _, samples in run.recorded(name).combinations():
             if samples:
