@@ -26,13 +26,15 @@ How rounds map onto processes. asv keys a class's `setup_cache` and runs it once
 asv's ``--quick`` runs one round: one process, the smoke run.
 
 Relative times. In a cell with at least `MIN_RELATIVE` variants (the control twin aside), each
-variant's time is also recorded divided by the median of those variants' times in the same
-process, round by round inside it (`track_<operation>_relative`, one sample per asv round). The
-process's own speed cancels in that figure, so a change to one variant between two commits
-stands out of the process-to-process spread that hides it in the variant's own time; a change
-every variant shares (the whole library slower) cancels too, and shows in the own times only. It
-is the figure `asv compare` can judge a one-variant change by; the project's two-commit rule
-(`perflab.report.commits`) takes the same kind of median round by round from the own times.
+variant's time is also recorded divided by the geometric mean of those variants' times in the
+same process, round by round inside it (`track_<operation>_relative`, one sample per asv round).
+The process's own speed cancels in that figure, so a change to one variant between two commits
+stands out of the process-to-process spread that hides it in the variant's own time. One
+variant's change moves the divisor by its 1/k share (k variants): its own figure shows
+(k-1)/k of the change (80% in a cell of five), the others' move the other way by 1/k. A change
+every variant shares (the whole library slower) cancels, and shows in the own times only. It is
+the figure `asv compare` can judge a one-variant change by; the project's two-commit rule
+(`perflab.report.commits`) takes its own kind of median round by round from the own times.
 """
 
 from __future__ import annotations
@@ -68,10 +70,10 @@ QUICK_ENV = "PERFLAB_QUICK"
 # Calibration across commits only: a scratch commit adds this module to the library, with
 # ``FRACTION = 0.10``, to make one variant of every class that much slower in that commit.
 SLOWDOWN_MODULE = "perflab._calibration_slowdown"
-# A cell's variants (the twins aside) needed for relative times: with three or more, their median
-# in a process is a time most of them share, whatever one of them does.
+# A cell's variants (the twins aside) needed for relative times: with fewer, one variant's change
+# would be half or more of the divisor.
 MIN_RELATIVE = 3
-RELATIVE_UNIT = "x median variant"
+RELATIVE_UNIT = "x geometric mean of variants"
 
 
 def quick() -> bool:
@@ -179,19 +181,28 @@ def _centre(variants):
 
 
 def relative_times(times: dict, operation: str, head, variants) -> dict:
-    """One process's times of a cell's variants over their median (see the module's doc).
+    """One process's times of a cell's variants over their geometric mean (see the module's doc).
+
+    The divisor was the variants' median at first: where the changed variant was its cell's
+    median the divisor moved with it, up to the whole change, and `asv compare` saw 4-8.5% of a
+    10% slowdown (`LinearSolveJVP`, trial 8 of docs/reports/calibration_commits.md). The geometric
+    mean moves by a fixed 1/k share. Chosen on the recorded samples of four +10% trials (asv's
+    rule, factor 1.05, on ratios of the processes' medians): the geometric mean of all the
+    variants flagged 69 of 80 slowed cells and 1 of 320 unchanged ones; the median 65 and 0; the
+    median of the other variants 69 and 11 (with an even count left, one variant's change moves
+    the others' divisor by half of it); the geometric mean of the others 69 and 5.
 
     The ratio is taken round by round (a round measures every variant of the cell within
     milliseconds, so a process that changes speed between rounds changes all of them alike) and
     its median over the rounds is kept: measured on `LinearSolveJVP` (six processes, idle 2-core
-    VM), its spread from process to process was a median 2.4% against 3.7% for the ratio of
-    the rounds' medians and 13.7% for the own time.
+    VM, the median as divisor), its spread from process to process was a median 2.4% against
+    3.7% for the ratio of the rounds' medians and 13.7% for the own time.
 
     Arguments:
         times: label -> per-call seconds of each round, as `measure_rounds` returns them.
         operation: the operation whose times are divided.
         head: the cell's parameters but the variant.
-        variants: the cell's variants; the median is over those measured, the twins aside.
+        variants: the cell's variants; the mean is over those measured, the twins aside.
 
     Returns:
         ``{"relative:<operation>|...|<variant>": ratio}`` for every variant measured (twins
@@ -201,11 +212,11 @@ def relative_times(times: dict, operation: str, head, variants) -> dict:
     centre = [times[key(operation, (*head, v))] for v in _centre(measured)]
     if len(centre) < MIN_RELATIVE:
         return {}
-    medians = [statistics.median(one) for one in zip(*centre)]
+    divisors = [math.exp(sum(map(math.log, one)) / len(one)) for one in zip(*centre)]
     out = {}
     for v in measured:
         own = times[key(operation, (*head, v))]
-        out[key(f"relative:{operation}", (*head, v))] = statistics.median(t / m for t, m in zip(own, medians))
+        out[key(f"relative:{operation}", (*head, v))] = statistics.median(t / d for t, d in zip(own, divisors))
     return out
 
 

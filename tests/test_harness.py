@@ -1,6 +1,7 @@
 """The suite's harness: asv rounds map onto measuring processes, and provenance knows asv's builds."""
 
 import json
+import math
 import os
 import pickle
 import statistics
@@ -211,31 +212,35 @@ def test_a_scratch_commit_slows_one_variant(monkeypatch):
     assert values["b"] / values["a"] == pytest.approx(1.10, rel=0.005)
 
 
-def test_relative_times_divide_by_the_median_variant_of_the_process():
-    # A variant's time over the median of its cell's variants (the twins aside), round by round
-    # inside a process, then the median over the rounds: the process's speed cancels, and so does
-    # a change of speed between its rounds; one variant's change does not.
+def test_relative_times_divide_by_the_geometric_mean_of_the_variants():
+    # A variant's time over the geometric mean of its cell's variants (the twins aside), round by
+    # round inside a process, then the median over the rounds: the process's speed cancels, and
+    # so does a change of speed between its rounds; one variant's change shows by (k-1)/k in its
+    # own figure and by 1/k the other way in the others'.
     from benchmarks import _interleave
 
     head = ("lu", 10)
     variants = ["a", "b", "c", "control", "plus10pct"]
-    own = [1.0, 2.0, 4.0, 1.1, 1.1]
+    own = dict(zip(variants, [1.0, 2.0, 4.0, 1.1, 1.1]))
+    mean = (1.0 * 2.0 * 4.0) ** (1 / 3)
     # Three rounds, the second at half the speed of the others.
-    times = {_interleave.key("jvp", (*head, v)): [t, 2 * t, t] for v, t in zip(variants, own)}
+    times = {_interleave.key("jvp", (*head, v)): [t, 2 * t, t] for v, t in own.items()}
     got = _interleave.relative_times(times, "jvp", head, variants)
-    assert got == {_interleave.key("relative:jvp", (*head, v)): pytest.approx(t / 2.0) for v, t in zip(variants, own)}
+    assert got == {_interleave.key("relative:jvp", (*head, v)): pytest.approx(t / mean) for v, t in own.items()}
     # A process twice as slow records the same relative times.
     slower = {k: [2 * t for t in ts] for k, ts in times.items()}
     assert _interleave.relative_times(slower, "jvp", head, variants) == pytest.approx(got)
-    # One variant 10% slower moves its own relative time by 10%, the others' not at all.
+    # One variant 10% slower: the mean moves by 1.1 ** (1/3).
     changed = {**times, _interleave.key("jvp", (*head, "c")): [4.4, 8.8, 4.4]}
     moved = _interleave.relative_times(changed, "jvp", head, variants)
-    assert moved[_interleave.key("relative:jvp", (*head, "c"))] == pytest.approx(2.2)
-    assert moved[_interleave.key("relative:jvp", (*head, "a"))] == pytest.approx(0.5)
+    for v, share in (("c", 1.10 ** (2 / 3)), ("a", 1.10 ** (-1 / 3))):
+        rel = _interleave.key("relative:jvp", (*head, v))
+        assert moved[rel] == pytest.approx(got[rel] * share)
     # The median over rounds of the per-round ratios, not the ratio of the medians.
     drifting = {**times, _interleave.key("jvp", (*head, "a")): [1.0, 3.0, 1.2]}
     ratio = _interleave.relative_times(drifting, "jvp", head, variants)[_interleave.key("relative:jvp", (*head, "a"))]
-    assert ratio == pytest.approx(statistics.median([1.0 / 2.0, 3.0 / 4.0, 1.2 / 2.0]))
+    means = [math.prod(r) ** (1 / 3) for r in ([1.0, 2.0, 4.0], [3.0, 4.0, 8.0], [1.2, 2.0, 4.0])]
+    assert ratio == pytest.approx(statistics.median([1.0 / means[0], 3.0 / means[1], 1.2 / means[2]]))
     # Too few variants measured (a skipped one does not count): nothing recorded.
     del times[_interleave.key("jvp", (*head, "c"))]
     assert _interleave.relative_times(times, "jvp", head, variants) == {}
@@ -259,9 +264,12 @@ def test_relative_times_are_recorded_per_process_and_read_per_round(monkeypatch)
     monkeypatch.setattr(_interleave, "measure_rounds", measure_rounds)
     values = Calibration().measure_process(full=False)["values"]
     # Own times: the median of the rounds; relative times: the median of the rounds' ratios to
-    # their median variant (round 1: 2.0, round 2: 2.0).
+    # the geometric mean of the variants, the control aside (round 1: 2.0, round 2: 6 ** (1/3)).
     assert values[_interleave.key("workload", ("base",))] == 2.0
     relative = {k.split("|")[-1]: v for k, v in values.items() if k.startswith("relative:")}
-    assert relative == {"base": 1.0, "more5pct": 1.0, "more10pct": 1.25, "control": 0.75}
+    means = (2.0, 6.0 ** (1 / 3))
+    expected = {v: statistics.median([ts[0] / means[0], ts[1] / means[1]]) for v, ts in per_round.items()}
+    assert relative == pytest.approx(expected)
     cache = {"values": {k: [v] for k, v in values.items()}, "skipped": {}}
-    assert Calibration().track_workload_relative(cache, "more10pct") == {"samples": [1.25], "number": 1}
+    recorded = Calibration().track_workload_relative(cache, "more10pct")
+    assert recorded == {"samples": [expected["more10pct"]], "number": 1}

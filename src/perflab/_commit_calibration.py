@@ -431,7 +431,7 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
         f"{commits.MIN_COMMON} variants; 'of N' counts those). 'Interval above 1': either rule's "
         "interval excludes 1, whatever the factor. asv compare, on the slowed cells: its "
         "rule on the cell's own per-call times, on its relative times (the harness's "
-        "`track_<operation>_relative`: the variant's time over its cell's median variant, per "
+        "`track_<operation>_relative`: the variant's time over the geometric mean of its cell's variants, per "
         "process; 'none' for trials recorded before the harness recorded it), and either row of the "
         "cell flagged. Rounds: measuring processes per "
         "commit, paired round by round. Level: both rules' intervals. A trial recorded with "
