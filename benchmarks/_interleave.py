@@ -132,7 +132,10 @@ def measure(calls, *, rounds, target, twins=None, seed=0, slowed=None):
     Returns:
         label -> median per-call seconds over the rounds.
     """
-    times = measure_rounds(calls, rounds=rounds, target=target, twins=twins, seed=seed, slowed=slowed)
+    return _medians(measure_rounds(calls, rounds=rounds, target=target, twins=twins, seed=seed, slowed=slowed))
+
+
+def _medians(times):
     return {label: statistics.median(ts) for label, ts in times.items()}
 
 
@@ -349,7 +352,7 @@ class InterleavedBenchmark:
                     seed=int.from_bytes(os.urandom(4), "little"),
                     slowed=slowed,
                 )
-                values.update({label: statistics.median(ts) for label, ts in times.items()})
+                values.update(_medians(times))
                 for operation in self.operations:
                     values.update(relative_times(times, operation, head, variants))
         return {"values": values, "skipped": skipped}

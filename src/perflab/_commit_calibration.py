@@ -210,11 +210,12 @@ def judge_pair(
     levels = [c.verdict.confidence for c in changes if c.verdict is not None]
     level = confidence or (levels[0] if levels else commits.CONFIDENCE)
     trial = CommitTrial(kind, level, number=number, setting=setting)
+    slowed_variants = {name: _slowed_of(a, name) for name in {c.benchmark for c in changes}}
     # asv compare's rule on the slowed variant's relative times, by the cell of its own time.
     relative_flags = {}
     for change in changes:
         if slower and change.benchmark.endswith(RELATIVE_SUFFIX) and change.verdict is not None:
-            if dict(change.params).get("variant") == _slowed_of(a, change.benchmark):
+            if dict(change.params).get("variant") == slowed_variants[change.benchmark]:
                 flag = _asv.asv_compare_flags(change.a.values, change.b.values, factor) and change.verdict.ratio > 1
                 relative_flags[(change.benchmark.removesuffix(RELATIVE_SUFFIX), change.params)] = flag
     for change in changes:
@@ -224,7 +225,7 @@ def judge_pair(
             trial.single_changed[1] += 1
             continue
         trial.rounds = max(trial.rounds, len(change.a.values), len(change.b.values))
-        is_slowed = slower and dict(change.params).get("variant") == _slowed_of(a, change.benchmark)
+        is_slowed = slower and dict(change.params).get("variant") == slowed_variants[change.benchmark]
         if is_slowed and change.unit != "seconds":
             continue  # ratios and derived figures of the slowed variant move by design
         asv_flag = _asv.asv_compare_flags(change.a.values, change.b.values, factor)
