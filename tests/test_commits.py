@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -234,6 +235,16 @@ def test_a_slowdown_of_one_variant_is_seen_beyond_the_change_its_cell_shares(tmp
     assert sum("variant=fused" in r for r in rows) == 10
 
 
+def test_relative_times_are_shown_to_four_digits(tmp_path, capsys):
+    # asv writes a value of a unit it does not know in full; the report shortens it.
+    results_dir = write_recorded_pair(tmp_path, SPEEDS, slower="fused", by=1.5, relative=True)
+    main(["report", "--results-dir", str(results_dir), "--machine", "vm-2core-epyc", "--commits", A[:8], B[:8]])
+    rows = [r for r in capsys.readouterr().out.splitlines() if "_relative " in r]
+    assert rows and all("x geometric mean of variants" in r for r in rows)
+    assert not any(re.search(r"\d\.\d{5,} x geometric", r) for r in rows)
+    assert any(re.search(r"\b\d\.\d{1,3} x geometric", r) for r in rows)
+
+
 def test_a_faster_variant_leaves_the_others_unmoved(tmp_path):
     # The median over five variants is the change most of them share: `separate_solves` (the
     # baseline) twice as fast makes the others neither slower nor faster beyond it.
@@ -358,7 +369,13 @@ def test_commit_calibration_counts_asv_compare_on_relative_times(tmp_path):
     assert detected.asv_relative == 9 and detected.asv_either >= 9 > detected.asv == 0
     text = cc.render([trial], 1.05)
     row = next(line for line in text.splitlines() if "| LinearSolveJVP |" in line).split(" | ")
-    assert row[12].startswith("9/10 (90.0%") and row[13].startswith(f"{detected.asv_either}/20")
+    assert row[13].startswith("9/10 (90.0%") and row[14].startswith(f"{detected.asv_either}/20")
+    # The gate fails on a regression it lists in a relative-time row as well: such a cell counts
+    # as detected by it, beside the two rules on the cell's own times.
+    assert detected.relative_row_cells == 10 and 0 < detected.relative_row <= 10
+    assert row[11].startswith(f"{detected.relative_row}/10")
+    assert detected.gate >= max(detected.relative_row, detected.relative, detected.own)
+    assert f"relative row {detected.relative_row}/10" in text
     # The summary (all classes) states the goal against either row of a cell, both figures beside it.
     total = trial.total("detected")
     assert f"{total.asv_either}/{total.cells} ({total.asv_either / total.cells:.1%}" in text

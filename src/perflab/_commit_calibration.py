@@ -79,6 +79,9 @@ class Counts:
         asv_relative_cells: cells with a relative-time figure recorded for both commits.
         asv_either: detections only: asv compare flagged the cell's own time or its relative
             time slower.
+        relative_row: detections only: the two-commit rule flagged the cell's relative-time
+            figure (``track_<operation>_relative``) slower, on which the gate fails too.
+        relative_row_cells: cells with a relative-time figure recorded for both commits.
         relative_above_one: detections only: the relative rule's interval excludes 1.
         either_above_one: detections only: either rule's interval excludes 1 (the gate's
             intervals, whatever the factor).
@@ -96,6 +99,8 @@ class Counts:
     asv_either: int = 0
     relative_above_one: int = 0
     either_above_one: int = 0
+    relative_row: int = 0
+    relative_row_cells: int = 0
 
     def __add__(self, other: "Counts") -> "Counts":
         return Counts(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
@@ -211,13 +216,16 @@ def judge_pair(
     level = confidence or (levels[0] if levels else commits.CONFIDENCE)
     trial = CommitTrial(kind, level, number=number, setting=setting)
     slowed_variants = {name: _slowed_of(a, name) for name in {c.benchmark for c in changes}}
-    # asv compare's rule on the slowed variant's relative times, by the cell of its own time.
-    relative_flags = {}
+    # asv compare's rule and the two-commit rule on the slowed variant's relative times, by the
+    # cell of its own time.
+    relative_flags, relative_rows = {}, {}
     for change in changes:
         if slower and change.benchmark.endswith(RELATIVE_SUFFIX) and change.verdict is not None:
             if dict(change.params).get("variant") == slowed_variants[change.benchmark]:
                 flag = _asv.asv_compare_flags(change.a.values, change.b.values, factor) and change.verdict.ratio > 1
-                relative_flags[(change.benchmark.removesuffix(RELATIVE_SUFFIX), change.params)] = flag
+                cell = (change.benchmark.removesuffix(RELATIVE_SUFFIX), change.params)
+                relative_flags[cell] = flag
+                relative_rows[cell] = change.kind == commits.REGRESSION
     for change in changes:
         cls = change.benchmark.split(".")[1]
         if change.verdict is None:
@@ -242,15 +250,22 @@ def judge_pair(
             counts.asv_relative_cells += relative_flag is not None
             counts.asv_relative += bool(relative_flag)
             counts.asv_either += asv_flag or bool(relative_flag)
+            relative_row = relative_rows.get((change.benchmark, change.params))
+            counts.relative_row_cells += relative_row is not None
+            counts.relative_row += bool(relative_row)
+            # The gate fails on any regression it lists, the cell's relative-time row among them
+            # (that row's false alarms are counted with the unchanged cells).
+            listed = bool(relative_row)
         else:
             counts = trial.false.setdefault(cls, Counts())
             own, relative = change.kind != commits.NOISE, change.relative_kind not in (None, commits.NOISE)
+            listed = False
         counts.cells += 1
         counts.own += own
         counts.asv += asv_flag
         counts.relative += relative
         counts.relative_cells += change.relative is not None
-        counts.gate += own or relative
+        counts.gate += own or relative or listed
     return trial
 
 
@@ -400,11 +415,12 @@ def _unchanged(c):
 
 def _slowed(c):
     if c is None or not c.cells:
-        return ["n/a"] * 7
+        return ["n/a"] * 8
     return [
         _rate(c.gate, c.cells),
         _rate(c.own, c.cells),
         _rate(c.relative, c.relative_cells),
+        _rate(c.relative_row, c.relative_row_cells),
         _rate(c.asv, c.cells),
         _rate(c.asv_relative, c.asv_relative_cells),
         _rate(c.asv_either, c.cells),
@@ -429,7 +445,10 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
         "commit slowed, flagged slower. The two-commit gate (`report --commits`) flags a cell by "
         "either of its rules: the cell's own times (B/A of its samples) or the relative rule (its "
         "B/A beyond the change its cell's variants share, judged where a cell has at least "
-        f"{commits.MIN_COMMON} variants; 'of N' counts those). 'Interval above 1': either rule's "
+        f"{commits.MIN_COMMON} variants; 'of N' counts those); a slowed cell counts as detected by the "
+        "gate also where the gate lists its relative-time row as a regression ('relative row': the "
+        "gate fails on that row too, and the unchanged variants' relative rows are counted among "
+        "the unchanged cells, so their false alarms are in its left-hand rate). 'Interval above 1': either rule's "
         "interval excludes 1, whatever the factor. asv compare, on the slowed cells: its "
         "rule on the cell's own per-call times, on its relative times (the harness's "
         "`track_<operation>_relative`: the variant's time over the geometric mean of its cell's variants, per "
@@ -440,9 +459,9 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
         "setting, not the default.",
         "",
         "| trial | rounds | level | class | unchanged flagged: gate | own times | relative | asv compare "
-        "| slowed detected: gate | own times | relative | asv compare: own times | asv compare: relative "
-        "times | asv compare: either | interval above 1 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| slowed detected: gate | own times | relative | relative row | asv compare: own times | asv compare: "
+        "relative times | asv compare: either | interval above 1 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for trial in trials:
         for cls in sorted(set(trial.false) | set(trial.detected)):
@@ -470,7 +489,8 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
             text += (
                 f"; slowed cells flagged {_rate(d.gate, d.cells)} by the two-commit gate "
                 f"({_met(d.gate >= 0.95 * d.cells)}; own times {_rate(d.own, d.cells)}, relative "
-                f"{_rate(d.relative, d.relative_cells)}), {_rate(d.asv_either, d.cells)} by asv compare "
+                f"{_rate(d.relative, d.relative_cells)}, relative row {_rate(d.relative_row, d.relative_row_cells)}), "
+                f"{_rate(d.asv_either, d.cells)} by asv compare "
                 f"({_met(d.asv_either >= 0.95 * d.cells)}; own times {_rate(d.asv, d.cells)}, relative times "
                 f"{_rate(d.asv_relative, d.asv_relative_cells)})"
             )

@@ -283,7 +283,10 @@ def failed(changes: list[CellChange]) -> bool:
 def _value(cell, unit):
     if not cell.ok:
         return cell.status
-    return human_value(cell.value, unit)
+    if unit in ("seconds", "bytes", "program hash"):
+        return human_value(cell.value, unit)
+    # asv writes other units' values in full (0.9880024363855725 x ...); four digits say enough.
+    return f"{cell.value:.4g} {unit or ''}".rstrip()
 
 
 def _ratio(verdict):
