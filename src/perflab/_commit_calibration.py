@@ -81,7 +81,6 @@ class Counts:
             time slower.
         relative_row: detections only: the two-commit rule flagged the cell's relative-time
             figure (``track_<operation>_relative``) slower, on which the gate fails too.
-        relative_row_cells: cells with a relative-time figure recorded for both commits.
         relative_above_one: detections only: the relative rule's interval excludes 1.
         either_above_one: detections only: either rule's interval excludes 1 (the gate's
             intervals, whatever the factor).
@@ -100,7 +99,6 @@ class Counts:
     relative_above_one: int = 0
     either_above_one: int = 0
     relative_row: int = 0
-    relative_row_cells: int = 0
 
     def __add__(self, other: "Counts") -> "Counts":
         return Counts(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
@@ -251,7 +249,6 @@ def judge_pair(
             counts.asv_relative += bool(relative_flag)
             counts.asv_either += asv_flag or bool(relative_flag)
             relative_row = relative_rows.get((change.benchmark, change.params))
-            counts.relative_row_cells += relative_row is not None
             counts.relative_row += bool(relative_row)
             # The gate fails on any regression it lists, the cell's relative-time row among them
             # (that row's false alarms are counted with the unchanged cells).
@@ -420,7 +417,7 @@ def _slowed(c):
         _rate(c.gate, c.cells),
         _rate(c.own, c.cells),
         _rate(c.relative, c.relative_cells),
-        _rate(c.relative_row, c.relative_row_cells),
+        _rate(c.relative_row, c.asv_relative_cells),
         _rate(c.asv, c.cells),
         _rate(c.asv_relative, c.asv_relative_cells),
         _rate(c.asv_either, c.cells),
@@ -489,7 +486,7 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
             text += (
                 f"; slowed cells flagged {_rate(d.gate, d.cells)} by the two-commit gate "
                 f"({_met(d.gate >= 0.95 * d.cells)}; own times {_rate(d.own, d.cells)}, relative "
-                f"{_rate(d.relative, d.relative_cells)}, relative row {_rate(d.relative_row, d.relative_row_cells)}), "
+                f"{_rate(d.relative, d.relative_cells)}, relative row {_rate(d.relative_row, d.asv_relative_cells)}), "
                 f"{_rate(d.asv_either, d.cells)} by asv compare "
                 f"({_met(d.asv_either >= 0.95 * d.cells)}; own times {_rate(d.asv, d.cells)}, relative times "
                 f"{_rate(d.asv_relative, d.asv_relative_cells)})"
