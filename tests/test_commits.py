@@ -36,20 +36,31 @@ def column(data, name):
     return data["result_columns"].index(name)
 
 
-def write_pair(tmp_path, shift=1.0, apart_ms=None, b_samples=None, flops_change=False, rounds=5, machine=MACHINE):
-    """Results of commits A and B on `machine` (in ``tmp_path/results``); B's `default` cells of
-    TIMED scaled by `shift`."""
+def write_pair(
+    tmp_path,
+    shift=1.0,
+    apart_ms=None,
+    b_samples=None,
+    flops_change=False,
+    rounds=5,
+    machine=MACHINE,
+    timed=TIMED,
+    variant="default",
+):
+    """Results of commits A and B on `machine` (in ``tmp_path/results``); B's `variant` cells of
+    `timed` (given five samples) scaled by `shift`."""
     results_dir = tmp_path / "results"
     (results_dir / machine).mkdir(parents=True)
     benchmarks = json.loads((ROOT / "results" / "benchmarks.json").read_text())
-    benchmarks[TIMED]["rounds"] = rounds  # one sample per asv round, as the harness records them
+    benchmarks[timed]["rounds"] = rounds  # one sample per asv round, as the harness records them
     (results_dir / "benchmarks.json").write_text(json.dumps(benchmarks))
     described = json.loads((ROOT / "results" / MACHINE / "machine.json").read_text()) | {"machine": machine}
     (results_dir / machine / "machine.json").write_text(json.dumps(described))
     data = json.loads(SOURCE.read_text())
     data["params"]["machine"] = machine
     value, samples, started = column(data, "result"), column(data, "samples"), column(data, "started_at")
-    entry = data["results"][TIMED]
+    entry = data["results"][timed]
+    entry += [None] * (len(data["result_columns"]) - len(entry))  # a one-shot figure has no statistics
     # Tight samples: five processes within 1% of the recorded median.
     entry[samples] = [[v * (1 + 0.002 * k) for k in range(5)] for v in entry[value]]
     first = copy.deepcopy(data) | {"commit_hash": A}
@@ -60,12 +71,12 @@ def write_pair(tmp_path, shift=1.0, apart_ms=None, b_samples=None, flops_change=
     offset = end - start if apart_ms is None else apart_ms  # back to back: interleaved rounds
     for one in second["results"].values():
         one[started] += offset
-    timed = second["results"][TIMED]
-    for i in range(0, len(timed[value]), 2):  # even cells: variant=default; odd: control
-        timed[value][i] *= shift
-        timed[samples][i] = [s * shift for s in timed[samples][i]]
+    scaled = second["results"][timed]
+    for i in range(("default", "control").index(variant), len(scaled[value]), 2):  # even cells: default; odd: control
+        scaled[value][i] *= shift
+        scaled[samples][i] = [s * shift for s in scaled[samples][i]]
     if b_samples is not None:
-        timed[samples] = [s[:b_samples] for s in timed[samples]]
+        scaled[samples] = [s[:b_samples] for s in scaled[samples]]
     if flops_change:
         second["results"][FLOPS][value][0] += 1
     for data in (first, second):
@@ -102,7 +113,28 @@ def test_a_ten_percent_slowdown_is_listed_first_and_fails(tmp_path, capsys):
     rows = [line for line in section(out, "## Regressions (6)").splitlines() if "variant=" in line]
     assert len(rows) == 6 and all("variant=default" in r for r in rows)
     # B/A 1.100 with a zero-width paired interval; the identical-code twin did not move.
-    assert all("| 1.100 (1.100-1.100) | paired | 1.000 (1.000-1.000) |" in r for r in rows)
+    assert all(
+        re.search(r"\| 1\.100 \(1\.100-1\.100\) \| paired \| 1\.000 \(1\.000-1\.000\) \| fails +\|", r) for r in rows
+    )
+
+
+def test_the_control_and_the_companions_are_listed_but_never_fail_the_gate(tmp_path, capsys):
+    # The control is the baseline's code (its own row judges that code); compile times are kept
+    # off asv's regressions page by asv.conf.json, and off the gate by the same patterns.
+    for case, timed, variant, mark in (
+        ("control", TIMED, "control", "listed (control)"),
+        ("compile", TIMED + "_compile", "default", "listed (companion)"),
+    ):
+        status, out, _ = gate(capsys, write_pair(tmp_path / case, shift=1.10, timed=timed, variant=variant))
+        rows = [line for line in section(out, "Regressions (6)").splitlines() if "variant=" in line]
+        assert len(rows) == 6 and all(f"variant={variant}" in r and r.rstrip(" |").endswith(mark) for r in rows), out
+        assert status == 0, out
+    # The same compile-time slowdown, judged with every benchmark gated, fails.
+    _, runs = _asv.machine_runs(str(tmp_path / "compile" / "results"))
+    a, b = (commits.pick_run(runs, c, str(ROOT), None, "--commits") for c in (A, B))
+    assert commits.failed(commits.compare_commits(a, b))
+    patterns = commits.ungated_patterns(_asv.load_config(str(ROOT / "asv.conf.json")))
+    assert not commits.failed(commits.compare_commits(a, b, ungated=patterns))
 
 
 def test_an_improvement_is_never_a_regression(tmp_path, capsys):
@@ -257,6 +289,25 @@ def test_a_faster_variant_leaves_the_others_unmoved(tmp_path):
     )
 
 
+def test_a_variant_fails_the_gate_by_its_own_times_only_beyond_its_control(tmp_path, capsys):
+    # Every process of B 20% slower: every cell's own times regress, the control's too. The
+    # baseline's row judges that shared change (the control is the baseline measured again);
+    # the other variants moved with their control and are listed, not gated.
+    changes = recorded_changes(write_recorded_pair(tmp_path / "slow", [1.2] * 5))
+    variants = {dict(c.params)["variant"] for c in changes}
+    assert all(c.kind == commits.REGRESSION for c in changes)
+    failing = {dict(c.params)["variant"] for c in changes if c.fails_gate}
+    assert failing == {"separate_solves"}, failing
+    moved = {dict(c.params)["variant"] for c in changes if c.moved_with_control}
+    assert moved == variants - {"separate_solves", "control"}
+    assert all(abs(c.beyond_control.ratio - 1) < 1e-9 for c in changes if c.beyond_control is not None)
+    # `fused` 20% slower in B with its control unmoved: beyond the control, so it fails.
+    changes = recorded_changes(write_recorded_pair(tmp_path / "fused", [1.0] * 5, slower="fused", by=1.2))
+    fused = [c for c in changes if dict(c.params)["variant"] == "fused"]
+    assert fused and all(c.fails_gate and not c.moved_with_control for c in fused)
+    assert not any(c.fails_gate for c in changes if dict(c.params)["variant"] != "fused")
+
+
 def test_the_relative_rule_needs_variants_measured_in_the_same_processes(tmp_path):
     # Cells asv timed process by process share no process; a cell of two variants (the control
     # twin aside) has no change that most of its variants share.
@@ -330,7 +381,9 @@ def test_commit_calibration_counts_false_flags_and_detections(tmp_path):
     # Each trial's verdict is stated against its own goal: the 10% slowdown caught everywhere
     # meets "flagged in 95%"; the 3% one (below the factor, so never flagged) is judged by its
     # interval alone, which excluded 1 in every cell.
-    assert "- Trial 1 (slower (+10%), 5 rounds, level 99.0%): unchanged cells flagged 0/" in text
+    # Its unchanged cells are the control's, which the gate does not judge.
+    trial1 = "- Trial 1 (slower (+10%), 5 rounds, level 99.0%): unchanged cells flagged none by the two-commit gate"
+    assert trial1 + " (no cell it judges; own times 0/" in text
     assert "by the two-commit gate (met" in text and "by the two-commit gate (missed" not in text
     n = loose.detected[cls].cells
     assert f"slowed cells' interval above 1 in {n}/{n} (100.0%" in text and f"(met; own times {n}/{n} (100.0%" in text

@@ -72,7 +72,10 @@ class Counts:
         asv: flagged by asv compare's rule on the same figure.
         relative: flagged by the two-commit rule's relative rule.
         relative_cells: cells the relative rule judged (cells of enough variants).
-        gate: flagged by the gate (either rule).
+        gate: read by the gate (`CellChange.gate_kind`): unchanged cells flagged either way,
+            detections where it fails.
+        gate_cells: the cells the gate judges: every detection, the unchanged cells it gates
+            (not the control twin, not the companions asv.conf.json keeps off its regressions page).
         above_one: detections only: the own-time interval excludes 1, whatever the factor.
         asv_relative: detections only: asv compare flagged the cell's relative-time figure
             (``track_<operation>_relative``) slower.
@@ -99,6 +102,7 @@ class Counts:
     relative_above_one: int = 0
     either_above_one: int = 0
     relative_row: int = 0
+    gate_cells: int = 0
 
     def __add__(self, other: "Counts") -> "Counts":
         return Counts(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
@@ -185,6 +189,7 @@ def judge_pair(
     confidence: float | None = None,
     number: int = 0,
     setting: str = "",
+    ungated: Sequence[str] = (),
 ) -> CommitTrial:
     """Judge the two commits one trial recorded.
 
@@ -197,6 +202,8 @@ def judge_pair(
             `perflab.report.commits.confidence_for`).
         number: the trial's place in its calibration.
         setting: the trial's measuring environment (see `measuring_setting`).
+        ungated: the benchmarks the gate lists but does not judge
+            (`perflab.report.commits.ungated_patterns`).
 
     Returns:
         The trial's counts.
@@ -208,7 +215,7 @@ def judge_pair(
         )
     a, b = sorted(runs, key=lambda r: r.date or 0)
     slower = slowdown_of(kind) > 0
-    changes = commits.compare_commits(a, b, factor, confidence=confidence)
+    changes = commits.compare_commits(a, b, factor, confidence=confidence, ungated=ungated)
     # The level the rule used: the one asked for, else the one its verdicts carry.
     levels = [c.verdict.confidence for c in changes if c.verdict is not None]
     level = confidence or (levels[0] if levels else commits.CONFIDENCE)
@@ -216,7 +223,7 @@ def judge_pair(
     slowed_variants = {name: _slowed_of(a, name) for name in {c.benchmark for c in changes}}
     # asv compare's rule and the two-commit rule on the slowed variant's relative times, by the
     # cell of its own time.
-    relative_flags, relative_rows = {}, {}
+    relative_flags, relative_rows, relative_gate = {}, {}, {}
     for change in changes:
         if slower and change.benchmark.endswith(RELATIVE_SUFFIX) and change.verdict is not None:
             if dict(change.params).get("variant") == slowed_variants[change.benchmark]:
@@ -224,6 +231,7 @@ def judge_pair(
                 cell = (change.benchmark.removesuffix(RELATIVE_SUFFIX), change.params)
                 relative_flags[cell] = flag
                 relative_rows[cell] = change.kind == commits.REGRESSION
+                relative_gate[cell] = change.fails_gate
     for change in changes:
         cls = change.benchmark.split(".")[1]
         if change.verdict is None:
@@ -250,19 +258,20 @@ def judge_pair(
             counts.asv_either += asv_flag or bool(relative_flag)
             relative_row = relative_rows.get((change.benchmark, change.params))
             counts.relative_row += bool(relative_row)
-            # The gate fails on any regression it lists, the cell's relative-time row among them
-            # (that row's false alarms are counted with the unchanged cells).
-            listed = bool(relative_row)
+            # The gate fails on the cell's relative-time row too (that row's false alarms are
+            # counted with the unchanged cells).
+            gate = change.fails_gate or bool(relative_gate.get((change.benchmark, change.params)))
         else:
             counts = trial.false.setdefault(cls, Counts())
             own, relative = change.kind != commits.NOISE, change.relative_kind not in (None, commits.NOISE)
-            listed = False
+            gate = change.gate_kind != commits.NOISE
         counts.cells += 1
         counts.own += own
         counts.asv += asv_flag
         counts.relative += relative
         counts.relative_cells += change.relative is not None
-        counts.gate += own or relative or listed
+        counts.gate += gate
+        counts.gate_cells += is_slowed or change.gated
     return trial
 
 
@@ -369,13 +378,19 @@ def run_commit_trials(
                 if setting:
                     with open(os.path.join(results_dir, "setting.txt"), "w", encoding="utf-8") as fh:
                         fh.write(setting + "\n")
-            out += [judge_pair(kind, results_dir, "calibrate", factor, level, i, setting) for level in confidences]
+            ungated = commits.ungated_patterns(conf)
+            out += [
+                judge_pair(kind, results_dir, "calibrate", factor, level, i, setting, ungated) for level in confidences
+            ]
     return out
 
 
-def judge_kept(folder: str, factor: float, confidences: Sequence[float | None] = (None,)) -> list[CommitTrial]:
+def judge_kept(
+    folder: str, factor: float, confidences: Sequence[float | None] = (None,), ungated: Sequence[str] = ()
+) -> list[CommitTrial]:
     """Judge again the commit trials an earlier run kept in `folder` (``commits0/`` ...), at
-    every level of `confidences` (``None``: the rule's own)."""
+    every level of `confidences` (``None``: the rule's own), the benchmarks `ungated` names
+    left out of the gate."""
     trials = []
     for number in sorted(_kept_numbers(folder)):
         path = os.path.join(folder, f"commits{number}")
@@ -385,7 +400,9 @@ def judge_kept(folder: str, factor: float, confidences: Sequence[float | None] =
         if os.path.exists(os.path.join(path, "setting.txt")):
             with open(os.path.join(path, "setting.txt"), encoding="utf-8") as fh:
                 setting = fh.read().strip()
-        trials += [judge_pair(kind, path, "calibrate", factor, level, number, setting) for level in confidences]
+        trials += [
+            judge_pair(kind, path, "calibrate", factor, level, number, setting, ungated) for level in confidences
+        ]
     return trials
 
 
@@ -400,6 +417,12 @@ def _rate(hits, total):
     return f"{hits}/{total} ({hits / total:.1%}; 95% CI {low:.1%}-{high:.1%})"
 
 
+def _within(hits, total):
+    if not total:
+        return "no cell it judges"
+    return "within 1%" if hits <= 0.01 * total else "above 1%"
+
+
 def _met(ok):
     return "met" if ok else "missed"
 
@@ -407,7 +430,12 @@ def _met(ok):
 def _unchanged(c):
     if c is None:
         return ["n/a"] * 4
-    return [_rate(c.gate, c.cells), _rate(c.own, c.cells), _rate(c.relative, c.relative_cells), _rate(c.asv, c.cells)]
+    return [
+        _rate(c.gate, c.gate_cells),
+        _rate(c.own, c.cells),
+        _rate(c.relative, c.relative_cells),
+        _rate(c.asv, c.cells),
+    ]
 
 
 def _slowed(c):
@@ -440,11 +468,15 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
         f"Factor {factor}. Unchanged cells: every timing of the identical-code trials, and of the "
         "variants the slower commit did not touch. Detections: timings of the variant the slower "
         "commit slowed, flagged slower. The two-commit gate (`report --commits`) flags a cell by "
-        "either of its rules: the cell's own times (B/A of its samples) or the relative rule (its "
+        "either of its rules: the cell's own times (B/A of its samples; for a variant other than the "
+        "baseline, not where its identical-code control's B/A lies beyond the factor the same way and "
+        "the variant's B/A beyond the control's, round by round, is not flagged) or the relative rule (its "
         "B/A beyond the change its cell's variants share, judged where a cell has at least "
-        f"{commits.MIN_COMMON} variants; 'of N' counts those); a slowed cell counts as detected by the "
-        "gate also where the gate lists its relative-time row as a regression ('relative row': the "
-        "gate fails on that row too, and the unchanged variants' relative rows are counted among "
+        f"{commits.MIN_COMMON} variants; 'of N' counts those); it judges neither the control twin nor "
+        "the companions asv.conf.json keeps off the regressions page, so its unchanged cells are the "
+        "others; a slowed cell counts as detected by the "
+        "gate where the gate fails on it or on its relative-time row ('relative row': the two-commit rule "
+        "flags that row; the unchanged variants' relative rows are counted among "
         "the unchanged cells, so their false alarms are in its left-hand rate). 'Interval above 1': either rule's "
         "interval excludes 1, whatever the factor. asv compare, on the slowed cells: its "
         "rule on the cell's own per-call times, on its relative times (the harness's "
@@ -477,8 +509,8 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
         f, d = trial.total("false"), trial.total("detected")
         text = (
             f"- Trial {trial.number} ({_label(trial)}, {trial.rounds} rounds, level {trial.confidence:.1%}): "
-            f"unchanged cells flagged {_rate(f.gate, f.cells)} by the two-commit gate "
-            f"({'within' if f.cells and f.gate <= 0.01 * f.cells else 'above'} 1%; own times "
+            f"unchanged cells flagged {_rate(f.gate, f.gate_cells)} by the two-commit gate "
+            f"({_within(f.gate, f.gate_cells)}; own times "
             f"{_rate(f.own, f.cells)}, relative {_rate(f.relative, f.relative_cells)}), {_rate(f.asv, f.cells)} "
             f"by asv compare ({'within' if f.cells and f.asv <= 0.01 * f.cells else 'above'} 1%)"
         )

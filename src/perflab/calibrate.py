@@ -479,7 +479,9 @@ def run(args: argparse.Namespace) -> int:
 
         levels = args.confidence or [None]
         if args.kept:
-            judged = _commit_calibration.judge_kept(args.kept, args.factor, levels)
+            config = _asv.load_config(args.config) if os.path.isfile(args.config) else {}
+            ungated = _commit_calibration.commits.ungated_patterns(config)
+            judged = _commit_calibration.judge_kept(args.kept, args.factor, levels, ungated)
         else:
             kinds = [k.strip() for k in args.across_commits.split(",") if k.strip()]
             judged = _commit_calibration.run_commit_trials(

@@ -229,7 +229,9 @@ def _commits(args, results_dir):
         raise ReportError("--factor", f"must be at least 1.0, got {args.factor}")
     if args.confidence is not None and not 0.5 <= args.confidence < 1:
         raise ReportError("--confidence", f"must lie in [0.5, 1), e.g. 0.99, got {args.confidence}")
-    changes = commits.compare_commits(a, b, args.factor, args.confidence)
+    # The gate leaves out what asv's regressions page leaves out, read from the same config.
+    config = _asv.load_config("asv.conf.json") if os.path.isfile("asv.conf.json") else {}
+    changes = commits.compare_commits(a, b, args.factor, args.confidence, commits.ungated_patterns(config))
     _write(commits.render_commits(a, b, changes, args.factor, args.format, args.confidence), args.output)
     return 1 if commits.failed(changes) else 0
 
@@ -266,7 +268,8 @@ def _overview(results_dir, machine):
         "  python -m perflab report --cost [--commit C]  wall time per benchmark class",
         "  python -m perflab report --commits A B [--confidence L]",
         "                                                 every cell of commit B against commit A (exit 1",
-        "                                                 on a timing regression)",
+        "                                                 on a timing regression, its control and",
+        "                                                 companions aside)",
     ]
     return "\n".join(lines) + "\n"
 

@@ -18,14 +18,23 @@ left of each variant's B/A is its own, judged by a t interval over the rounds at
 `RELATIVE_CONFIDENCE`. This sees a change confined to some variants with a fraction of the rounds
 a cell's own times need; a change that moves every variant alike (shared code, a slower machine)
 is the common change and leaves it unmoved: the cell's own rule is for that. The gate fails on a
-regression by either rule.
+regression by either rule of a gated cell (`CellChange.gated`): every cell but the identical-code
+``control`` twin (its code is the baseline's, whose own row is judged) and the companions
+asv.conf.json keeps off asv's regressions page (`ungated_patterns`: compile times, fingerprints,
+flops, bytes, errors). Those are listed, marked, and never fail it. Where a variant other than
+the baseline regressed by its own times and its control's B/A lies beyond the factor too, it
+fails the gate only if it also regressed beyond the control (`CellChange.beyond_control`, round
+by round): the control is the baseline measured again in the same processes, so a change both
+share, the baseline's code or the processes' speed, is the baseline's row to judge.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import statistics
+from collections.abc import Mapping, Sequence
 
 from tabulate import tabulate
 
@@ -144,6 +153,11 @@ class CellChange:
         relative: the relative rule's verdict (the cell's B/A beyond the change its cell's
             variants share, round by round), or ``None``: figures other than timings of a class
             measured interleaved, cells of fewer than `MIN_COMMON` variants, or rounds missing.
+        gated: whether a regression of this cell can fail the gate: not for the ``control`` twin
+            nor for a benchmark that `ungated_patterns` names.
+        beyond_control: for a variant other than the baseline and the control, sampled in every
+            round with its control twin in the same processes: its B/A beyond the control's B/A,
+            round by round, at `RELATIVE_CONFIDENCE`; else ``None``.
     """
 
     benchmark: str
@@ -155,11 +169,39 @@ class CellChange:
     verdict: significance.Verdict | None = None
     control: significance.Verdict | None = None
     relative: significance.Verdict | None = None
+    gated: bool = True
+    beyond_control: significance.Verdict | None = None
 
     @property
     def relative_kind(self) -> str | None:
         """`REGRESSION`, `IMPROVEMENT` or `NOISE` by the relative rule; ``None`` without one."""
         return None if self.relative is None else _direction(self.relative)
+
+    @property
+    def moved_with_control(self) -> bool:
+        """A change by the cell's own times that its control made too (its ratio beyond the
+        factor the same way), and that is not beyond the control's."""
+        if self.kind not in (REGRESSION, IMPROVEMENT) or self.beyond_control is None or self.control is None:
+            return False
+        ratio, factor = self.control.ratio, self.control.factor
+        shared = ratio > factor if self.kind == REGRESSION else ratio < 1 / factor
+        return shared and _direction(self.beyond_control) != self.kind
+
+    @property
+    def gate_kind(self) -> str:
+        """What the gate reads: `REGRESSION` (it exits 1), `IMPROVEMENT` or `NOISE`. ``NOISE``
+        for a cell that is not `gated`; else the relative rule's change, or the own times' change
+        unless `moved_with_control`, a regression first."""
+        if not self.gated:
+            return NOISE
+        own = NOISE if self.moved_with_control else self.kind
+        seen = {own, self.relative_kind}
+        return REGRESSION if REGRESSION in seen else IMPROVEMENT if IMPROVEMENT in seen else NOISE
+
+    @property
+    def fails_gate(self) -> bool:
+        """Whether this cell makes the gate exit 1 (`gate_kind` is `REGRESSION`)."""
+        return self.gate_kind == REGRESSION
 
 
 def _direction(verdict):
@@ -228,8 +270,37 @@ def _relative(ga, gb, key, at, common, factor, confidence):
     return significance.compare(moved, gb.cells[key].values, paired=True, factor=factor, confidence=level)
 
 
+def ungated_patterns(config: Mapping) -> list[str]:
+    """The benchmarks asv's regressions page leaves out: the patterns of ``asv.conf.json``'s
+    ``regressions_first_commits`` whose first commit is ``null``.
+
+    Arguments:
+        config: the parsed asv.conf.json.
+
+    Returns:
+        The regular expressions, matched as asv matches them (`re.match` on the benchmark name).
+    """
+    first = config.get("regressions_first_commits") or {}
+    return [pattern for pattern, commit in first.items() if commit is None]
+
+
+def _beyond_control(ga, gb, key, twin, factor, confidence):
+    cells = (ga.cells.get(key), gb.cells.get(key), ga.cells.get(twin), gb.cells.get(twin))
+    if not all(_full(c) for c in cells) or len({len(c.values) for c in cells}) != 1:
+        return None
+    ca, cb, ta, tb = cells
+    level = confidence if confidence is not None else RELATIVE_CONFIDENCE
+    # A's samples moved by the control's change in their round: what is left is the variant's own.
+    moved = [x * (t1 / t0) for x, t0, t1 in zip(ca.values, ta.values, tb.values)]
+    return significance.compare(moved, cb.values, paired=True, factor=factor, confidence=level)
+
+
 def compare_commits(
-    a: RecordedRun, b: RecordedRun, factor: float = DEFAULT_FACTOR, confidence: float | None = None
+    a: RecordedRun,
+    b: RecordedRun,
+    factor: float = DEFAULT_FACTOR,
+    confidence: float | None = None,
+    ungated: Sequence[str] = (),
 ) -> list[CellChange]:
     """Every cell recorded for both commits, judged B against A.
 
@@ -239,6 +310,8 @@ def compare_commits(
         factor: the ratio a change must exceed.
         confidence: the intervals' level, both rules (default: `confidence_for` each cell, by
             whether its samples pair round by round; `RELATIVE_CONFIDENCE` for the relative rule).
+        ungated: patterns of benchmarks whose regressions are listed but do not fail the gate
+            (`ungated_patterns`).
 
     Returns:
         One `CellChange` per cell of every benchmark both runs recorded, in name order.
@@ -252,32 +325,46 @@ def compare_commits(
         names = ga.param_names
         control_at = names.index(VARIANT_PARAM) if VARIANT_PARAM in names else None
         common = _common_changes(ga, gb, control_at)
+        companion = any(re.match(pattern, name) for pattern in ungated)
         for key, ca in ga.cells.items():
             cb = gb.cells.get(key)
             if cb is None:
                 continue
             params = tuple(zip(names, key))
+            gated = not companion and (control_at is None or key[control_at] != CONTROL)
             if _sampled(ca) and _sampled(cb):
                 verdict = _judge(ca, cb, _paired(a, b, name, ca, cb, paired), factor, confidence)
                 kind = _direction(verdict)
-                control = None
+                control = beyond = None
                 if control_at is not None and key[control_at] != CONTROL:
                     twin = key[:control_at] + (CONTROL,) + key[control_at + 1 :]
                     ta, tb = ga.cells.get(twin), gb.cells.get(twin)
                     if ta is not None and tb is not None and _sampled(ta) and _sampled(tb):
                         control = _judge(ta, tb, _paired(a, b, name, ta, tb, paired), factor, confidence)
+                    if key[control_at] != ga.info.get("baseline"):
+                        beyond = _beyond_control(ga, gb, key, twin, factor, confidence)
                 relative = _relative(ga, gb, key, control_at, common, factor, confidence)
-                changes.append(CellChange(name, params, ca, cb, ga.unit, kind, verdict, control, relative))
+                changes.append(
+                    CellChange(name, params, ca, cb, ga.unit, kind, verdict, control, relative, gated, beyond)
+                )
             else:
                 kind = UNCHANGED if _same(ca.value, cb.value) else CHANGED
-                changes.append(CellChange(name, params, ca, cb, ga.unit, kind))
+                changes.append(CellChange(name, params, ca, cb, ga.unit, kind, gated=gated))
     return changes
 
 
 def failed(changes: list[CellChange]) -> bool:
-    """Whether any timing cell (a sampled figure) regressed by either rule: the gate's exit
+    """Whether any gated cell (a sampled figure) regressed by either rule: the gate's exit
     status 1."""
-    return any(c.kind == REGRESSION or c.relative_kind == REGRESSION for c in changes)
+    return any(c.fails_gate for c in changes)
+
+
+def _gate(change, relative=False):
+    if not change.gated:
+        return "listed (control)" if dict(change.params).get(VARIANT_PARAM) == CONTROL else "listed (companion)"
+    if not relative and change.moved_with_control:
+        return f"listed (with its control: {_ratio(change.beyond_control)} beyond it)"
+    return "fails" if change.fails_gate else "listed"
 
 
 def _value(cell, unit):
@@ -308,10 +395,11 @@ def _row(change):
         _ratio(change.verdict),
         test,
         _ratio(change.control),
+        _gate(change),
     ]
 
 
-HEAD = ["benchmark", "cell", "A", "B", "B/A (interval)", "test", "control B/A"]
+HEAD = ["benchmark", "cell", "A", "B", "B/A (interval)", "test", "control B/A", "gate"]
 
 
 def _relative_row(change):
@@ -321,10 +409,11 @@ def _relative_row(change):
         params,
         _ratio(change.verdict),
         _ratio(change.relative),
+        _gate(change, relative=True),
     ]
 
 
-RELATIVE_HEAD = ["benchmark", "cell", "B/A (interval)", "beyond the common change (interval)"]
+RELATIVE_HEAD = ["benchmark", "cell", "B/A (interval)", "beyond the common change (interval)", "gate"]
 
 
 def _level(given, default):
@@ -380,7 +469,12 @@ def render_commits(
         "Every figure is lower-is-better. Control: the identical-code twin of the same cell, B/A.",
         "Relative rule: each variant's B/A beyond the change its cell's variants share (their median, "
         f"round by round), at {_level(confidence, RELATIVE_CONFIDENCE)}: it sees a change confined to some "
-        "variants, not one that moves every variant alike. The gate fails on a regression by either rule.",
+        "variants, not one that moves every variant alike. The gate fails on a regression by either rule, "
+        "except of the identical-code control (the baseline's code, judged in its own row) and of the companions "
+        "asv.conf.json keeps off the regressions page (compile times, fingerprints, flops, bytes, errors): "
+        "those are listed, not gated. A variant other than the baseline whose control's B/A lies beyond the "
+        "factor the same way fails it by its own times only beyond its control's change, round by round "
+        f"(at {_level(confidence, RELATIVE_CONFIDENCE)}).",
     ]
     if markdown:
         lines[2:] = [f"- {line}" for line in lines[2:]]
