@@ -223,15 +223,14 @@ def judge_pair(
     slowed_variants = {name: _slowed_of(a, name) for name in {c.benchmark for c in changes}}
     # asv compare's rule and the two-commit rule on the slowed variant's relative times, by the
     # cell of its own time.
-    relative_flags, relative_rows, relative_gate = {}, {}, {}
+    relative_flags, relative_rows = {}, {}
     for change in changes:
         if slower and change.benchmark.endswith(RELATIVE_SUFFIX) and change.verdict is not None:
             if dict(change.params).get("variant") == slowed_variants[change.benchmark]:
                 flag = _asv.asv_compare_flags(change.a.values, change.b.values, factor) and change.verdict.ratio > 1
                 cell = (change.benchmark.removesuffix(RELATIVE_SUFFIX), change.params)
                 relative_flags[cell] = flag
-                relative_rows[cell] = change.kind == commits.REGRESSION
-                relative_gate[cell] = change.fails_gate
+                relative_rows[cell] = change
     for change in changes:
         cls = change.benchmark.split(".")[1]
         if change.verdict is None:
@@ -257,10 +256,10 @@ def judge_pair(
             counts.asv_relative += bool(relative_flag)
             counts.asv_either += asv_flag or bool(relative_flag)
             relative_row = relative_rows.get((change.benchmark, change.params))
-            counts.relative_row += bool(relative_row)
+            counts.relative_row += relative_row is not None and relative_row.kind == commits.REGRESSION
             # The gate fails on the cell's relative-time row too (that row's false alarms are
             # counted with the unchanged cells).
-            gate = change.fails_gate or bool(relative_gate.get((change.benchmark, change.params)))
+            gate = change.fails_gate or (relative_row is not None and relative_row.fails_gate)
         else:
             counts = trial.false.setdefault(cls, Counts())
             own, relative = change.kind != commits.NOISE, change.relative_kind not in (None, commits.NOISE)
@@ -322,7 +321,8 @@ def run_commit_trials(
                 raise _asv.PerflabError("--config", f"cannot clone {root}")
             _scratch_commit(repo, kind)
             results_dir = os.path.abspath(os.path.join(keep or tmp, f"commits{i}"))
-            conf = _asv.load_config(os.path.join(repo, os.path.relpath(config, root)))
+            repo_config = os.path.join(repo, os.path.relpath(config, root))
+            conf = _asv.load_config(repo_config)
             # One virtualenv folder for every trial: the pinned dependencies install once.
             env_dir = os.path.join(os.path.expanduser("~"), ".cache", "perflab", "calibrate-env")
             conf |= {
@@ -378,7 +378,7 @@ def run_commit_trials(
                 if setting:
                     with open(os.path.join(results_dir, "setting.txt"), "w", encoding="utf-8") as fh:
                         fh.write(setting + "\n")
-            ungated = commits.ungated_patterns(conf)
+            ungated = commits.ungated_patterns(repo_config)
             out += [
                 judge_pair(kind, results_dir, "calibrate", factor, level, i, setting, ungated) for level in confidences
             ]
@@ -512,7 +512,7 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
             f"unchanged cells flagged {_rate(f.gate, f.gate_cells)} by the two-commit gate "
             f"({_within(f.gate, f.gate_cells)}; own times "
             f"{_rate(f.own, f.cells)}, relative {_rate(f.relative, f.relative_cells)}), {_rate(f.asv, f.cells)} "
-            f"by asv compare ({'within' if f.cells and f.asv <= 0.01 * f.cells else 'above'} 1%)"
+            f"by asv compare ({_within(f.asv, f.cells)})"
         )
         if d.cells and slowdown_of(trial.kind) >= SLOWDOWN:
             text += (

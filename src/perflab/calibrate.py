@@ -479,8 +479,9 @@ def run(args: argparse.Namespace) -> int:
 
         levels = args.confidence or [None]
         if args.kept:
-            config = _asv.load_config(args.config) if os.path.isfile(args.config) else {}
-            ungated = _commit_calibration.commits.ungated_patterns(config)
+            from .report.commits import ungated_patterns
+
+            ungated = ungated_patterns(args.config)
             judged = _commit_calibration.judge_kept(args.kept, args.factor, levels, ungated)
         else:
             kinds = [k.strip() for k in args.across_commits.split(",") if k.strip()]

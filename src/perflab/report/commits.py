@@ -32,14 +32,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from tabulate import tabulate
 
 from .. import significance
-from .._asv import RecordedRun, ReportError, human_value, short_name
+from .._asv import RecordedRun, ReportError, human_value, load_config, short_name
 from .._git import resolve
 from .cells import VARIANT_PARAM, Cell, grid
 from .comparisons import DEFAULT_FACTOR
@@ -270,25 +271,25 @@ def _relative(ga, gb, key, at, common, factor, confidence):
     return significance.compare(moved, gb.cells[key].values, paired=True, factor=factor, confidence=level)
 
 
-def ungated_patterns(config: Mapping) -> list[str]:
+def ungated_patterns(config: str) -> list[str]:
     """The benchmarks asv's regressions page leaves out: the patterns of ``asv.conf.json``'s
     ``regressions_first_commits`` whose first commit is ``null``.
 
     Arguments:
-        config: the parsed asv.conf.json.
+        config: the asv.conf.json path; a missing file leaves nothing out.
 
     Returns:
         The regular expressions, matched as asv matches them (`re.match` on the benchmark name).
     """
-    first = config.get("regressions_first_commits") or {}
+    conf = load_config(config) if os.path.isfile(config) else {}
+    first = conf.get("regressions_first_commits") or {}
     return [pattern for pattern, commit in first.items() if commit is None]
 
 
-def _beyond_control(ga, gb, key, twin, factor, confidence):
-    cells = (ga.cells.get(key), gb.cells.get(key), ga.cells.get(twin), gb.cells.get(twin))
+def _beyond_control(ca, cb, ta, tb, factor, confidence):
+    cells = (ca, cb, ta, tb)
     if not all(_full(c) for c in cells) or len({len(c.values) for c in cells}) != 1:
         return None
-    ca, cb, ta, tb = cells
     level = confidence if confidence is not None else RELATIVE_CONFIDENCE
     # A's samples moved by the control's change in their round: what is left is the variant's own.
     moved = [x * (t1 / t0) for x, t0, t1 in zip(ca.values, ta.values, tb.values)]
@@ -342,7 +343,7 @@ def compare_commits(
                     if ta is not None and tb is not None and _sampled(ta) and _sampled(tb):
                         control = _judge(ta, tb, _paired(a, b, name, ta, tb, paired), factor, confidence)
                     if key[control_at] != ga.info.get("baseline"):
-                        beyond = _beyond_control(ga, gb, key, twin, factor, confidence)
+                        beyond = _beyond_control(ca, cb, ta, tb, factor, confidence)
                 relative = _relative(ga, gb, key, control_at, common, factor, confidence)
                 changes.append(
                     CellChange(name, params, ca, cb, ga.unit, kind, verdict, control, relative, gated, beyond)
