@@ -8,12 +8,19 @@ continuous` (and `asv run --interleave-rounds`) makes one call per round and com
 results file keeps its final round's durations only: there the table shows one round, and a
 commit's cost is estimated as each class's round times its rounds. This table adds them up per
 class, so a change to the suite shows its cost like any other figure.
+
+Compiling. Every measuring process builds and compiles every program of its class afresh (compile
+times are sampled per process, with no persistent compilation cache), and the run records what
+each compile took (`track_<operation>_compile`). Their sum per process is a floor under the
+class's cost that no change to asv's bookkeeping removes: a comparison of two commits compiles
+it once per measuring process of each commit.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Sequence
 
 from tabulate import tabulate
@@ -21,6 +28,7 @@ from tabulate import tabulate
 from .._asv import RecordedRun
 
 _CACHE_PREFIX = "<setup_cache "
+_COMPILE_SUFFIX = "_compile"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +45,10 @@ class ClassCost:
         round_seconds: for a run recorded round by round (`rounds_interleaved`), the estimated
             wall time of all its rounds: each method's final round times that method's rounds,
             the setup_cache (run in every round) times `rounds`.
+        compiling: seconds one measuring process spent compiling, by the recorded compile times
+            of its programs (the mean over the recorded processes, summed over the programs;
+            the control twin, which reuses the baseline's program, left out); 0 for a class
+            that records none.
     """
 
     name: str
@@ -46,11 +58,22 @@ class ClassCost:
     cell_seconds: float
     rounds: int = 1
     round_seconds: float = 0.0
+    compiling: float = 0.0
 
     @property
     def seconds(self) -> float:
         """All of the class's wall time."""
         return self.setup_seconds + self.cell_seconds
+
+    @property
+    def module(self) -> str:
+        """The benchmark module the class is in."""
+        return self.name.split(".", 1)[0]
+
+    @property
+    def compiling_per_commit(self) -> float:
+        """Seconds one commit's run of the class spends compiling: `compiling` per process."""
+        return self.compiling * self.measuring
 
 
 def class_costs(run: RecordedRun) -> list[ClassCost]:
@@ -63,7 +86,7 @@ def class_costs(run: RecordedRun) -> list[ClassCost]:
         One `ClassCost` per class with a recorded duration.
     """
     durations = run.durations
-    cells, seconds, measuring, setup, rounds, estimated = {}, {}, {}, {}, {}, {}
+    cells, seconds, measuring, setup, rounds, estimated, compiling = {}, {}, {}, {}, {}, {}, {}
     for name in run.names:
         cls = name.rsplit(".", 1)[0]
         info = run.benchmarks.get(name, {})
@@ -78,6 +101,8 @@ def class_costs(run: RecordedRun) -> list[ClassCost]:
         key = info.get("setup_cache_key")
         if key and f"{_CACHE_PREFIX}{key}>" in durations:
             setup[cls] = float(durations[f"{_CACHE_PREFIX}{key}>"])
+        if name.endswith(_COMPILE_SUFFIX):
+            compiling[cls] = compiling.get(cls, 0.0) + _compile_seconds(run, name)
     costs = [
         ClassCost(
             c,
@@ -87,10 +112,43 @@ def class_costs(run: RecordedRun) -> list[ClassCost]:
             seconds[c],
             rounds[c],
             estimated[c] + setup.get(c, 0.0) * rounds[c],
+            compiling.get(c, 0.0),
         )
         for c in cells
     ]
     return sorted(costs, key=lambda c: -c.seconds)
+
+
+def _compile_seconds(run, name):
+    # One process's compiling in this method's programs: per program the mean of its recorded
+    # samples (its value where none were kept). The control twin reuses the baseline's program.
+    control = run.info(name).get("control")
+    total = 0.0
+    for labels, value, _, samples in run.recorded(name).combinations():
+        if control and labels and labels[-1] == control:
+            continue
+        values = [v for v in (samples or [value]) if v is not None and math.isfinite(v)]
+        if values:
+            total += sum(values) / len(values)
+    return total
+
+
+def module_compiling(costs: Sequence[ClassCost]) -> dict[str, tuple[int, float]]:
+    """Per benchmark module, its measuring processes and the seconds they spend compiling for
+    one commit (`ClassCost.compiling_per_commit` summed over its classes).
+
+    Arguments:
+        costs: `class_costs` of a run.
+
+    Returns:
+        module -> (measuring processes, compiling seconds), for modules that compile anything.
+    """
+    out: dict[str, tuple[int, float]] = {}
+    for c in costs:
+        if c.compiling > 0:
+            processes, seconds = out.get(c.module, (0, 0.0))
+            out[c.module] = (processes + c.measuring, seconds + c.compiling_per_commit)
+    return out
 
 
 def rounds_interleaved(run: RecordedRun) -> bool:
@@ -135,12 +193,22 @@ def render_costs(run: RecordedRun, costs: Sequence[ClassCost], command: str) -> 
     headers = ["class", "asv cells", "measuring processes", "setup_cache (s)", "cells (s)"]
     if not rounds_interleaved(run):
         rows = [
-            [c.name, c.cells, c.measuring, f"{c.setup_seconds:.0f}", f"{c.cell_seconds:.0f}", f"{c.seconds / 60:.1f}"]
+            [
+                c.name,
+                c.cells,
+                c.measuring,
+                f"{c.setup_seconds:.0f}",
+                f"{c.cell_seconds:.0f}",
+                _compiling(c),
+                f"{c.seconds / 60:.1f}",
+            ]
             for c in costs
         ]
         total = f"**{sum(c.seconds for c in costs) / 60:.1f}**"
-        rows.append(["**all classes**", sum(c.cells for c in costs), sum(c.measuring for c in costs), "", "", total])
-        headers.append("total (min)")
+        rows.append(
+            ["**all classes**", sum(c.cells for c in costs), sum(c.measuring for c in costs), "", "", "", total]
+        )
+        headers += [_COMPILING_HEADER, "total (min)"]
         title = "What a full run of the suite costs"
         text = (
             "Wall time per class as asv recorded it: the setup_cache of an interleaved class (its "
@@ -155,6 +223,7 @@ def render_costs(run: RecordedRun, costs: Sequence[ClassCost], command: str) -> 
                 c.measuring,
                 f"{c.setup_seconds:.0f}",
                 f"{c.cell_seconds:.0f}",
+                _compiling(c),
                 f"{c.seconds / 60:.1f}",
                 c.rounds,
                 f"{c.round_seconds / 60:.1f}",
@@ -164,8 +233,8 @@ def render_costs(run: RecordedRun, costs: Sequence[ClassCost], command: str) -> 
         one = sum(c.seconds for c in costs) / 60
         every = sum(c.round_seconds for c in costs) / 60
         cells = sum(c.cells for c in costs)
-        rows.append(["**all classes**", cells, "", "", "", f"**{one:.1f}**", "", f"**{every:.1f}**"])
-        headers += ["one round (min)", "rounds", "all rounds, estimated (min)"]
+        rows.append(["**all classes**", cells, "", "", "", "", f"**{one:.1f}**", "", f"**{every:.1f}**"])
+        headers += [_COMPILING_HEADER, "one round (min)", "rounds", "all rounds, estimated (min)"]
         title = "What one round of the suite costs"
         text = (
             "asv ran this recording round by round (`asv continuous`, or `--interleave-rounds`), "
@@ -179,5 +248,38 @@ def render_costs(run: RecordedRun, costs: Sequence[ClassCost], command: str) -> 
     table = tabulate(rows, headers=headers, tablefmt="github")
     return (
         f"# {title}\n\n{source}{text} Discovery, environment set-up, building the commit and asv's "
-        "own start are not in these sums.\n\n" + table + "\n"
+        "own start are not in these sums.\n\n" + table + "\n" + _render_compiling(costs)
+    )
+
+
+_COMPILING_HEADER = "compiling per process (s)"
+
+
+def _compiling(cost):
+    return f"{cost.compiling:.1f}" if cost.compiling > 0 else ""
+
+
+def _render_compiling(costs):
+    per_module = module_compiling(costs)
+    if not per_module:
+        return ""
+    rows = [
+        [module, processes, f"{seconds / 60:.1f}", f"{2 * seconds / 60:.1f}"]
+        for module, (processes, seconds) in sorted(per_module.items(), key=lambda kv: -kv[1][1])
+    ]
+    table = tabulate(
+        rows,
+        headers=["module", "measuring processes", "one commit (min)", "two commits compared (min)"],
+        tablefmt="github",
+    )
+    return (
+        "\n## Compiling: the floor under a comparison\n\n"
+        f"`{_COMPILING_HEADER}` adds up the compile times this run recorded for one measuring "
+        "process of the class (per program the mean over its processes; the control twin reuses "
+        "the baseline's program and is left out). Every measuring process compiles its programs "
+        "afresh, so that compile times are sampled in every process with no persistent "
+        "compilation cache, and a comparison of two commits (`asv continuous A B -b MODULE`) "
+        "runs every measuring process once per commit: per module, the minutes that compiling "
+        "alone takes by this run's compile times, besides starting the processes, building the "
+        "inputs and measuring.\n\n" + table + "\n"
     )
