@@ -271,6 +271,7 @@ def _render_compiling(costs):
         rows,
         headers=["module", "measuring processes", "one commit (min)", "two commits compared (min)"],
         tablefmt="github",
+        disable_numparse=True,
     )
     return (
         "\n## Compiling: the floor under a comparison\n\n"
