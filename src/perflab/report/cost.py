@@ -192,18 +192,7 @@ def render_costs(run: RecordedRun, costs: Sequence[ClassCost], command: str) -> 
     )
     headers = ["class", "asv cells", "measuring processes", "setup_cache (s)", "cells (s)"]
     if not rounds_interleaved(run):
-        rows = [
-            [
-                c.name,
-                c.cells,
-                c.measuring,
-                f"{c.setup_seconds:.0f}",
-                f"{c.cell_seconds:.0f}",
-                _compiling(c),
-                f"{c.seconds / 60:.1f}",
-            ]
-            for c in costs
-        ]
+        rows = [_row(c) for c in costs]
         total = f"**{sum(c.seconds for c in costs) / 60:.1f}**"
         rows.append(
             ["**all classes**", sum(c.cells for c in costs), sum(c.measuring for c in costs), "", "", "", total]
@@ -216,20 +205,7 @@ def render_costs(run: RecordedRun, costs: Sequence[ClassCost], command: str) -> 
             "rounds' measuring processes among them)."
         )
     else:
-        rows = [
-            [
-                c.name,
-                c.cells,
-                c.measuring,
-                f"{c.setup_seconds:.0f}",
-                f"{c.cell_seconds:.0f}",
-                _compiling(c),
-                f"{c.seconds / 60:.1f}",
-                c.rounds,
-                f"{c.round_seconds / 60:.1f}",
-            ]
-            for c in costs
-        ]
+        rows = [[*_row(c), c.rounds, f"{c.round_seconds / 60:.1f}"] for c in costs]
         one = sum(c.seconds for c in costs) / 60
         every = sum(c.round_seconds for c in costs) / 60
         cells = sum(c.cells for c in costs)
@@ -253,6 +229,18 @@ def render_costs(run: RecordedRun, costs: Sequence[ClassCost], command: str) -> 
 
 
 _COMPILING_HEADER = "compiling per process (s)"
+
+
+def _row(cost):
+    return [
+        cost.name,
+        cost.cells,
+        cost.measuring,
+        f"{cost.setup_seconds:.0f}",
+        f"{cost.cell_seconds:.0f}",
+        _compiling(cost),
+        f"{cost.seconds / 60:.1f}",
+    ]
 
 
 def _compiling(cost):
