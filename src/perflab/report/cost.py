@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 from collections.abc import Sequence
 
 from tabulate import tabulate
 
 from .._asv import RecordedRun
+from .cells import VARIANT_PARAM, grid
 
 _CACHE_PREFIX = "<setup_cache "
 _COMPILE_SUFFIX = "_compile"
@@ -122,12 +122,14 @@ def class_costs(run: RecordedRun) -> list[ClassCost]:
 def _compile_seconds(run, name):
     # One process's compiling in this method's programs: per program the mean of its recorded
     # samples (its value where none were kept). The control twin reuses the baseline's program.
-    control = run.info(name).get("control")
+    cells = grid(run, name)
+    control = cells.info.get("control")
+    at = cells.param_names.index(VARIANT_PARAM) if cells.variants else None
     total = 0.0
-    for labels, value, _, samples in run.recorded(name).combinations():
-        if control and labels and labels[-1] == control:
+    for key, cell in cells.cells.items():
+        if not cell.ok or (at is not None and key[at] == control):
             continue
-        values = [v for v in (samples or [value]) if v is not None and math.isfinite(v)]
+        values = cell.values
         if values:
             total += sum(values) / len(values)
     return total
