@@ -175,6 +175,44 @@ def test_the_gate_level_can_be_chosen(tmp_path, capsys):
     assert status == 2 and "--commits only" in capsys.readouterr().err
 
 
+def test_the_gate_needs_its_own_level_whatever_the_listing_shows(capsys):
+    # A recorded docs-only pair (whole suite through asv continuous, benchmarked code identical):
+    # two cells flagged at the listing's 99% are listed, and fail the gate only when its level
+    # is lowered to the listing's.
+    pair = ["report", "--results-dir", str(ROOT / "results"), "--machine", "vm-2core-epyc"]
+    pair += ["--commits", "ace86d6e", "a341ac88"]
+    status = main(pair)
+    out = capsys.readouterr().out
+    assert status == 0
+    assert out.count("listed (not at the gate's 99.9%)") == 2
+    assert not re.findall(r"\sfails\s*$", out, re.M)
+    assert main([*pair, "--gate-confidence", "0.99"]) == 1
+    lowered = capsys.readouterr().out
+    assert len(re.findall(r"\sfails\s*$", lowered, re.M)) == 2
+    assert "not at the gate's" not in lowered
+    # Both listings flag the same cells: only the exit status moved.
+    heads = [re.findall(r"^(?:Regressions|Improvements|Slower|Faster).*$", t, re.M) for t in (out, lowered)]
+    assert heads[0] == heads[1] and "Regressions (3)" in heads[0]
+    for bad in ("1", "0.4"):
+        assert main([*pair, "--gate-confidence", bad]) == 2
+        err = capsys.readouterr().err
+        assert "--gate-confidence" in err and bad in err
+    status = main(["report", "--results-dir", str(ROOT / "results"), "--cost", "--gate-confidence", "0.99"])
+    assert status == 2 and "--commits only" in capsys.readouterr().err
+
+
+def test_a_cell_is_judged_again_only_where_the_gate_is_stricter(tmp_path):
+    _, runs = _asv.machine_runs(str(write_pair(tmp_path, shift=1.10)))
+    a, b = (commits.pick_run(runs, c, str(ROOT), None, "--commits") for c in (A, B))
+    for level, again in ((0.999, True), (0.99, False)):
+        moved = [c for c in commits.compare_commits(a, b, gate_confidence=level) if c.kind == commits.REGRESSION]
+        assert moved and all((c.at_gate is not None) == again for c in moved)
+        assert all(c.at_gate.verdict.confidence == level for c in moved if c.at_gate is not None)
+        assert all(c.fails_gate for c in moved)  # a zero-width interval at 1.10 holds at any level
+    quiet = commits.compare_commits(a, b, gate_confidence=0.999)
+    assert all(c.at_gate is None for c in quiet if c.kind == commits.NOISE and c.relative_kind in (None, commits.NOISE))
+
+
 RECORDED = "bench_linear_solve.LinearSolveJVP.track_jvp"
 
 

@@ -124,6 +124,9 @@ class CommitTrial:
         single_changed: single-value figures that differ between the commits (of how many).
         setting: the variables of the trial's environment that change how JAX or XLA runs
             (``"JAX_CPU_ENABLE_ASYNC_DISPATCH=false"``), ``""`` for none.
+        gate_fails: the cells that fail the gate at the trial's level, every class together: the
+            gate (the exit status of ``report --commits --gate-confidence LEVEL``) exits 1 when
+            any does.
     """
 
     kind: str
@@ -134,6 +137,7 @@ class CommitTrial:
     detected: dict[str, Counts] = dataclasses.field(default_factory=dict)
     single_changed: list = dataclasses.field(default_factory=lambda: [0, 0])
     setting: str = ""
+    gate_fails: int = 0
 
     def total(self, which: str) -> Counts:
         """All classes' `Counts` together, of ``"false"`` or ``"detected"``."""
@@ -215,11 +219,15 @@ def judge_pair(
         )
     a, b = sorted(runs, key=lambda r: r.date or 0)
     slower = slowdown_of(kind) > 0
-    changes = commits.compare_commits(a, b, factor, confidence=confidence, ungated=ungated)
+    # The gate at the level the rule is judged at, so that each level's row says what
+    # ``--confidence LEVEL --gate-confidence LEVEL`` would.
+    gate = commits.GATE_CONFIDENCE if confidence is None else confidence
+    changes = commits.compare_commits(a, b, factor, confidence=confidence, ungated=ungated, gate_confidence=gate)
     # The level the rule used: the one asked for, else the one its verdicts carry.
     levels = [c.verdict.confidence for c in changes if c.verdict is not None]
     level = confidence or (levels[0] if levels else commits.CONFIDENCE)
     trial = CommitTrial(kind, level, number=number, setting=setting)
+    trial.gate_fails = sum(c.fails_gate for c in changes)
     slowed_variants = {name: _slowed_of(a, name) for name in {c.benchmark for c in changes}}
     # asv compare's rule and the two-commit rule on the slowed variant's relative times, by the
     # cell of its own time.
@@ -531,7 +539,17 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
                 f"{_rate(d.relative_above_one, d.relative_cells)}); flagged {_rate(d.gate, d.cells)} by the "
                 f"two-commit gate, {_rate(d.asv_either, d.cells)} by asv compare"
             )
-        lines.append(text + ".")
+        exits = f"exits 1 ({trial.gate_fails} cells fail it)" if trial.gate_fails else "exits 0"
+        lines.append(f"{text}; the gate {exits}.")
+    lines += ["", "The gate's exit status, trial by trial (a pull request's verdict), per level:", ""]
+    for level in sorted({t.confidence for t in trials}, reverse=True):
+        at = [t for t in trials if t.confidence == level]
+        same = [t for t in at if not slowdown_of(t.kind)]
+        slowed = [t for t in at if slowdown_of(t.kind) >= SLOWDOWN]
+        lines.append(
+            f"- {level:.1%}: identical-code trials exit 1 in {_rate(sum(t.gate_fails > 0 for t in same), len(same))}; "
+            f"trials slowed by {SLOWDOWN:.0%} or more in {_rate(sum(t.gate_fails > 0 for t in slowed), len(slowed))}."
+        )
     levels = {t.confidence for t in trials} or {0}
     changed = sum(t.single_changed[0] for t in trials) // len(levels)
     total = sum(t.single_changed[1] for t in trials) // len(levels)

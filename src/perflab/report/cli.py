@@ -7,7 +7,7 @@
 - ``--check``: every study report's staleness and drift; exit 1 if any report is not current;
 - ``--cost``: the wall time per benchmark class of a recorded run;
 - ``--commits A B``: every cell of commit B judged against commit A (`commits`); exit 1 on a
-  timing regression.
+  timing regression at the gate's level (``--gate-confidence``).
 """
 
 from __future__ import annotations
@@ -117,7 +117,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar=("A", "B"),
         help=(
             "every cell recorded for both commits (any git revisions) on one machine, B judged "
-            "against A with the cross-run rule; regressions first; exit 1 on a timing regression"
+            "against A with the cross-run rule; regressions first; exit 1 on a timing regression "
+            "at the gate's level (--gate-confidence)"
         ),
     )
     studies.add_argument(
@@ -125,8 +126,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         type=float,
         metavar="LEVEL",
         help=(
-            "with --commits: the intervals' level for every cell, e.g. 0.999 for a gate that must "
-            "rarely fail on identical code (default: the rule's own, 0.99 paired, 0.999 Welch's)"
+            "with --commits: the listing's level for every cell, both rules "
+            "(default: the rule's own, 0.99 paired, 0.999 Welch's)"
+        ),
+    )
+    studies.add_argument(
+        "--gate-confidence",
+        type=float,
+        metavar="LEVEL",
+        help=(
+            "with --commits: the least level at which a regression fails the gate, the exit status "
+            f"(default {commits.GATE_CONFIDENCE}; the listing's level where that is stricter)"
         ),
     )
     studies.add_argument(
@@ -171,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
             raise ReportError(given[0], f"not used with {option}: the spec says what to show")
     if args.confidence is not None and not args.commits:
         raise ReportError("--confidence", "is used with --commits only (the two-commit rule's level)")
+    if args.gate_confidence is not None and not args.commits:
+        raise ReportError("--gate-confidence", "is used with --commits only (the two-commit gate's level)")
     if args.commits:
         given = [
             f"--{o.rstrip('s')}" for o in ("benchmarks", "before", "after", "rows", "commit") if getattr(args, o, None)
@@ -227,12 +239,14 @@ def _commits(args, results_dir):
     b = commits.pick_run(runs, second, ".", args.env, "--commits")
     if not args.factor >= 1.0:
         raise ReportError("--factor", f"must be at least 1.0, got {args.factor}")
-    if args.confidence is not None and not 0.5 <= args.confidence < 1:
-        raise ReportError("--confidence", f"must lie in [0.5, 1), e.g. 0.99, got {args.confidence}")
+    gate = commits.GATE_CONFIDENCE if args.gate_confidence is None else args.gate_confidence
+    for option, level in (("--confidence", args.confidence), ("--gate-confidence", gate)):
+        if level is not None and not 0.5 <= level < 1:
+            raise ReportError(option, f"must lie in [0.5, 1), e.g. 0.99, got {level}")
     # The gate leaves out what asv's regressions page leaves out, read from the same config.
     ungated = commits.ungated_patterns("asv.conf.json")
-    changes = commits.compare_commits(a, b, args.factor, args.confidence, ungated)
-    _write(commits.render_commits(a, b, changes, args.factor, args.format, args.confidence), args.output)
+    changes = commits.compare_commits(a, b, args.factor, args.confidence, ungated, gate)
+    _write(commits.render_commits(a, b, changes, args.factor, args.format, args.confidence, gate), args.output)
     return 1 if commits.failed(changes) else 0
 
 
@@ -266,7 +280,7 @@ def _overview(results_dir, machine):
         "  python -m perflab report -b BENCHMARK [--before V --after V] [--commit C]",
         "                                                 BEFORE/AFTER tables of one recorded run",
         "  python -m perflab report --cost [--commit C]  wall time per benchmark class",
-        "  python -m perflab report --commits A B [--confidence L]",
+        "  python -m perflab report --commits A B [--confidence L] [--gate-confidence L]",
         "                                                 every cell of commit B against commit A (exit 1",
         "                                                 on a timing regression, its control and",
         "                                                 companions aside)",
