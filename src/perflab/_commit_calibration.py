@@ -491,7 +491,9 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
         "`track_<operation>_relative`: the variant's time over the geometric mean of its cell's variants, per "
         "process; 'none' for trials recorded before the harness recorded it), and either row of the "
         "cell flagged. Rounds: measuring processes per "
-        "commit, paired round by round. Level: both rules' intervals. A trial recorded with "
+        "commit, paired round by round. Level: both rules' intervals, and the gate's (what `report --commits "
+        "--confidence LEVEL --gate-confidence LEVEL` does; the gate's default is "
+        f"{commits.GATE_CONFIDENCE:.1%}). A trial recorded with "
         "variables that change how JAX or XLA runs names them after its kind: it measured that "
         "setting, not the default.",
         "",
