@@ -101,6 +101,7 @@ def section(out, title):
 def test_identical_commits_pass(tmp_path, capsys):
     status, out, err = gate(capsys, write_pair(tmp_path))
     assert status == 0, err
+    assert out.rstrip().endswith("exit 0: no cell it judges regressed at 99.9%.")
     assert "Regressions (0)" in out and "Improvements (0)" in out
     assert "12 timing cell(s) within noise" in out
     assert "paired round by round" in out
@@ -185,11 +186,15 @@ def test_the_gate_needs_its_own_level_whatever_the_listing_shows(capsys):
     out = capsys.readouterr().out
     assert status == 0
     assert out.count("listed (not at the gate's 99.9%)") == 2
+    assert out.rstrip().endswith(
+        "exit 0: no cell it judges regressed at 99.9%; 2 listed regression(s) do not hold at that level."
+    )
     assert not re.findall(r"\sfails\s*$", out, re.M)
     assert main([*pair, "--gate-confidence", "0.99"]) == 1
     lowered = capsys.readouterr().out
     assert len(re.findall(r"\sfails\s*$", lowered, re.M)) == 2
     assert "not at the gate's" not in lowered
+    assert lowered.rstrip().endswith("exit 1: 2 cell(s) it judges regressed at 99%.")
     # Both listings flag the same cells: only the exit status moved.
     heads = [re.findall(r"^(?:Regressions|Improvements|Slower|Faster).*$", t, re.M) for t in (out, lowered)]
     assert heads[0] == heads[1] and "Regressions (3)" in heads[0]

@@ -557,4 +557,16 @@ def render_commits(
         f"{noise} timing cell(s) within noise; {same} single value(s) unchanged; "
         f"{relative} cell(s) within noise beyond their cell's common change."
     )
+    lines += heading("Gate")
+    failing = sum(c.fails_gate for c in changes)
+    below = sum(c.at_gate is not None and c.listed_kind == REGRESSION and not c.fails_gate for c in changes)
+    level = _level(gate_confidence, gate_confidence)
+    verdict = (
+        f"exit 1: {failing} cell(s) it judges regressed at {level}"
+        if failing
+        else f"exit 0: no cell it judges regressed at {level}"
+    )
+    if below:
+        verdict += f"; {below} listed regression(s) do not hold at that level"
+    lines.append(verdict + ".")
     return "\n".join(lines) + "\n"
