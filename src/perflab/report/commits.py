@@ -66,10 +66,10 @@ GATE_CONFIDENCE = 0.999
 listing uses. The listing's levels hold each cell's false flags under 1%, but the gate exits 1
 on any one of some two thousand cells: at 99% it exited 1 on three of the four recorded
 docs-only pairs of the whole suite (2-3 cells each) and on a later one of `bench_linear_solve`,
-at 99.9% on none of them (the identical-code calibration trial, three classes, exits 1 at both,
-on one cell); every calibration trial slowed by 10% with 10 rounds or more still exits 1 at
-99.9% (9 of 9), though fewer of its slowed cells fail it than are listed (docs/trust.md, "The
-gate's level")."""
+at 99.9% on none of them (a `bench_sde` pair passes both; the identical-code calibration trial,
+three classes, exits 1 at both, on one cell); every calibration trial slowed by 10% with 10
+rounds or more still exits 1 at 99.9% (9 of 9), though fewer of its slowed cells fail it than
+are listed (docs/trust.md, "The gate's level")."""
 
 
 def confidence_for(paired: bool) -> float:
