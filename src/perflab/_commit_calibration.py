@@ -544,7 +544,8 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
         exits = f"exits 1 ({trial.gate_fails} cells fail it)" if trial.gate_fails else "exits 0"
         lines.append(f"{text}; the gate {exits}.")
     lines += ["", "The gate's exit status, trial by trial (a pull request's verdict), per level:", ""]
-    for level in sorted({t.confidence for t in trials}, reverse=True):
+    levels = {t.confidence for t in trials}
+    for level in sorted(levels, reverse=True):
         at = [t for t in trials if t.confidence == level]
         same = [t for t in at if not slowdown_of(t.kind)]
         slowed = [t for t in at if slowdown_of(t.kind) >= SLOWDOWN]
@@ -552,9 +553,8 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
             f"- {level:.1%}: identical-code trials exit 1 in {_rate(sum(t.gate_fails > 0 for t in same), len(same))}; "
             f"trials slowed by {SLOWDOWN:.0%} or more in {_rate(sum(t.gate_fails > 0 for t in slowed), len(slowed))}."
         )
-    levels = {t.confidence for t in trials} or {0}
-    changed = sum(t.single_changed[0] for t in trials) // len(levels)
-    total = sum(t.single_changed[1] for t in trials) // len(levels)
+    changed = sum(t.single_changed[0] for t in trials) // max(len(levels), 1)
+    total = sum(t.single_changed[1] for t in trials) // max(len(levels), 1)
     lines += [
         "",
         f"Single-value figures (flops, bytes, memory, fingerprints, errors) changed: {changed} of {total}.",

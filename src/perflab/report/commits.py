@@ -221,6 +221,12 @@ class CellChange:
         return (self.at_gate or self).listed_kind
 
     @property
+    def below_gate(self) -> bool:
+        """A regression at the listing's level that the gate, judging it again at its stricter
+        level (`at_gate`), does not fail on."""
+        return self.at_gate is not None and self.listed_kind == REGRESSION and not self.fails_gate
+
+    @property
     def fails_gate(self) -> bool:
         """Whether this cell makes the gate exit 1 (`gate_kind` is `REGRESSION`)."""
         return self.gate_kind == REGRESSION
@@ -410,7 +416,7 @@ def _gate(change, relative=False):
         return f"listed (with its control: {_ratio(change.beyond_control)} beyond it)"
     if change.fails_gate:
         return "fails"
-    if change.at_gate is not None and change.listed_kind == REGRESSION:
+    if change.below_gate:
         return f"listed (not at the gate's {_level(None, change.at_gate.verdict.confidence)})"
     return "listed"
 
@@ -493,6 +499,7 @@ def render_commits(
         The text, ending with a newline.
     """
     markdown = fmt == "markdown"
+    gate_level = _level(None, gate_confidence)
     table_format = "github" if markdown else "simple"
     paired = interleaved(a, b)
 
@@ -520,7 +527,7 @@ def render_commits(
         "Relative rule: each variant's B/A beyond the change its cell's variants share (their median, "
         f"round by round), at {_level(confidence, RELATIVE_CONFIDENCE)}: it sees a change confined to some "
         "variants, not one that moves every variant alike. The gate (the exit status) fails on a regression "
-        f"by either rule at {_level(gate_confidence, gate_confidence)} or the listing's level where that is "
+        f"by either rule at {gate_level} or the listing's level where that is "
         "stricter (one of some two thousand cells flagged by chance must not fail it), "
         "except of the identical-code control (the baseline's code, judged in its own row) and of the companions "
         "asv.conf.json keeps off the regressions page (compile times, fingerprints, flops, bytes, errors): "
@@ -559,12 +566,11 @@ def render_commits(
     )
     lines += heading("Gate")
     failing = sum(c.fails_gate for c in changes)
-    below = sum(c.at_gate is not None and c.listed_kind == REGRESSION and not c.fails_gate for c in changes)
-    level = _level(gate_confidence, gate_confidence)
+    below = sum(c.below_gate for c in changes)
     verdict = (
-        f"exit 1: {failing} cell(s) it judges regressed at {level}"
+        f"exit 1: {failing} cell(s) it judges regressed at {gate_level}"
         if failing
-        else f"exit 0: no cell it judges regressed at {level}"
+        else f"exit 0: no cell it judges regressed at {gate_level}"
     )
     if below:
         verdict += f"; {below} listed regression(s) do not hold at that level"
