@@ -326,9 +326,8 @@ def _jax_call(model, size, ratio, kind):
     import equinox as eqx
     import jax
 
-    # XLA takes minutes per program here and every measuring process compiles: the persistent
-    # compilation cache that jax_x64() turns on serves all but the first. JAX decides whether
-    # to use the cache at its first compilation, which model initialisation would otherwise be.
+    # The suite's JAX settings (x64 on) before the model is made, so that the weights and the
+    # traced programs do not depend on which cell of the process set them first.
     jax_x64()
     mj, params, static, x, e, t, r, z, v = _jax_inputs(model, size, ratio)
     if kind == "step":

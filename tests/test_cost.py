@@ -11,7 +11,7 @@ from pathlib import Path
 
 from perflab import _asv
 from perflab.__main__ import main
-from perflab.report.cost import class_costs, rounds_interleaved
+from perflab.report.cost import class_costs, module_compiling, rounds_interleaved
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = str(ROOT / "results")
@@ -43,6 +43,14 @@ def test_an_asv_continuous_run_is_one_round_and_its_rounds_are_estimated(capsys)
     assert "final round only" in out and "all rounds, estimated (min)" in out
     row = next(line for line in out.splitlines() if line.startswith(f"| {CLS} "))
     assert row.rstrip(" |").endswith(f"{expected / 60:.1f}")
+    # A module's floor without compiling reads every round's estimate, not the final round.
+    costs = class_costs(run)
+    floors = module_compiling(costs, interleaved=True)
+    module = [c for c in costs if c.module == "bench_linear_solve"]
+    assert floors["bench_linear_solve"].seconds == sum(c.round_seconds for c in module)
+    assert module_compiling(costs)["bench_linear_solve"].seconds == sum(c.seconds for c in module)
+    module_row = next(line for line in out.splitlines() if line.startswith("| bench_linear_solve "))
+    assert module_row.rstrip(" |").endswith(f"{2 * floors['bench_linear_solve'].without_compiling / 60:.1f}")
 
 
 def test_an_asv_run_of_one_commit_is_the_whole_run(capsys):
@@ -103,6 +111,9 @@ def test_compiling_per_process_adds_up_the_recorded_compile_times_without_the_co
         str(sum(c.measuring for c in module)),
         f"{floor / 60:.1f}",
         f"{2 * floor / 60:.1f}",
+        # All but compiling: the module's recorded wall time (every class, compiling or not) less
+        # its compiling, for two commits.
+        f"{2 * (sum(c.seconds for c in module) - floor) / 60:.1f}",
     ]
     class_row = next(line for line in out.splitlines() if line.startswith(f"| {CLS} "))
     assert [c.strip() for c in class_row.strip("|").split("|")][5] == f"{cost.compiling:.1f}"
