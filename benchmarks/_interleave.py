@@ -23,6 +23,13 @@ How rounds map onto processes. asv keys a class's `setup_cache` and runs it once
   measures the first process and each later round measures its own when it first reads the
   cache (`_RoundCache`), so a recording still holds one sample per process.
 
+Either way the deterministic companions (cost, fingerprint, error: the same in every process)
+are recorded by the first process of each commit and class. Under interleaved rounds that
+process keeps them, for the rest of that asv invocation, in a file keyed by the invocation (the
+asv process that started the benchmark server), the commit, asv's environment and the class
+(`_described_path`), and every later round's process measures timings and compile times only,
+as a single commit's later rounds always have; asv reads the companions in one round only.
+
 asv's ``--quick`` runs one round: one process, the smoke run.
 
 Relative times. In a cell with at least `MIN_RELATIVE` variants (the control twin aside), each
@@ -48,6 +55,7 @@ import json
 import math
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -371,7 +379,13 @@ class InterleavedBenchmark:
         """
         provenance = _recorded_provenance()
         cls = type(self)
-        cache = run_process(cls.__module__, cls.__qualname__, full=True, timeout=self.timeout * 10)
+        path = _described_path(cls)
+        described = _read_json(path) if path else None
+        cache = run_process(cls.__module__, cls.__qualname__, full=described is None, timeout=self.timeout * 10)
+        if described is not None:
+            cache["values"] = {**described, **cache["values"]}
+        elif path:
+            _write_json(path, {k: v for k, v in cache["values"].items() if _deterministic(k)})
         cache["provenance"] = provenance
         return cache
 
@@ -466,6 +480,99 @@ class _RoundCache:
         # Deterministic companions come from the first process; timings from this round's.
         values = {**{k: v for k, v in cache["values"].items() if ":" in k}, **measured["values"]}
         return {**cache, "values": values}
+
+
+def _deterministic(name):
+    metric = name.split(":", 1)[0] if ":" in name else None
+    return metric in _companions.METRICS and metric not in _companions.SAMPLED
+
+
+def _read_json(path):
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as fh:
+        json.dump(data, fh)
+    os.replace(path + ".tmp", path)
+
+
+# asv's benchmark server and the processes it forks (or spawns) run this script.
+_ASV_RUN_SCRIPT = os.path.join("asv", "benchmark.py")
+DESCRIBED_DIR = "perflab-described"
+
+
+def asv_invocation(pid: int | None = None, proc: str = "/proc") -> str | None:
+    """The asv process this one runs under, as ``"<pid>-<start time>"`` (unique while the
+    machine is up); ``None`` outside asv or where the process table cannot be read.
+
+    asv starts a benchmark server (``asv/benchmark.py run_server``) per `run_benchmarks` call,
+    that is per round and commit under interleaved rounds, and forks each benchmark process
+    from it (or spawns ``asv/benchmark.py`` directly): the first ancestor not running that
+    script is the asv command itself, the same for every round of one invocation.
+
+    Arguments:
+        pid: the process to start from (default: this one).
+        proc: the process table's mount point.
+
+    Returns:
+        The invocation's key, or ``None``.
+    """
+    pid = os.getpid() if pid is None else pid
+    under_asv = False
+    for _ in range(8):
+        try:
+            with open(os.path.join(proc, str(pid), "cmdline"), "rb") as fh:
+                argv = fh.read().decode(errors="replace").split("\0")
+            with open(os.path.join(proc, str(pid), "stat")) as fh:
+                # The command name (field 2) may hold spaces; the fields after it do not.
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        if any(a.endswith(_ASV_RUN_SCRIPT) for a in argv):
+            under_asv = True
+            pid = int(fields[1])  # ppid
+            continue
+        # Field 22, the start time, tells a reused pid apart.
+        return f"{pid}-{fields[19]}" if under_asv else None
+    return None
+
+
+def _described_path(cls):
+    # Only asv's own builds (ASV_COMMIT, ASV_ENV_NAME set) under a known invocation keep one.
+    commit, env = os.environ.get("ASV_COMMIT"), os.environ.get("ASV_ENV_NAME")
+    invocation = asv_invocation() if commit and env else None
+    if invocation is None:
+        return None
+    name = hashlib.sha1(repr((commit, env, cls.__module__, cls.__qualname__)).encode()).hexdigest()
+    root = os.path.join(tempfile.gettempdir(), DESCRIBED_DIR)
+    _forget_finished(root, invocation)
+    return os.path.join(root, invocation, name + ".json")
+
+
+def _forget_finished(root, current):
+    # An invocation's files are of no use once it has ended: remove those of asv processes
+    # that are gone (their pid free, or reused by a process started at another time).
+    try:
+        entries = os.listdir(root)
+    except OSError:
+        return
+    for entry in entries:
+        if entry == current:
+            continue
+        pid, _, start = entry.partition("-")
+        try:
+            with open(os.path.join("/proc", pid, "stat")) as fh:
+                alive = fh.read().rsplit(")", 1)[1].split()[19] == start
+        except (OSError, IndexError):
+            alive = False
+        if not alive:
+            shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
 
 
 def _recorded_provenance():

@@ -273,3 +273,93 @@ def test_relative_times_are_recorded_per_process_and_read_per_round(monkeypatch)
     cache = {"values": {k: [v] for k, v in values.items()}, "skipped": {}}
     recorded = Calibration().track_workload_relative(cache, "more10pct")
     assert recorded == {"samples": [expected["more10pct"]], "number": 1}
+
+
+def _fake_proc(root, table):
+    # A process table: pid -> (ppid, start time, argv).
+    for pid, (ppid, start, argv) in table.items():
+        d = root / str(pid)
+        d.mkdir(parents=True)
+        (d / "cmdline").write_bytes("\0".join(argv).encode() + b"\0")
+        fields = ["S", str(ppid)] + ["0"] * 17 + [str(start)] + ["0"] * 5
+        (d / "stat").write_text(f"{pid} (py thon) " + " ".join(fields))
+
+
+def test_the_asv_invocation_is_the_first_ancestor_outside_asvs_benchmark_script(tmp_path):
+    from benchmarks._interleave import asv_invocation
+
+    server = ["/env/bin/python", "/site-packages/asv/benchmark.py", "run_server", "benchmarks", "sock"]
+    _fake_proc(
+        tmp_path,
+        {
+            30: (20, 900, server),  # a process forked by the server: its command line
+            20: (10, 800, server),  # the server, one per round and commit
+            10: (1, 700, ["/usr/bin/python", "/venv/bin/asv", "continuous", "HEAD~1", "HEAD"]),
+            40: (10, 950, ["/env/bin/python", "/site-packages/asv/benchmark.py", "setup_cache", "x"]),  # spawned
+            50: (1, 990, ["python", "-m", "pytest"]),
+        },
+    )
+    assert asv_invocation(30, str(tmp_path)) == "10-700"
+    assert asv_invocation(40, str(tmp_path)) == "10-700"  # launch method spawn: the same invocation
+    assert asv_invocation(50, str(tmp_path)) is None  # not under asv
+    assert asv_invocation(99, str(tmp_path)) is None  # no such process
+
+
+def test_later_rounds_of_a_commit_take_the_deterministic_companions_from_its_first(tmp_path, monkeypatch):
+    # Under interleaved rounds each round's setup_cache measures one process; only the first of
+    # each commit and class records the companions that are the same in every process.
+    from benchmarks import _interleave
+    from benchmarks.bench_linear_solve import LinearSolveJVP, LinearSolveJVPDefault
+
+    params = ("lu", 10, "fused")
+    calls = []
+
+    def run_process(module, qualname, *, full, timeout):
+        calls.append((qualname, full))
+        n = float(len(calls))
+        values = {_interleave.key("jvp", params): [n], _interleave.key("compile:jvp", params): [n / 10]}
+        if full:
+            values[_interleave.key("flops:jvp", params)] = [123.0]
+            values[_interleave.key("fingerprint:jvp", params)] = [7.0]
+        return {"values": values, "skipped": {}}
+
+    monkeypatch.setattr(_interleave, "run_process", run_process)
+    monkeypatch.setattr(_interleave, "_recorded_provenance", lambda: None)
+    monkeypatch.setattr(_interleave, "asv_invocation", lambda: "10-700")
+    monkeypatch.setattr(_interleave.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setenv("ASV_ENV_NAME", "virtualenv-py3.11")
+    monkeypatch.setenv("ASV_COMMIT", "a" * 40)
+    first = LinearSolveJVP().measure_round()
+    second = LinearSolveJVP().measure_round()
+    assert calls == [("LinearSolveJVP", True), ("LinearSolveJVP", False)]
+    assert second["values"][_interleave.key("flops:jvp", params)] == [123.0]
+    assert second["values"][_interleave.key("fingerprint:jvp", params)] == [7.0]
+    # Timings and compile times are this round's own.
+    assert second["values"][_interleave.key("jvp", params)] == [2.0] != first["values"][_interleave.key("jvp", params)]
+    assert second["values"][_interleave.key("compile:jvp", params)] == [0.2]
+    # Another class, another commit: each records its own first.
+    LinearSolveJVPDefault().measure_round()
+    monkeypatch.setenv("ASV_COMMIT", "b" * 40)
+    LinearSolveJVP().measure_round()
+    assert calls[2:] == [("LinearSolveJVPDefault", True), ("LinearSolveJVP", True)]
+    # Outside asv (no invocation found) every round records everything, as before.
+    monkeypatch.setattr(_interleave, "asv_invocation", lambda: None)
+    LinearSolveJVP().measure_round()
+    assert calls[-1] == ("LinearSolveJVP", True)
+
+
+def test_finished_invocations_files_are_removed(tmp_path, monkeypatch):
+    from benchmarks import _interleave
+
+    root = tmp_path / _interleave.DESCRIBED_DIR
+    (root / "999999999-1").mkdir(parents=True)  # no such pid
+    (root / "10-700").mkdir()
+    monkeypatch.setattr(_interleave.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(_interleave, "asv_invocation", lambda: "10-700")
+    monkeypatch.setenv("ASV_ENV_NAME", "virtualenv-py3.11")
+    monkeypatch.setenv("ASV_COMMIT", "a" * 40)
+    from benchmarks.bench_linear_solve import LinearSolveJVP
+
+    path = _interleave._described_path(LinearSolveJVP)
+    assert path.startswith(str(root / "10-700"))
+    assert sorted(p.name for p in root.iterdir()) == ["10-700"]
