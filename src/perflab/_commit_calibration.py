@@ -127,6 +127,8 @@ class CommitTrial:
         gate_fails: the cells that fail the gate at the trial's level, every class together: the
             gate (the exit status of ``report --commits --gate-confidence LEVEL``) exits 1 when
             any does.
+        pair: the two recorded commits (``"f9023c4a -> 98cd5c1d"``) of a pair judged from the
+            project's results (`judge_recorded_pairs`), ``""`` for a calibration's own trials.
     """
 
     kind: str
@@ -138,6 +140,7 @@ class CommitTrial:
     single_changed: list = dataclasses.field(default_factory=lambda: [0, 0])
     setting: str = ""
     gate_fails: int = 0
+    pair: str = ""
 
     def total(self, which: str) -> Counts:
         """All classes' `Counts` together, of ``"false"`` or ``"detected"``."""
@@ -218,6 +221,32 @@ def judge_pair(
             "--across-commits", f"expected two recorded commits in {results_dir!r}, got {len(runs)}"
         )
     a, b = sorted(runs, key=lambda r: r.date or 0)
+    return judge_runs(kind, a, b, factor, confidence, number, setting, ungated)
+
+
+def judge_runs(
+    kind: str,
+    a: _asv.RecordedRun,
+    b: _asv.RecordedRun,
+    factor: float,
+    confidence: float | None = None,
+    number: int = 0,
+    setting: str = "",
+    ungated: Sequence[str] = (),
+    pair: str = "",
+) -> CommitTrial:
+    """Judge commit B's run against commit A's as one trial (see `judge_pair`).
+
+    Arguments:
+        kind: the trial's kind (see the module's doc).
+        a, b: the two commits' runs, same machine.
+        factor, confidence, number, setting, ungated: as for `judge_pair`.
+        pair: the commits' names for the report (``"f9023c4a -> 98cd5c1d"``), ``""`` for a
+            calibration's own scratch commits.
+
+    Returns:
+        The trial's counts.
+    """
     slower = slowdown_of(kind) > 0
     # The gate at the level the rule is judged at, so that each level's row says what
     # ``--confidence LEVEL --gate-confidence LEVEL`` would.
@@ -226,7 +255,7 @@ def judge_pair(
     # The level the rule used: the one asked for, else the one its verdicts carry.
     levels = [c.verdict.confidence for c in changes if c.verdict is not None]
     level = confidence or (levels[0] if levels else commits.CONFIDENCE)
-    trial = CommitTrial(kind, level, number=number, setting=setting)
+    trial = CommitTrial(kind, level, number=number, setting=setting, pair=pair)
     trial.gate_fails = sum(c.fails_gate for c in changes)
     slowed_variants = {name: _slowed_of(a, name) for name in {c.benchmark for c in changes}}
     # asv compare's rule and the two-commit rule on the slowed variant's relative times, by the
@@ -414,6 +443,98 @@ def judge_kept(
     return trials
 
 
+@dataclasses.dataclass(frozen=True)
+class RecordedPair:
+    """Two commits of identical benchmarked code recorded in the project's results.
+
+    Attributes:
+        a, b: the two commits' runs (A the parent side).
+        areas: what the commits differ in, by top-level file or folder
+            (`perflab.report.check.changed_areas`).
+    """
+
+    a: _asv.RecordedRun
+    b: _asv.RecordedRun
+    areas: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        """``"f9023c4a -> 98cd5c1d"``."""
+        return f"{self.a.commit[:8]} -> {self.b.commit[:8]}"
+
+
+def recorded_pairs(root: str, results_dir: str, machine: str, pairs: Sequence[str]) -> list[RecordedPair]:
+    """The identical-code pairs `pairs` names, read from the project's results.
+
+    Arguments:
+        root: the repository that resolves the commits.
+        results_dir: the asv results directory.
+        machine: the asv machine both commits were recorded on.
+        pairs: ``"A:B"`` per pair, A and B any git revision or recorded hash prefix.
+
+    Returns:
+        One `RecordedPair` per entry, in order.
+
+    Raises:
+        PerflabError: a pair not of the form ``A:B``, a commit not recorded on `machine`, or
+            two commits whose benchmarked code differs (`perflab.report.check.measured_changes`):
+            flags on such a pair are not false alarms.
+    """
+    from .report import check
+
+    _, runs = _asv.machine_runs(results_dir, machine)
+    found = []
+    for pair in pairs:
+        first, sep, second = pair.partition(":")
+        if not sep or not first or not second:
+            raise _asv.PerflabError("--pairs", f"expected OLD:NEW (two commits), got {pair!r}")
+        a, b = (commits.pick_run(runs, rev, root, None, "--pairs") for rev in (first, second))
+        changed = check.measured_changes(root, a.commit, b.commit)
+        if changed is None:
+            raise _asv.PerflabError("--pairs", f"{pair}: git cannot compare {a.commit[:8]} and {b.commit[:8]} here")
+        if changed:
+            shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+            why = f"{pair}: the benchmarked code differs between the two commits ({shown}); expected identical code"
+            raise _asv.PerflabError("--pairs", why)
+        found.append(RecordedPair(a, b, tuple(check.changed_areas(root, a.commit, b.commit) or ())))
+    return found
+
+
+def judge_recorded_pairs(
+    pairs: Sequence[RecordedPair],
+    factor: float,
+    confidences: Sequence[float | None] = (None,),
+    ungated: Sequence[str] = (),
+) -> list[CommitTrial]:
+    """Judge recorded identical-code pairs as ``identical`` trials, numbered in order, at every
+    level of `confidences` (``None``: the rule's own)."""
+    return [
+        judge_runs("identical", p.a, p.b, factor, level, number, ungated=ungated, pair=p.name)
+        for number, p in enumerate(pairs)
+        for level in confidences
+    ]
+
+
+def render_pairs(pairs: Sequence[RecordedPair]) -> str:
+    """Markdown: the pairs a page judges, what each changed, and its scope."""
+    lines = [
+        "## The pairs",
+        "",
+        "Each pair: two commits whose benchmarked code is identical (nothing under `benchmarks/`, "
+        "`src/perflab/` but its report code, `setup.py`, `pyproject.toml` or asv.conf.json's "
+        "`matrix` differs), both recorded on one machine; every flag on them is false.",
+        "",
+        "| trial | pair | machine | benchmark modules | rounds interleaved | the commits differ in |",
+        "|---|---|---|---|---|---|",
+    ]
+    for number, p in enumerate(pairs):
+        modules = sorted({name.split(".")[0] for name in set(p.a.names) & set(p.b.names)})
+        paired = "yes" if commits.interleaved(p.a, p.b) else "no"
+        areas = ", ".join(p.areas) or "nothing"
+        lines.append(f"| {number} | {p.name} | {p.a.machine} | {', '.join(modules)} | {paired} | {areas} |")
+    return "\n".join(lines + [""])
+
+
 def _kept_numbers(folder):
     return [int(n[7:]) for n in os.listdir(folder) if n.startswith("commits") and n[7:].isdigit()]
 
@@ -422,7 +543,14 @@ def _rate(hits, total):
     if not total:
         return "none"
     low, high = significance.binomial_interval(hits, total)
-    return f"{hits}/{total} ({hits / total:.1%}; 95% CI {low:.1%}-{high:.1%})"
+    return f"{hits}/{total} ({_percent(hits / total)}; 95% CI {_percent(low)}-{_percent(high)})"
+
+
+def _percent(x):
+    # A bound under 0.05% would print as 0.0%, the same as none at all.
+    if 0 < x < 0.00005:
+        return "<0.01%"
+    return f"{x:.2%}" if 0 < x < 0.0005 else f"{x:.1%}"
 
 
 def _within(hits, total):
@@ -464,6 +592,7 @@ def _slowed(c):
 def _label(trial):
     fraction = slowdown_of(trial.kind)
     label = f"slower (+{fraction:.0%})" if fraction else "identical"
+    label = f"{label}, {trial.pair}" if trial.pair else label
     return f"{label}, {trial.setting}" if trial.setting else label
 
 
@@ -552,6 +681,15 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
         lines.append(
             f"- {level:.1%}: identical-code trials exit 1 in {_rate(sum(t.gate_fails > 0 for t in same), len(same))}; "
             f"trials slowed by {SLOWDOWN:.0%} or more in {_rate(sum(t.gate_fails > 0 for t in slowed), len(slowed))}."
+        )
+    lines += ["", "Unchanged cells, every trial together, per level:", ""]
+    for level in sorted(levels, reverse=True):
+        f = sum((t.total("false") for t in trials if t.confidence == level), Counts())
+        lines.append(
+            f"- {level:.1%}: flagged {_rate(f.gate, f.gate_cells)} by the two-commit gate "
+            f"({_within(f.gate, f.gate_cells)}; own times {_rate(f.own, f.cells)}, relative "
+            f"{_rate(f.relative, f.relative_cells)}), {_rate(f.asv, f.cells)} by asv compare "
+            f"({_within(f.asv, f.cells)})."
         )
     changed = sum(t.single_changed[0] for t in trials) // max(len(levels), 1)
     total = sum(t.single_changed[1] for t in trials) // max(len(levels), 1)

@@ -84,14 +84,56 @@ def staleness(root: str, commit: str, study: str) -> Staleness:
     return Staleness(full, short, date, tuple(c for c in every.split() if c in changed))
 
 
+def _matrix(root, revision):
+    text = git(root, "show", f"{revision}:{CONFIG}")
+    conf = _asv.parse_config(text) if text is not None else None
+    return conf.get("matrix") if conf else None
+
+
 def _matrix_changed(root, commit):
     # Only the pinned versions change what was measured; other settings of asv.conf.json do not.
-    def matrix(revision):
-        text = git(root, "show", f"{revision}:{CONFIG}")
-        conf = _asv.parse_config(text) if text is not None else None
-        return conf.get("matrix") if conf else None
+    return _matrix(root, commit) != _matrix(root, f"{commit}^")
 
-    return matrix(commit) != matrix(f"{commit}^")
+
+MEASURED = ("benchmarks/", "src/perflab/", "setup.py", "pyproject.toml", ":(exclude)src/perflab/report/")
+"""What a benchmark run measures (a git pathspec): the suite, the library and its build, but
+not the report code, which reads results and never runs in a measuring process."""
+
+
+def measured_changes(root: str, a: str, b: str) -> list[str] | None:
+    """The paths whose change between two commits changes what the suite measures.
+
+    Arguments:
+        root: the repository root.
+        a, b: the two commits (any git revision).
+
+    Returns:
+        The changed paths of `MEASURED`, and ``asv.conf.json (matrix)`` when the pinned
+        versions differ; empty when the benchmarked code is identical; ``None`` when git cannot
+        tell (a commit unknown here).
+    """
+    changed = git(root, "diff", "--name-only", a, b, "--", *MEASURED)
+    if changed is None:
+        return None
+    paths = changed.split()
+    if _matrix(root, a) != _matrix(root, b):
+        paths.append(f"{CONFIG} (matrix)")
+    return paths
+
+
+def changed_areas(root: str, a: str, b: str) -> list[str] | None:
+    """What two commits differ in, by top-level file or folder (``docs/``, ``README.md``), with
+    ``src/perflab/report/`` named on its own; ``None`` when git cannot tell."""
+    changed = git(root, "diff", "--name-only", a, b)
+    if changed is None:
+        return None
+    areas = []
+    for path in changed.split():
+        head, sep, _ = path.partition("/")
+        area = "src/perflab/report/" if path.startswith("src/perflab/report/") else head + sep
+        if area not in areas:
+            areas.append(area)
+    return sorted(areas)
 
 
 def status_text(study: str, states: Sequence[Staleness]) -> str:
