@@ -124,6 +124,8 @@ def test_a_recorded_pair_is_judged_as_an_identical_trial(repo, tmp_path, monkeyp
     assert f"- Trial 0 (identical, {base[:8]} -> {docs[:8]}, 5 rounds, level 99.0%): unchanged cells" in out
     assert f"0/{cells} (0.0%; 95% CI 0.0%-" in out and "the gate exits 0." in out
     assert "Unchanged cells, every trial together, per level:" in out
+    # No slowed variant on an identical pair: no detection columns, all n/a.
+    assert "| asv compare |\n|---|---|---|---|---|---|---|---|\n" in out and "slowed detected" not in out
 
 
 def test_pairs_that_are_not_identical_code_or_not_recorded_are_refused(repo, tmp_path, monkeypatch, capsys):
