@@ -628,9 +628,9 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
         "",
     ]
     # Identical-code trials alone have no detections: their columns would be n/a throughout.
-    slowed = any(trial.detected for trial in trials)
+    has_detections = any(trial.detected for trial in trials)
     header = "| trial | rounds | level | class | unchanged flagged: gate | own times | relative | asv compare |"
-    if slowed:
+    if has_detections:
         header += (
             " slowed detected: gate | own times | relative | relative row | asv compare: own times | asv compare: "
             "relative times | asv compare: either | interval above 1 |"
@@ -639,7 +639,7 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
     for trial in trials:
         for cls in sorted(set(trial.false) | set(trial.detected)):
             row = [str(trial.number) + f" ({_label(trial)})", str(trial.rounds), f"{trial.confidence:.1%}", cls]
-            row += _unchanged(trial.false.get(cls)) + (_slowed(trial.detected.get(cls)) if slowed else [])
+            row += _unchanged(trial.false.get(cls)) + (_slowed(trial.detected.get(cls)) if has_detections else [])
             lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",
