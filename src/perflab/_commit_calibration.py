@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 from . import _asv, significance
 from ._git import git
-from .report import commits
+from .report import check, commits
 
 SLOWDOWN = 0.10
 """The slowdown of a plain ``slower`` trial."""
@@ -480,8 +480,6 @@ def recorded_pairs(root: str, results_dir: str, machine: str, pairs: Sequence[st
             two commits whose benchmarked code differs (`perflab.report.check.measured_changes`):
             flags on such a pair are not false alarms.
     """
-    from .report import check
-
     _, runs = _asv.machine_runs(results_dir, machine)
     found = []
     for pair in pairs:

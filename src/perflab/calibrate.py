@@ -492,12 +492,14 @@ def run(args: argparse.Namespace) -> int:
     classes = args.bench or [f"\\.{c}\\." for c in DEFAULT_CLASSES]
     if args.across_commits:
         from . import _commit_calibration
+        from .report.commits import ungated_patterns
 
         levels = args.confidence or [None]
+        # What the gate leaves out, as asv's regressions page does, for judging recorded results
+        # (new trials read it from their scratch clone's config).
+        ungated = ungated_patterns(args.config) if args.pairs or args.kept else ()
         pairs_text = ""
         if args.pairs:
-            from .report.commits import ungated_patterns
-
             if not args.machine:
                 raise CalibrationError("--machine", "--pairs needs the asv machine both commits were recorded on")
             names = [p.strip() for item in args.pairs for p in item.split(",") if p.strip()]
@@ -506,12 +508,9 @@ def run(args: argparse.Namespace) -> int:
             except _asv.UserError as err:
                 raise CalibrationError("--results-dir", " ".join(str(err).split())) from None
             pairs = _commit_calibration.recorded_pairs(".", results_dir, args.machine, names)
-            judged = _commit_calibration.judge_recorded_pairs(pairs, args.factor, levels, ungated_patterns(args.config))
+            judged = _commit_calibration.judge_recorded_pairs(pairs, args.factor, levels, ungated)
             pairs_text = _commit_calibration.render_pairs(pairs) + "\n"
         elif args.kept:
-            from .report.commits import ungated_patterns
-
-            ungated = ungated_patterns(args.config)
             judged = _commit_calibration.judge_kept(args.kept, args.factor, levels, ungated)
         else:
             kinds = [k.strip() for k in args.across_commits.split(",") if k.strip()]
