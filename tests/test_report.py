@@ -750,6 +750,24 @@ def test_committed_results_are_found_before_asv_default(tmp_path, monkeypatch, c
     assert os.path.join("results", MACHINE) in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["report", "-b", "LinearSolveJVP.track_jvp"],
+        ["calibrate", "--across-commits", "identical", "--pairs", "a:b", "--machine", MACHINE],
+    ],
+    ids=["report", "calibrate"],
+)
+def test_unreadable_config_is_one_line_naming_it(tmp_path, monkeypatch, capsys, command):
+    # No results/ and an asv.conf.json that is not JSON: one line naming the file, exit 2,
+    # never a parser traceback.
+    (tmp_path / "asv.conf.json").write_text("{not json")
+    monkeypatch.chdir(tmp_path)
+    assert main(command) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"perflab {command[0]}: error: ") and "asv.conf.json is not valid JSON" in line
+
+
 # The repository's own specs ---------------------------------------------------------------
 
 REPO_SPECS = sorted((ROOT / "docs" / "reports").glob("*.toml"))

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from . import calibrate, dashboard, report
-from ._asv import PerflabError
+from ._asv import PerflabError, UserError
 
 SUBCOMMANDS = (report, calibrate, dashboard)
 
@@ -57,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except PerflabError as err:
         print(f"perflab {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except UserError as err:
+        # A file asv's loaders cannot read (asv.conf.json, a results file); asv's message names it.
+        print(f"perflab {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
 
 

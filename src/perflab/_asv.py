@@ -65,7 +65,11 @@ def load_config(path: str) -> dict:
     Raises:
         asv.util.UserError: when the file is missing or not JSON.
     """
-    return asv_util.load_json(path, js_comments=True)
+    try:
+        return asv_util.load_json(path, js_comments=True)
+    except ValueError as err:
+        # asv's loader lets the JSON parser's error through; it names neither the file nor asv.
+        raise UserError(f"{path} is not valid JSON: {err}") from None
 
 
 def parse_config(text: str) -> dict | None:
@@ -96,6 +100,25 @@ def default_results_dir(directory: str = ".") -> str:
     if os.path.isfile(conf_path):
         results_dir = load_config(conf_path).get("results_dir", results_dir)
     return os.path.normpath(os.path.join(directory, results_dir))
+
+
+def results_dir_option(given: str | None, error: type[PerflabError]) -> str:
+    """The results directory a command's ``--results-dir`` names, or the default one.
+
+    Arguments:
+        given: the option's value, or ``None`` when it was not given.
+        error: the command's error class, raised naming ``--results-dir`` when the default
+            cannot be found because asv cannot read asv.conf.json.
+
+    Returns:
+        The results directory path.
+    """
+    if given:
+        return given
+    try:
+        return default_results_dir()
+    except UserError as err:
+        raise error("--results-dir", " ".join(str(err).split())) from None
 
 
 def current_machine() -> str | None:

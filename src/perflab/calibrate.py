@@ -503,10 +503,7 @@ def run(args: argparse.Namespace) -> int:
             if not args.machine:
                 raise CalibrationError("--machine", "--pairs needs the asv machine both commits were recorded on")
             names = [p.strip() for item in args.pairs for p in item.split(",") if p.strip()]
-            try:
-                results_dir = args.results_dir or _asv.default_results_dir()
-            except _asv.UserError as err:
-                raise CalibrationError("--results-dir", " ".join(str(err).split())) from None
+            results_dir = _asv.results_dir_option(args.results_dir, CalibrationError)
             pairs = _commit_calibration.recorded_pairs(".", results_dir, args.machine, names)
             judged = _commit_calibration.judge_recorded_pairs(pairs, args.factor, levels, ungated)
             pairs_text = _commit_calibration.render_pairs(pairs) + "\n"

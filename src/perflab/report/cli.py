@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         ReportError: on a user error (``python -m perflab`` prints it as one line, exit 2).
     """
-    results_dir = args.results_dir or _default_results_dir()
+    results_dir = _asv.results_dir_option(args.results_dir, ReportError)
     if args.study or args.check:
         given = [f"--{o.rstrip('s')}" for o in _TABLE_OPTIONS if getattr(args, o, None)]
         given += ["--extra"] if args.extra else []
@@ -286,13 +286,6 @@ def _overview(results_dir, machine):
         "                                                 companions aside)",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _default_results_dir():
-    try:
-        return _asv.default_results_dir()
-    except _asv.UserError as err:
-        raise ReportError("--results-dir", " ".join(str(err).split())) from None
 
 
 def _study(args, results_dir):
