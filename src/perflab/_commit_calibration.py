@@ -597,19 +597,17 @@ def _label(trial):
 def render(trials: Sequence[CommitTrial], factor: float) -> str:
     """Markdown: per trial, level and class, flags on unchanged timings and detections of the
     slowed variant, by the two-commit gate, each of its two rules, and asv compare."""
-    lines = [
-        "## Across commits (asv continuous, interleaved rounds)",
-        "",
-        f"Factor {factor}. Unchanged cells: every timing of the identical-code trials, and of the "
-        "variants the slower commit did not touch. Detections: timings of the variant the slower "
-        "commit slowed, flagged slower. The two-commit gate (`report --commits`) flags a cell by "
-        "either of its rules: the cell's own times (B/A of its samples; for a variant other than the "
-        "baseline, not where its identical-code control's B/A lies beyond the factor the same way and "
-        "the variant's B/A beyond the control's, round by round, is not flagged) or the relative rule (its "
-        "B/A beyond the change its cell's variants share, judged where a cell has at least "
-        f"{commits.MIN_COMMON} variants; 'of N' counts those); it judges neither the control twin nor "
-        "the companions asv.conf.json keeps off the regressions page, so its unchanged cells are the "
-        "others; a slowed cell counts as detected by the "
+    # Identical-code trials alone have no detections: their columns would be n/a throughout, and
+    # the definitions of what detects a slowdown would define nothing on the page.
+    has_detections = any(trial.detected for trial in trials)
+    unchanged = "every timing of the identical-code trials"
+    if has_detections:
+        unchanged += (
+            ", and of the variants the slower commit did not touch. Detections: timings of the variant "
+            "the slower commit slowed, flagged slower"
+        )
+    detected = (
+        "; a slowed cell counts as detected by the "
         "gate where the gate fails on it or on its relative-time row ('relative row': the two-commit rule "
         "flags that row; the unchanged variants' relative rows are counted among "
         "the unchanged cells, so their false alarms are in its left-hand rate). 'Interval above 1': either rule's "
@@ -617,7 +615,21 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
         "rule on the cell's own per-call times, on its relative times (the harness's "
         "`track_<operation>_relative`: the variant's time over the geometric mean of its cell's variants, per "
         "process; 'none' for trials recorded before the harness recorded it), and either row of the "
-        "cell flagged. Rounds: measuring processes per "
+        "cell flagged"
+        if has_detections
+        else ""
+    )
+    lines = [
+        "## Across commits (asv continuous, interleaved rounds)",
+        "",
+        f"Factor {factor}. Unchanged cells: {unchanged}. The two-commit gate (`report --commits`) flags a cell by "
+        "either of its rules: the cell's own times (B/A of its samples; for a variant other than the "
+        "baseline, not where its identical-code control's B/A lies beyond the factor the same way and "
+        "the variant's B/A beyond the control's, round by round, is not flagged) or the relative rule (its "
+        "B/A beyond the change its cell's variants share, judged where a cell has at least "
+        f"{commits.MIN_COMMON} variants; 'of N' counts those); it judges neither the control twin nor "
+        "the companions asv.conf.json keeps off the regressions page, so its unchanged cells are the "
+        f"others{detected}. Rounds: measuring processes per "
         "commit, paired round by round. Level: both rules' intervals, and the gate's (what `report --commits "
         "--confidence LEVEL --gate-confidence LEVEL` does; the gate's default is "
         f"{commits.GATE_CONFIDENCE:.1%}). A trial recorded with "
@@ -625,8 +637,6 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
         "setting, not the default.",
         "",
     ]
-    # Identical-code trials alone have no detections: their columns would be n/a throughout.
-    has_detections = any(trial.detected for trial in trials)
     header = "| trial | rounds | level | class | unchanged flagged: gate | own times | relative | asv compare |"
     if has_detections:
         header += (
