@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from . import calibrate, dashboard, report
-from ._asv import PerflabError, UserError
+from ._asv import PerflabError, UserError, one_line
 
 SUBCOMMANDS = (report, calibrate, dashboard)
 
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except UserError as err:
         # A file asv's loaders cannot read (asv.conf.json, a results file); asv's message names it.
-        print(f"perflab {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"perflab {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
 
 

@@ -53,6 +53,18 @@ class ReportError(PerflabError):
     """A user error of ``python -m perflab report``."""
 
 
+def one_line(err: Exception) -> str:
+    """`err`'s message on one line: asv wraps its error messages across lines.
+
+    Arguments:
+        err: the error, typically asv's `UserError`.
+
+    Returns:
+        The message with every run of whitespace made one space.
+    """
+    return " ".join(str(err).split())
+
+
 def load_config(path: str) -> dict:
     """Read an ``asv.conf.json`` as asv does (``//`` comments allowed).
 
@@ -118,7 +130,7 @@ def results_dir_option(given: str | None, error: type[PerflabError]) -> str:
     try:
         return default_results_dir()
     except UserError as err:
-        raise error("--results-dir", " ".join(str(err).split())) from None
+        raise error("--results-dir", one_line(err)) from None
 
 
 def current_machine() -> str | None:

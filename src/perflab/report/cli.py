@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except _asv.UserError as err:
         # asv's own loaders report malformed or outdated files this way.
-        raise ReportError("--results-dir", " ".join(str(err).split())) from None
+        raise ReportError("--results-dir", _asv.one_line(err)) from None
     _write(RENDERERS[args.format](report), args.output)
     return 0
 

@@ -142,7 +142,7 @@ def build_study(spec: Spec, results_dir: str) -> tables.StudyReport:
             except ReportError as err:
                 raise ReportError(spec.path, f"{prefix}{err.argument}: {err.message}") from None
             except _asv.UserError as err:
-                raise ReportError(spec.path, f"{prefix}{' '.join(str(err).split())}") from None
+                raise ReportError(spec.path, f"{prefix}{_asv.one_line(err)}") from None
         return loaded[machine, commit, env]
 
     def where(item):
