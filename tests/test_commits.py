@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 from pathlib import Path
 
@@ -485,13 +486,16 @@ def test_commit_calibration_counts_asv_compare_on_relative_times(tmp_path):
     assert "relative times none)" in cc.render([old], 1.05)
 
 
-def test_a_kept_trial_names_its_measuring_setting(tmp_path):
-    # A trial recorded under JAX/XLA variables measured that setting: judged again from the kept
-    # folder, its rows and its verdict line name it; a trial without one reads as the default.
+def test_a_kept_trial_names_its_measuring_setting_and_host(tmp_path):
+    # A trial recorded under JAX/XLA variables measured that setting, and on the machine whose CPU
+    # it kept: judged again from the kept folder, its rows and its verdict line name both; a trial
+    # without them reads as the default, with no machine named.
     from perflab import _commit_calibration as cc
 
     setting = cc.measuring_setting({"JAX_CPU_ENABLE_ASYNC_DISPATCH": "false", "HOME": "/h", "PATH": "/b"})
     assert setting == "JAX_CPU_ENABLE_ASYNC_DISPATCH=false"
+    host = cc.measuring_host()
+    assert host.endswith(f", {os.cpu_count()} CPUs") and len(host) > len(" CPUs, 2")
     kept = tmp_path / "kept"
     kept.mkdir()
     for number, kind, text in ((0, "identical", None), (1, "slower", setting)):
@@ -501,12 +505,20 @@ def test_a_kept_trial_names_its_measuring_setting(tmp_path):
         (folder / "kind.txt").write_text(kind + "\n")
         if text:
             (folder / "setting.txt").write_text(text + "\n")
+            (folder / "host.txt").write_text(host + "\n")
     same, slow = cc.judge_kept(str(kept), 1.05)
     assert (same.setting, slow.setting) == ("", setting)
+    assert (same.host, slow.host) == ("", host)
     rendered = cc.render([same, slow], 1.05)
     assert "| 0 (identical) | 5 |" in rendered
-    assert f"| 1 (slower (+10%), {setting}) | 5 |" in rendered
-    assert f"- Trial 1 (slower (+10%), {setting}, 5 rounds" in rendered
+    assert f"| 1 (slower (+10%), {setting}, on {host}) | 5 |" in rendered
+    assert f"- Trial 1 (slower (+10%), {setting}, on {host}, 5 rounds" in rendered
+    assert "names its CPU there too (`host.txt`)" in rendered
+    assert "host.txt" not in cc.render([same], 1.05)
+    # A folder that is not a kept trial is refused naming --from, not read as some kind.
+    (kept / "commits0" / "kind.txt").unlink()
+    with pytest.raises(_asv.PerflabError, match=r"--from: .*commits0 keeps no kind.txt"):
+        cc.judge_kept(str(kept), 1.05)
 
 
 @pytest.mark.parametrize("kind", ["slower:0", "slower:abc", "faster", "identical:5"])

@@ -16,7 +16,10 @@ its own virtualenv, rounds interleaved; ``-a rounds=N`` when asked for more roun
 `perflab.report.commits` (the project's two-commit rule) and by asv compare's own rule at the
 same factor. Every rate carries a Clopper-Pearson interval. asv hands its environment to every
 measuring process, so a trial run under ``JAX_*``/``XLA_*``/``EQX_*`` variables measures that
-setting: the trial keeps them (``setting.txt``) and the report names them.
+setting: the trial keeps them (``setting.txt``) and the report names them. Its detection rates
+belong to the machine that measured them (how noisy its processes are sets what a number of
+rounds can see), so a kept trial also keeps that machine's CPU (``host.txt``, as asv detects it)
+and the report names it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import shlex
 import sys
 import tempfile
 from collections.abc import Sequence
+
+from asv import util as asv_util
 
 from . import _asv, significance
 from ._git import git
@@ -129,6 +134,8 @@ class CommitTrial:
             any does.
         pair: the two recorded commits (``"f9023c4a -> 98cd5c1d"``) of a pair judged from the
             project's results (`judge_recorded_pairs`), ``""`` for a calibration's own trials.
+        host: the CPU of the machine that recorded the trial (`measuring_host`), ``""`` where it
+            was not kept.
     """
 
     kind: str
@@ -141,6 +148,7 @@ class CommitTrial:
     setting: str = ""
     gate_fails: int = 0
     pair: str = ""
+    host: str = ""
 
     def total(self, which: str) -> Counts:
         """All classes' `Counts` together, of ``"false"`` or ``"detected"``."""
@@ -155,6 +163,19 @@ XLA or equinox run: a trial recorded under them is a different setting, named be
 def measuring_setting(environ) -> str:
     """The variables of `environ` that change what is measured, ``"K=V K=V"`` (sorted)."""
     return " ".join(f"{k}={v}" for k, v in sorted(environ.items()) if k.startswith(MEASURING_PREFIXES))
+
+
+def measuring_host() -> str:
+    """This machine's CPU as asv detects it, and its number of CPUs (``"AMD EPYC, 2 CPUs"``)."""
+    return f"{asv_util.get_cpu_info() or 'unknown CPU'}, {os.cpu_count()} CPUs"
+
+
+def _kept_text(folder, name):
+    path = os.path.join(folder, name)
+    if not os.path.exists(path):
+        return ""
+    with open(path, encoding="utf-8") as fh:
+        return fh.read().strip()
 
 
 def _scratch_commit(repo, kind):
@@ -408,17 +429,19 @@ def run_commit_trials(
                 raise _asv.PerflabError(
                     "--bench", f"asv continuous recorded {len(recorded)} of 2 commits in {machine_dir}:\n{said[-1500:]}"
                 )
-            setting = measuring_setting(env)
+            setting, host = measuring_setting(env), measuring_host()
             if keep:
-                with open(os.path.join(results_dir, "kind.txt"), "w", encoding="utf-8") as fh:
-                    fh.write(kind + "\n")
-                if setting:
-                    with open(os.path.join(results_dir, "setting.txt"), "w", encoding="utf-8") as fh:
-                        fh.write(setting + "\n")
+                for name, text in (("kind.txt", kind), ("setting.txt", setting), ("host.txt", host)):
+                    if text:
+                        with open(os.path.join(results_dir, name), "w", encoding="utf-8") as fh:
+                            fh.write(text + "\n")
             ungated = commits.ungated_patterns(repo_config)
-            out += [
+            judged = [
                 judge_pair(kind, results_dir, "calibrate", factor, level, i, setting, ungated) for level in confidences
             ]
+            for trial in judged:
+                trial.host = host
+            out += judged
     return out
 
 
@@ -431,15 +454,13 @@ def judge_kept(
     trials = []
     for number in sorted(_kept_numbers(folder)):
         path = os.path.join(folder, f"commits{number}")
-        with open(os.path.join(path, "kind.txt"), encoding="utf-8") as fh:
-            kind = fh.read().strip()
-        setting = ""
-        if os.path.exists(os.path.join(path, "setting.txt")):
-            with open(os.path.join(path, "setting.txt"), encoding="utf-8") as fh:
-                setting = fh.read().strip()
-        trials += [
-            judge_pair(kind, path, "calibrate", factor, level, number, setting, ungated) for level in confidences
-        ]
+        kind, setting, host = (_kept_text(path, name) for name in ("kind.txt", "setting.txt", "host.txt"))
+        if not kind:
+            raise _asv.PerflabError("--from", f"{path} keeps no kind.txt: not a trial kept by --keep")
+        judged = [judge_pair(kind, path, "calibrate", factor, level, number, setting, ungated) for level in confidences]
+        for trial in judged:
+            trial.host = host
+        trials += judged
     return trials
 
 
@@ -591,7 +612,8 @@ def _label(trial):
     fraction = slowdown_of(trial.kind)
     label = f"slower (+{fraction:.0%})" if fraction else "identical"
     label = f"{label}, {trial.pair}" if trial.pair else label
-    return f"{label}, {trial.setting}" if trial.setting else label
+    label = f"{label}, {trial.setting}" if trial.setting else label
+    return f"{label}, on {trial.host}" if trial.host else label
 
 
 def render(trials: Sequence[CommitTrial], factor: float) -> str:
@@ -619,6 +641,15 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
         if has_detections
         else ""
     )
+    # Only a page with a trial that kept its machine explains the label (recorded pairs name theirs
+    # in their own table).
+    hosts = (
+        " A trial that kept the machine it ran on names its CPU there too (`host.txt`): how noisy a "
+        "machine's processes are sets what its rounds can see, so rates measured on two machines are "
+        "two measurements; trials without it did not keep it."
+        if any(trial.host for trial in trials)
+        else ""
+    )
     lines = [
         "## Across commits (asv continuous, interleaved rounds)",
         "",
@@ -634,7 +665,7 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
         "--confidence LEVEL --gate-confidence LEVEL` does; the gate's default is "
         f"{commits.GATE_CONFIDENCE:.1%}). A trial recorded with "
         "variables that change how JAX or XLA runs names them after its kind: it measured that "
-        "setting, not the default.",
+        f"setting, not the default.{hosts}",
         "",
     ]
     header = "| trial | rounds | level | class | unchanged flagged: gate | own times | relative | asv compare |"
