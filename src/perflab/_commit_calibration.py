@@ -218,6 +218,7 @@ def judge_pair(
     number: int = 0,
     setting: str = "",
     ungated: Sequence[str] = (),
+    host: str = "",
 ) -> CommitTrial:
     """Judge the two commits one trial recorded.
 
@@ -232,6 +233,7 @@ def judge_pair(
         setting: the trial's measuring environment (see `measuring_setting`).
         ungated: the benchmarks the gate lists but does not judge
             (`perflab.report.commits.ungated_patterns`).
+        host: the CPU of the machine that recorded the trial (`measuring_host`), ``""`` if unknown.
 
     Returns:
         The trial's counts.
@@ -242,7 +244,7 @@ def judge_pair(
             "--across-commits", f"expected two recorded commits in {results_dir!r}, got {len(runs)}"
         )
     a, b = sorted(runs, key=lambda r: r.date or 0)
-    return judge_runs(kind, a, b, factor, confidence, number, setting, ungated)
+    return judge_runs(kind, a, b, factor, confidence, number, setting, ungated, host=host)
 
 
 def judge_runs(
@@ -255,13 +257,14 @@ def judge_runs(
     setting: str = "",
     ungated: Sequence[str] = (),
     pair: str = "",
+    host: str = "",
 ) -> CommitTrial:
     """Judge commit B's run against commit A's as one trial (see `judge_pair`).
 
     Arguments:
         kind: the trial's kind (see the module's doc).
         a, b: the two commits' runs, same machine.
-        factor, confidence, number, setting, ungated: as for `judge_pair`.
+        factor, confidence, number, setting, ungated, host: as for `judge_pair`.
         pair: the commits' names for the report (``"f9023c4a -> 98cd5c1d"``), ``""`` for a
             calibration's own scratch commits.
 
@@ -276,7 +279,7 @@ def judge_runs(
     # The level the rule used: the one asked for, else the one its verdicts carry.
     levels = [c.verdict.confidence for c in changes if c.verdict is not None]
     level = confidence or (levels[0] if levels else commits.CONFIDENCE)
-    trial = CommitTrial(kind, level, number=number, setting=setting, pair=pair)
+    trial = CommitTrial(kind, level, number=number, setting=setting, pair=pair, host=host)
     trial.gate_fails = sum(c.fails_gate for c in changes)
     slowed_variants = {name: _slowed_of(a, name) for name in {c.benchmark for c in changes}}
     # asv compare's rule and the two-commit rule on the slowed variant's relative times, by the
@@ -436,12 +439,10 @@ def run_commit_trials(
                         with open(os.path.join(results_dir, name), "w", encoding="utf-8") as fh:
                             fh.write(text + "\n")
             ungated = commits.ungated_patterns(repo_config)
-            judged = [
-                judge_pair(kind, results_dir, "calibrate", factor, level, i, setting, ungated) for level in confidences
+            out += [
+                judge_pair(kind, results_dir, "calibrate", factor, level, i, setting, ungated, host)
+                for level in confidences
             ]
-            for trial in judged:
-                trial.host = host
-            out += judged
     return out
 
 
@@ -457,10 +458,9 @@ def judge_kept(
         kind, setting, host = (_kept_text(path, name) for name in ("kind.txt", "setting.txt", "host.txt"))
         if not kind:
             raise _asv.PerflabError("--from", f"{path} keeps no kind.txt: not a trial kept by --keep")
-        judged = [judge_pair(kind, path, "calibrate", factor, level, number, setting, ungated) for level in confidences]
-        for trial in judged:
-            trial.host = host
-        trials += judged
+        trials += [
+            judge_pair(kind, path, "calibrate", factor, level, number, setting, ungated, host) for level in confidences
+        ]
     return trials
 
 
