@@ -196,10 +196,6 @@ def _scratch_commit(repo, kind):
             raise _asv.PerflabError("--across-commits", f"git {' '.join(args)} failed in the scratch clone {repo}")
 
 
-RELATIVE_SUFFIX = "_relative"
-"""The harness's relative-time figures: ``track_<operation>_relative``."""
-
-
 def _slowed_of(run, name):
     # The variant the harness slows (`InterleavedBenchmark.slowed_variant`), read from the roles
     # asv exported: the optimised one, else the first that is neither the baseline nor a twin.
@@ -286,10 +282,10 @@ def judge_runs(
     # cell of its own time.
     relative_flags, relative_rows = {}, {}
     for change in changes:
-        if slower and change.benchmark.endswith(RELATIVE_SUFFIX) and change.verdict is not None:
+        if slower and change.benchmark.endswith(commits.RELATIVE_ROWS) and change.verdict is not None:
             if dict(change.params).get("variant") == slowed_variants[change.benchmark]:
                 flag = _asv.asv_compare_flags(change.a.values, change.b.values, factor) and change.verdict.ratio > 1
-                cell = (change.benchmark.removesuffix(RELATIVE_SUFFIX), change.params)
+                cell = (change.benchmark.removesuffix(commits.RELATIVE_ROWS), change.params)
                 relative_flags[cell] = flag
                 relative_rows[cell] = change
     for change in changes:
@@ -657,7 +653,8 @@ def render(trials: Sequence[CommitTrial], factor: float) -> str:
         "either of its rules: the cell's own times (B/A of its samples; for a variant other than the "
         "baseline, not where its identical-code control's B/A lies beyond the factor the same way and "
         "the variant's B/A beyond the control's, round by round, is not flagged) or the relative rule (its "
-        "B/A beyond the change its cell's variants share, judged where a cell has at least "
+        "B/A beyond the change its cell's variants share, on the harness's relative times where both commits "
+        "recorded them, judged where a cell has at least "
         f"{commits.MIN_COMMON} variants; 'of N' counts those); it judges neither the control twin nor "
         "the companions asv.conf.json keeps off the regressions page, so its unchanged cells are the "
         f"others{detected}. Rounds: measuring processes per "

@@ -15,9 +15,15 @@ The variants of a cell are measured interleaved in the same processes, so round 
 variant's log(B/A) carries the same two processes' speeds; the median of those over the cell's
 variants (at least `MIN_COMMON`, the control twin aside) is the change they share, and what is
 left of each variant's B/A is its own, judged by a t interval over the rounds at
-`RELATIVE_CONFIDENCE`. This sees a change confined to some variants with a fraction of the rounds
-a cell's own times need; a change that moves every variant alike (shared code, a slower machine)
-is the common change and leaves it unmoved: the cell's own rule is for that. The gate fails on a
+`RELATIVE_CONFIDENCE`. It reads the harness's relative times (`RELATIVE_ROWS`) where both runs
+recorded them, the own times otherwise: a relative time is a ratio taken inner round by inner
+round inside its process, so it also drops the drift between a process's inner rounds that a
+ratio of the process's medians keeps; each inner round's divisor is shared by the cell's variants, so
+what is left beyond the median change is the variant's own as before (measured on the recorded
+pairs of identical code and the kept calibration trials in docs/trust.md). This sees a change
+confined to some variants with a fraction of the rounds a cell's own times need; a change that
+moves every variant alike (shared code, a slower machine) is the common change and leaves it
+unmoved: the cell's own rule is for that. The gate fails on a
 regression by either rule of a gated cell (`CellChange.gated`) at `GATE_CONFIDENCE` (or the
 listing's level, where stricter): every cell but the identical-code
 ``control`` twin (its code is the baseline's, whose own row is judged) and the companions
@@ -59,7 +65,11 @@ RELATIVE_CONFIDENCE = 0.99
 """The level of the relative rule, chosen on identical code: on the two docs-only pairs (799
 judged cells each) it flagged 0 and 0 at 99.9%, 4 and 4 at 99%, 26 and 12 at 95%, and on the
 identical-code calibration trial (222 cells) 1, 2 and 6; 99% is the loosest level under 1% on all
-three (docs/trust.md)."""
+three (docs/trust.md). Checked again when the rule moved to the relative times, on the three
+docs-only pairs of 799 cells recorded with them (d844745 -> 2329e9b, ace86d6 -> a341ac8,
+f9023c4 -> 98cd5c1; the trial has none, so it keeps the own times): 0, 0, 0 at 99.9%; 0, 1, 1 at
+99%; 1, 2, 7 at 95% (on the own times, the rule otherwise the same: 0, 1, 2 and 3, 4, 7; `report
+--commits A B --confidence LEVEL`)."""
 
 GATE_CONFIDENCE = 0.999
 """The least level at which a regression fails the gate (the exit status), whatever level the
@@ -163,7 +173,8 @@ class CellChange:
         verdict: the significance verdict (ratio B/A), ``None`` for single values.
         control: the ``control`` twin's verdict at the same cell (B/A), or ``None``.
         relative: the relative rule's verdict (the cell's B/A beyond the change its cell's
-            variants share, round by round), or ``None``: figures other than timings of a class
+            variants share, round by round, on the harness's relative times where both runs
+            recorded them), or ``None``: figures other than timings of a class
             measured interleaved, cells of fewer than `MIN_COMMON` variants, or rounds missing.
         gated: whether a regression of this cell can fail the gate: not for the ``control`` twin
             nor for a benchmark that `ungated_patterns` names.
@@ -270,10 +281,30 @@ def _full(cell):
     )
 
 
+RELATIVE_ROWS = "_relative"
+"""The suffix of a timing benchmark's relative times as the harness records them
+(``track_<operation>_relative``: each variant's time over its cell's geometric mean)."""
+
+
+def _relative_basis(a, b, name, ga, gb):
+    # What the relative rule reads: the harness's relative times where both runs recorded them,
+    # else the own times (runs recorded before the harness kept them). A relative time is taken
+    # inner round by inner round inside its process, so a process whose speed moves between its
+    # inner rounds moves every variant alike there, which a ratio of its medians keeps: per
+    # process 2.4% against 3.7% (docs/trust.md). Subtracting the cell's median change leaves each
+    # variant's own change, as on the own times, since the divisor is common to the cell.
+    if ga.unit != "seconds":
+        return None
+    rows = name + RELATIVE_ROWS
+    if all(rows in run.names and rows in run.benchmarks for run in (a, b)):
+        ga, gb = grid(a, rows), grid(b, rows)
+    return ga, gb
+
+
 def _common_changes(ga, gb, at):
     # Per cell (the parameters but the variant): the median over its variants of log(B/A),
     # round by round, and the variants it was taken over; cells with too few variants are left out.
-    if ga.unit != "seconds" or at is None:
+    if at is None:
         return {}
     heads = {}
     for key in ga.cells:
@@ -291,7 +322,7 @@ def _common_changes(ga, gb, at):
     return common
 
 
-def _relative(ga, gb, key, at, common, factor, confidence, floor=0.0):
+def _relative(ga, gb, common, key, at, factor, confidence, floor=0.0):
     found = common.get(key[:at] + key[at + 1 :]) if at is not None else None
     if found is None or key not in found[1]:
         return None
@@ -360,7 +391,8 @@ def compare_commits(
         ga, gb = grid(a, name), grid(b, name)
         names = ga.param_names
         control_at = names.index(VARIANT_PARAM) if VARIANT_PARAM in names else None
-        common = _common_changes(ga, gb, control_at)
+        basis = _relative_basis(a, b, name, ga, gb)
+        relative = (*basis, _common_changes(*basis, control_at)) if basis else None
         companion = any(re.match(pattern, name) for pattern in ungated)
         for key, ca in ga.cells.items():
             cb = gb.cells.get(key)
@@ -373,7 +405,7 @@ def compare_commits(
                 changes.append(CellChange(name, params, ca, cb, ga.unit, kind, gated=gated))
                 continue
 
-            judged = (a, b, name, ga, gb, key, params, gated, control_at, common, paired, factor, confidence)
+            judged = (a, b, name, ga, gb, key, params, gated, control_at, relative, paired, factor, confidence)
             change = _judge_cell(*judged, floor=0.0)
             # Only a cell the listing's rules moved can fail the gate, so only those are judged
             # again; the gate's level is never looser than the listing's.
@@ -388,7 +420,7 @@ def _stricter(change, level):
     return any(v is not None and v.confidence < level for v in verdicts)
 
 
-def _judge_cell(a, b, name, ga, gb, key, params, gated, control_at, common, paired, factor, confidence, floor):
+def _judge_cell(a, b, name, ga, gb, key, params, gated, control_at, basis, paired, factor, confidence, floor):
     ca, cb = ga.cells[key], gb.cells[key]
     verdict = _judge(ca, cb, _paired(a, b, name, ca, cb, paired), factor, confidence, floor)
     control = beyond = None
@@ -399,7 +431,10 @@ def _judge_cell(a, b, name, ga, gb, key, params, gated, control_at, common, pair
             control = _judge(ta, tb, _paired(a, b, name, ta, tb, paired), factor, confidence, floor)
         if key[control_at] != ga.info.get("baseline"):
             beyond = _beyond_control(ca, cb, ta, tb, factor, confidence, floor)
-    relative = _relative(ga, gb, key, control_at, common, factor, confidence, floor)
+    relative = None
+    if basis is not None:
+        ra, rb, common = basis
+        relative = _relative(ra, rb, common, key, control_at, factor, confidence, floor)
     return CellChange(name, params, ca, cb, ga.unit, _direction(verdict), verdict, control, relative, gated, beyond)
 
 
@@ -525,8 +560,10 @@ def render_commits(
         + f"; flagged when the interval excludes 1 and the ratio lies beyond {factor:g}. "
         "Every figure is lower-is-better. Control: the identical-code twin of the same cell, B/A.",
         "Relative rule: each variant's B/A beyond the change its cell's variants share (their median, "
-        f"round by round), at {_level(confidence, RELATIVE_CONFIDENCE)}: it sees a change confined to some "
-        "variants, not one that moves every variant alike. The gate (the exit status) fails on a regression "
+        "round by round; read from the harness's relative times, each variant's time over its cell's "
+        "geometric mean in every inner round of its process, where both runs recorded them), at "
+        f"{_level(confidence, RELATIVE_CONFIDENCE)}: it sees a change confined to some variants, not one "
+        "that moves every variant alike. The gate (the exit status) fails on a regression "
         f"by either rule at {gate_level} or the listing's level where that is "
         "stricter (one of some two thousand cells flagged by chance must not fail it), "
         "except of the identical-code control (the baseline's code, judged in its own row) and of the companions "
